@@ -1,0 +1,42 @@
+# The contract: `make run` and `make test` do all set-up themselves on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+PROFILE ?= demo
+
+.PHONY: install run test lint bench audit recover ui clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.9
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/uv pip install -q -r requirements.lock
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/uv pip install -q --no-deps -e .
+	touch $(STAMP)
+
+run: install
+	$(BIN)/portfolio-assets run --profile $(PROFILE)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check portfolio_assets portfolio_assets_tests
+
+bench: install
+	$(BIN)/portfolio-assets bench
+
+audit: install
+	$(BIN)/portfolio-assets audit --profile $(PROFILE)
+
+recover: install
+	$(BIN)/portfolio-assets recover --profile $(PROFILE) $(if $(DATE),--date $(DATE),)
+
+ui: install
+	$(BIN)/portfolio-assets ui
+
+clean:
+	rm -rf lakehouse/*/ .dagster_home

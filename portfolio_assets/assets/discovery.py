@@ -1,0 +1,68 @@
+"""Step 2: one scan table per scanner family (equity, crypto, bond, forex)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from dagster import AssetsDefinition, asset
+
+from portfolio_assets.assets._step import Step
+from portfolio_assets.assets.common import DATA_OWNERS, FAMILIES, PARTITIONS
+from portfolio_assets.resources import PortfolioSettings
+from portfolio_assets.sources.base import SCAN_COLUMNS
+from portfolio_assets.symbols import validate_symbol
+
+PREVIEW = ["symbol", "direction", "close", "Value.Traded", "Perf.3M", "ADX"]
+
+
+def scan_family(step: Step, family: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Run every preset of `family` as of the partition date; rows keep their preset and direction."""
+    fam = step.cfg.discovery.scanners.get(family)
+    if fam is None or not fam.enabled:
+        step.event("scanner_disabled", family=family)
+        return pd.DataFrame(columns=[*SCAN_COLUMNS, "direction", "preset"]), {}
+    source = step.settings.source()
+    frames, counts = [], {}
+    for preset in fam.presets:
+        rows = source.scan(family, step.date, preset.model_dump())
+        rows = rows.assign(direction=preset.direction, preset=preset.name)
+        counts[preset.name] = len(rows)
+        frames.append(rows)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*SCAN_COLUMNS, "direction", "preset"])
+    for sym in df["symbol"]:
+        validate_symbol(sym)
+    missing = [c for c in SCAN_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{family} scan from source {source.name!r} lacks columns {missing}")
+    return df.reset_index(drop=True), counts
+
+
+def make_scan_asset(family: str) -> AssetsDefinition:
+    extra = " Multi-timeframe: monthly -> weekly -> daily screens." if family == "forex" else ""
+
+    @asset(
+        name=f"{family}_scan",
+        group_name="discovery",
+        partitions_def=PARTITIONS,
+        deps=["run_manifest"],
+        kinds={"python", "parquet"},
+        owners=DATA_OWNERS,
+        description=(
+            f"Step 2. The {family} scanner as of the partition's close: symbol, direction and scanner "
+            f"fields (close, volume, value traded, ADX, ATR, recommendation, Perf.W..Y, volatility, "
+            f"sector), computed from data <= D.{extra}"
+        ),
+    )
+    def _scan(context, settings: PortfolioSettings):
+        with Step(context, settings, f"{family}_scan", "discovery", params={"family": family}) as step:
+            df, counts = scan_family(step, family)
+            step.write(df)
+            by_dir = df["direction"].value_counts().to_dict() if len(df) else {}
+            return step.result(
+                metrics={"rows": len(df), "by_preset": counts, "by_direction": by_dir},
+                preview=df[[c for c in PREVIEW if c in df.columns]],
+            )
+
+    return _scan
+
+
+scan_assets = [make_scan_asset(f) for f in FAMILIES]

@@ -1,0 +1,62 @@
+"""Step 1: the run manifest — resolved profile, versions, a clean partition and the ledger genesis."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from dagster import MetadataValue, asset
+
+from portfolio_assets.assets._step import Step, genesis_payload, ledger_for
+from portfolio_assets.assets.common import DATA_OWNERS, PARTITIONS
+from portfolio_assets.partitions import validate_partition_date
+from portfolio_assets.resources import PortfolioSettings
+
+
+@asset(
+    group_name="run",
+    partitions_def=PARTITIONS,
+    kinds={"python", "parquet"},
+    owners=DATA_OWNERS,
+    description=(
+        "Step 1. The resolved profile (CLI > PA_* env > profile > defaults > code), a snapshot of the "
+        "manifest, code and package versions. Clears this partition's stale derived artifacts (never "
+        "the price cache), archives any previous ledger and writes the ledger genesis."
+    ),
+)
+def run_manifest(context, settings: PortfolioSettings):
+    validate_partition_date(context.partition_key)
+    resolved = settings.resolved()
+    lake = settings.lakehouse()
+    removed = lake.clear_partition(context.partition_key)
+    ledger = ledger_for(settings, context.partition_key)
+    archived = None
+    if ledger is not None:
+        archived = ledger.archive()
+        ledger.genesis(context.run_id, {**genesis_payload(resolved), "cleared": removed,
+                                        "archived_previous_ledger": str(archived) if archived else None})
+    with Step(context, settings, "run_manifest", "run", params={"profile": resolved.profile}) as step:
+        snap = genesis_payload(resolved)
+        table = pd.DataFrame([{
+            "partition": step.partition,
+            "profile": resolved.profile,
+            "resolved_from": " -> ".join(resolved.resolved_from),
+            "manifest_sha256": resolved.manifest_sha256,
+            "config_hash": resolved.config_hash,
+            "code_version": snap["code_version"],
+            "config_json": json.dumps(resolved.config.model_dump(mode="json"), sort_keys=True),
+            "overrides_json": json.dumps(resolved.overrides, sort_keys=True),
+            "package_versions_json": json.dumps(snap["package_versions"], sort_keys=True),
+        }])
+        step.write(table)
+        features = resolved.config.features.model_dump()
+        return step.result(
+            metrics={"cleared_artifacts": len(removed), "source": resolved.config.source.kind},
+            extra={
+                "resolved_from": " -> ".join(resolved.resolved_from),
+                "config_hash": resolved.config_hash,
+                "features": MetadataValue.json(features),
+                "code_version": snap["code_version"],
+                "ledger_archived": str(archived) if archived else "none",
+            },
+        )

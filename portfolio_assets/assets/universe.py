@@ -1,0 +1,174 @@
+"""Steps 3-6: raw pool, 60-session returns, natural selection, enrichment."""
+
+from __future__ import annotations
+
+import pandas as pd
+from dagster import asset
+
+from portfolio_assets.assets._step import Step
+from portfolio_assets.assets.common import FAMILIES, OWNERS, PARTITIONS
+from portfolio_assets.fetch import coverage, fetch_into_cache, load_panel, window_bounds
+from portfolio_assets.partitions import sessions_window
+from portfolio_assets.quant.calendar import simple_returns
+from portfolio_assets.quant.rawpool import build_raw_pool
+from portfolio_assets.resources import PortfolioSettings
+
+KINDS = {"python", "parquet"}
+
+
+def calendars_of(step: Step, symbols: list[str]) -> dict[str, str]:
+    meta = step.settings.source().metadata(list(symbols))
+    missing = [s for s in symbols if s not in meta.index or pd.isna(meta.at[s, "calendar"])]
+    if missing:
+        raise ValueError(f"source has no calendar for {len(missing)} symbol(s), e.g. {missing[:3]}")
+    return {s: str(meta.at[s, "calendar"]) for s in symbols}
+
+
+def fetch_returns(step: Step, symbols: list[str], n_sessions: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fetch `n_sessions` master sessions of bars (+1 for the first return) into the cache; returns
+    (prices panel, returns) with exactly `n_sessions` return rows."""
+    window = sessions_window(step.date, n_sessions + 1)
+    start, end = window_bounds(window)
+    cleanups = fetch_into_cache(step.settings.source(), step.lake, symbols, start, end)
+    fixed = {s: c for s, c in cleanups.items() if any(c.values())}
+    if fixed:
+        step.event("bars_cleaned", symbols=len(fixed), detail=dict(list(fixed.items())[:10]))
+    panel = load_panel(step.lake, symbols, calendars_of(step, symbols), window, step.date)
+    rets = simple_returns(panel).iloc[1:]
+    return panel.iloc[1:], rets
+
+
+@asset(
+    group_name="universe",
+    partitions_def=PARTITIONS,
+    deps=[f"{f}_scan" for f in FAMILIES],
+    kinds=KINDS,
+    owners=OWNERS,
+    description=(
+        "Step 3. The scans merged: exact instrument-identity merge across venues (best venue kept, "
+        "alternates listed), composite score per asset class (liquidity, ADX, momentum, volatility "
+        "sanity), class cap, the baseline forced in. All scanner fields are kept."
+    ),
+)
+def raw_pool(context, settings: PortfolioSettings):
+    with Step(context, settings, "raw_pool", "universe") as step:
+        sel = step.cfg.selection
+        step.params.update(class_cap=sel.class_cap, baseline=sel.baseline)
+        scans = {f: step.read("discovery", f"{f}_scan") for f in FAMILIES}
+        baseline_row = None
+        if not any((df["symbol"] == sel.baseline).any() for df in scans.values() if len(df)):
+            # The market baseline failed every scanner filter today: fetch its own scanner row.
+            baseline_row = step.settings.source().scan(
+                "equity", step.date, {"name": "baseline", "filter": [], "symbols": [sel.baseline], "limit": 1}
+            )
+            baseline_row = baseline_row[baseline_row["symbol"] == sel.baseline].assign(direction="long", preset="baseline")
+            step.event("baseline_forced", symbol=sel.baseline, reason="absent from every scan")
+        pool, audit = build_raw_pool(scans, sel.class_cap, sel.baseline, baseline_row)
+        step.write(pool.reset_index())
+        step.write(audit, part="audit")
+        by_class = pool.groupby(["asset_class", "direction"]).size().rename("n").reset_index()
+        return step.result(
+            metrics={
+                "rows": len(pool),
+                "by_class": {f"{c}/{d}": int(n) for c, d, n in by_class.itertuples(index=False)},
+                "identities_merged": int((pool["n_venues"] > 1).sum()),
+            },
+            preview=pool.reset_index()[["symbol", "asset_class", "direction", "score", "alternates"]],
+        )
+
+
+@asset(
+    group_name="universe",
+    partitions_def=PARTITIONS,
+    deps=["raw_pool"],
+    kinds=KINDS,
+    owners=OWNERS,
+    description=(
+        "Step 4. 60-session return matrix (master sessions x symbols) for the raw pool + baseline, "
+        "aligned to XNYS sessions from each symbol's own calendar: no zero-filled closed days, crypto "
+        "weekends folded into the next session. Part `coverage`: share of sessions with data."
+    ),
+)
+def returns_60d(context, settings: PortfolioSettings):
+    with Step(context, settings, "returns_60d", "universe") as step:
+        n = step.cfg.data.lookback_prep
+        step.params.update(sessions=n)
+        pool = step.read("universe", "raw_pool")
+        symbols = sorted(set(pool["symbol"]) | {step.cfg.selection.baseline})
+        _, rets = fetch_returns(step, symbols, n)
+        cov = coverage(rets).reset_index().rename(columns={"index": "symbol"})
+        step.write(rets)
+        step.write(cov, part="coverage")
+        return step.result(
+            metrics={"sessions": len(rets), "symbols": rets.shape[1],
+                     "first_session": str(rets.index[0].date()), "last_session": str(rets.index[-1].date()),
+                     "mean_coverage": float(cov["coverage"].mean())},
+            preview=cov.sort_values("coverage").head(10),
+        )
+
+
+@asset(
+    group_name="universe",
+    partitions_def=PARTITIONS,
+    deps=["raw_pool", "returns_60d"],
+    kinds={"python", "parquet", "scipy"},
+    owners=OWNERS,
+    description=(
+        "Step 5. Natural selection: coverage-aware pairwise correlation, angular distance "
+        "sqrt(0.5(1-rho)), Ward linkage cut at the manifest threshold (or max_clusters); alpha score "
+        "(return, inverse vol, antifragility, liquidity) ranked globally with feat_xs_momentum, "
+        "within-cluster otherwise; diversity-scaled top-n per cluster and direction, momentum gate, "
+        "one venue per identity, baseline kept. Part `audit`: every candidate with why it won or lost."
+    ),
+)
+def selected_universe(context, settings: PortfolioSettings):
+    from portfolio_assets.quant.selection import SelectionParams, select_universe
+
+    with Step(context, settings, "selected_universe", "universe") as step:
+        sel, data = step.cfg.selection, step.cfg.data
+        params = SelectionParams(
+            threshold=sel.threshold, max_clusters=sel.max_clusters, top_n=sel.top_n,
+            min_momentum=sel.min_momentum, min_overlap=data.min_overlap,
+            xs_momentum=step.cfg.features.feat_xs_momentum, baseline=sel.baseline,
+        )
+        step.params.update(params.__dict__)
+        pool = step.read("universe", "raw_pool").set_index("symbol")
+        rets = step.read("universe", "returns_60d")
+        candidates = pool[["direction", "identity", "asset_class"]].assign(value_traded=pool["Value.Traded"])
+        result = select_universe(candidates, rets, params)
+        winners = result.winners.reset_index()
+        step.write(winners)
+        step.write(result.audit.reset_index(), part="audit")
+        return step.result(
+            metrics={"funnel": result.funnel, "winners": len(winners), "clusters": int(result.clusters.n_clusters),
+                     "ranking": "global percentile (feat_xs_momentum)" if params.xs_momentum else "within-cluster min-max"},
+            preview=winners[["symbol", "direction", "asset_class", "cluster", "score", "reason"]],
+        )
+
+
+@asset(
+    group_name="universe",
+    partitions_def=PARTITIONS,
+    deps=["selected_universe", "raw_pool"],
+    kinds={"python", "parquet"},
+    owners=OWNERS,
+    description=(
+        "Step 6. Sector, industry, description and asset class for every winner, each with its "
+        "provenance: scanner row, source metadata, built-in map of well-known ETFs, class fallback."
+    ),
+)
+def enriched_universe(context, settings: PortfolioSettings):
+    from portfolio_assets.quant.enrichment import FIELDS, enrich
+
+    with Step(context, settings, "enriched_universe", "universe") as step:
+        winners = step.read("universe", "selected_universe").set_index("symbol")
+        pool = step.read("universe", "raw_pool").set_index("symbol")
+        meta = step.settings.source().metadata(list(winners.index))
+        enriched = enrich(winners, pool, meta)
+        out = winners[["direction", "cluster", "score"]].join(enriched).reset_index()
+        step.write(out)
+        provenance = {f: out[f"{f}_source"].value_counts().to_dict() for f in FIELDS}
+        return step.result(
+            metrics={"rows": len(out), "provenance": provenance},
+            preview=out[["symbol", "asset_class", "sector", "sector_source", "description"]],
+        )

@@ -1,0 +1,190 @@
+"""Fetching bars into the price cache, reading windows back, and automated gap recovery.
+
+Windowed reads (60 and 500 sessions) come from the per-symbol price cache for days <= D, never
+from hundreds of upstream partitions. Every fetch of a window re-fetches the whole window (so a
+partition's result does not depend on what an earlier run left in the cache) and merges it in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from portfolio_assets.lakehouse import Lakehouse
+from portfolio_assets.quant.health import HealthParams, assess_symbol
+from portfolio_assets.sources.base import BAR_COLUMNS, MarketData, SourceError
+
+FETCH_BUFFER_DAYS = 10  # calendar days before the first session, for the first return
+
+
+class BarsError(ValueError):
+    """Bars a source returned are structurally unusable (columns, timestamps)."""
+
+
+def clean_bars(symbol: str, bars: pd.DataFrame, as_of: dt.date) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Structural checks on fetched bars; returns sorted, de-duplicated bars <= as_of and counts.
+
+    Missing columns or unparseable timestamps raise `BarsError` naming the symbol. Duplicated
+    timestamps keep the last row; rows after `as_of` are dropped (point in time). Price values are
+    left as they are: non-positive or absurd prices are the health gate's BAD_TICKS.
+    """
+    missing = [c for c in BAR_COLUMNS if c not in bars.columns]
+    if missing:
+        raise BarsError(f"bars for {symbol}: missing columns {missing}")
+    try:
+        times = pd.to_datetime(bars["time"], utc=True)
+    except (ValueError, TypeError) as exc:
+        raise BarsError(f"bars for {symbol}: unparseable timestamps ({exc})") from None
+    if times.isna().any():
+        raise BarsError(f"bars for {symbol}: {int(times.isna().sum())} empty timestamp(s)")
+    out = bars.loc[:, list(BAR_COLUMNS)].copy()
+    out["time"] = times.dt.normalize()
+    counts = {"unsorted": int((out["time"].diff().dt.total_seconds() < 0).sum())}
+    out = out.sort_values("time", kind="mergesort")
+    dup = out["time"].duplicated(keep="last")
+    counts["duplicates"] = int(dup.sum())
+    out = out[~dup]
+    future = out["time"].dt.tz_localize(None) > pd.Timestamp(as_of)
+    counts["future"] = int(future.sum())
+    return out[~future].reset_index(drop=True), counts
+
+
+def fetch_into_cache(
+    source: MarketData,
+    lake: Lakehouse,
+    symbols: list[str],
+    start: dt.date,
+    end: dt.date,
+    attempt: int = 0,
+) -> dict[str, dict[str, int]]:
+    """Fetch bars for `symbols` and merge them into the cache. Returns per-symbol clean-up counts.
+
+    Uses the source's bounded-concurrency `fetch_many` when it has one. A source error for one
+    symbol is raised (naming it) — never swallowed.
+    """
+    fetched_at = dt.datetime.now(dt.UTC)
+    fetch_many = getattr(source, "fetch_many", None)
+    if callable(fetch_many) and attempt == 0:
+        results = fetch_many(symbols, start, end)
+    else:
+        results = {s: source.bars(s, start, end, attempt=attempt) for s in symbols}
+    report = {}
+    for symbol in symbols:
+        if symbol not in results:
+            raise SourceError(f"source {source.name!r} returned no answer for {symbol}")
+        bars, counts = clean_bars(symbol, results[symbol], end)
+        lake.merge_prices(symbol, bars, source.name, fetched_at)
+        report[symbol] = counts
+    return report
+
+
+def read_cached(lake: Lakehouse, symbol: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """Cached bars of `symbol` with start <= day <= end."""
+    bars = lake.read_prices(symbol)
+    if bars.empty:
+        return bars.loc[:, list(BAR_COLUMNS)]
+    days = pd.to_datetime(bars["time"], utc=True).dt.tz_localize(None)
+    keep = (days >= pd.Timestamp(start)) & (days <= pd.Timestamp(end))
+    return bars.loc[keep, list(BAR_COLUMNS)].reset_index(drop=True)
+
+
+@dataclass
+class RecoveryLog:
+    rows: list[dict[str, object]] = field(default_factory=list)
+
+    def frame(self) -> pd.DataFrame:
+        cols = ["symbol", "attempt", "status_before", "status_after", "start", "end", "error"]
+        return pd.DataFrame(self.rows, columns=cols)
+
+
+def assess_all(
+    lake: Lakehouse,
+    symbols: list[str],
+    calendars: dict[str, str],
+    window: pd.DatetimeIndex,
+    fetch_start: dt.date,
+    as_of: dt.date,
+    params: dict[str, HealthParams],
+) -> pd.DataFrame:
+    """Health table (one row per symbol, judged with that symbol's `params`) from the cache."""
+    from portfolio_assets.partitions import session_close_utc
+    from portfolio_assets.quant.calendar import align_closes
+
+    close_ns = session_close_utc(as_of).value
+    rows = []
+    for symbol in symbols:
+        bars = read_cached(lake, symbol, fetch_start, as_of)
+        n_sessions = int(align_closes(bars, calendars[symbol], window).notna().sum()) if len(bars) else 0
+        row = assess_symbol(
+            bars, calendars[symbol], window[0], pd.Timestamp(as_of), close_ns, n_sessions, params[symbol]
+        )
+        rows.append({"symbol": symbol, **row})
+    return pd.DataFrame(rows).set_index("symbol")
+
+
+def recover(
+    source: MarketData,
+    lake: Lakehouse,
+    health: pd.DataFrame,
+    calendars: dict[str, str],
+    window: pd.DatetimeIndex,
+    fetch_start: dt.date,
+    as_of: dt.date,
+    params: dict[str, HealthParams],
+    attempts: int,
+    backoff_s: float,
+) -> tuple[pd.DataFrame, RecoveryLog]:
+    """Re-fetch every unhealthy symbol's window up to `attempts` times with exponential backoff.
+
+    INSUFFICIENT alone is not repairable by re-fetching (the history is simply short), so it is
+    not retried. A source error during a repair is recorded for that symbol and the symbol keeps
+    its unhealthy status, so the health gate sees it: recovery never reports success it did not have.
+    """
+    log = RecoveryLog()
+    health = health.copy()
+    repairable = {"MISSING", "STALE", "GAPS", "BAD_TICKS"}
+    for attempt in range(1, attempts + 1):
+        todo = [s for s in health.index if health.at[s, "status"] in repairable]
+        if not todo:
+            break
+        if attempt > 1 and backoff_s > 0:
+            time.sleep(backoff_s * 2 ** (attempt - 2))
+        for symbol in todo:
+            before = health.at[symbol, "status"]
+            error = ""
+            try:
+                fetch_into_cache(source, lake, [symbol], fetch_start, as_of, attempt=attempt)
+            except (SourceError, BarsError, OSError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            new = assess_all(lake, [symbol], calendars, window, fetch_start, as_of, params)
+            health.loc[symbol, new.columns] = new.loc[symbol]
+            log.rows.append({
+                "symbol": symbol, "attempt": attempt, "status_before": before,
+                "status_after": health.at[symbol, "status"], "start": str(fetch_start), "end": str(as_of),
+                "error": error,
+            })
+    return health, log
+
+
+def window_bounds(window: pd.DatetimeIndex) -> tuple[dt.date, dt.date]:
+    """Fetch range for a master-session window: a buffer before the first session, up to the last."""
+    return (window[0] - pd.Timedelta(days=FETCH_BUFFER_DAYS)).date(), window[-1].date()
+
+
+def coverage(returns: pd.DataFrame) -> pd.Series:
+    """Share of sessions with a return, per symbol."""
+    return returns.notna().mean().rename("coverage") if len(returns) else pd.Series(dtype=float, name="coverage")
+
+
+def load_panel(
+    lake: Lakehouse, symbols: list[str], calendars: dict[str, str], window: pd.DatetimeIndex, as_of: dt.date
+) -> pd.DataFrame:
+    """Aligned close panel (window sessions x symbols) from the cache, data <= as_of only."""
+    from portfolio_assets.quant.calendar import align_panel
+
+    start, _ = window_bounds(window)
+    bars = {s: read_cached(lake, s, start, as_of) for s in symbols}
+    return align_panel(bars, calendars, window)

@@ -1,0 +1,35 @@
+"""Jobs and the executor chosen by the active profile's `executor` section."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, ExecutorDefinition, define_asset_job, in_process_executor, multiprocess_executor
+
+from portfolio_assets.assets.common import PARTITIONS
+from portfolio_assets.manifest import ExecutorConfig
+
+DAILY_JOB = "daily_portfolio"
+
+
+def executor_for(cfg: ExecutorConfig) -> ExecutorDefinition:
+    """multiprocess (default, both cores), in_process, or dask (local cluster or a scheduler)."""
+    if cfg.kind == "in_process":
+        return in_process_executor
+    if cfg.kind == "dask":
+        from dagster_dask import dask_executor
+
+        cluster = (
+            {"existing": {"address": cfg.dask.scheduler_address}}
+            if cfg.dask.scheduler_address
+            else {"local": {"n_workers": cfg.dask.n_workers, "threads_per_worker": cfg.dask.threads_per_worker,
+                            "processes": True, "dashboard_address": None}}
+        )
+        return dask_executor.configured({"cluster": cluster})
+    return multiprocess_executor.configured({"max_concurrent": cfg.max_concurrent})
+
+
+daily_job = define_asset_job(
+    DAILY_JOB,
+    selection=AssetSelection.all(),
+    partitions_def=PARTITIONS,
+    description="The whole graph for one trading date: discovery to orders, with every check.",
+)

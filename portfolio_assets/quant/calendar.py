@@ -1,0 +1,95 @@
+"""Calendar alignment: each symbol's own bars sampled on the master calendar's sessions.
+
+A bar is labelled by its trading day. Its *close moment* is when its price becomes known:
+- exchange calendars (XNYS, ...): that session's close;
+- 24/7 (crypto) and 24/5 (forex): the end of the UTC day, i.e. label + 1 day at 00:00 UTC.
+
+At master session D we take the last bar whose close moment is at or before D's close — nothing
+later (point in time). A crypto bar of Saturday and Sunday is therefore folded into Monday's
+sample, and the Friday→Monday return carries the weekend's move. When no new bar closed since the
+previous master session the sample is NaN: closed days are never zero-filled and prices are never
+carried forward into a fake zero return.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+CALENDAR_24_7 = "24/7"
+CALENDAR_24_5 = "24/5"
+
+
+@lru_cache(maxsize=16)
+def _session_closes(calendar: str) -> pd.Series:
+    from portfolio_assets.partitions import get_calendar
+
+    cal = get_calendar(calendar)
+    closes = cal.closes
+    return pd.Series(closes.to_numpy(), index=pd.DatetimeIndex(closes.index).tz_localize(None))
+
+
+def bar_close_moments(labels: pd.DatetimeIndex, calendar: str) -> np.ndarray:
+    """UTC close moment (int64 ns) of bars labelled `labels` (tz-naive days) on `calendar`.
+
+    Bars labelled on a day without a session of an exchange calendar get NaT (then ignored)."""
+    labels = pd.DatetimeIndex(labels).tz_localize(None).normalize()
+    if calendar in (CALENDAR_24_7, CALENDAR_24_5):
+        return (labels + pd.Timedelta(days=1)).tz_localize("UTC").asi8
+    moments = _session_closes(calendar).reindex(labels)
+    return pd.to_datetime(moments.to_numpy(), utc=True).asi8
+
+
+def _master_closes_with_previous(sessions: pd.DatetimeIndex, master: str) -> np.ndarray:
+    """Close moments of the session before `sessions[0]` followed by those of `sessions`."""
+    closes = _session_closes(master)
+    pos = closes.index.get_indexer(pd.DatetimeIndex(sessions).tz_localize(None))
+    if (pos < 0).any():
+        bad = pd.DatetimeIndex(sessions)[pos < 0][:3].date.tolist()
+        raise ValueError(f"not {master} sessions: {bad}")
+    pos = np.concatenate([[pos[0] - 1], pos]) if len(pos) else pos
+    return pd.to_datetime(closes.iloc[np.maximum(pos, 0)].to_numpy(), utc=True).asi8
+
+
+def align_closes(bars: pd.DataFrame, calendar: str, sessions: pd.DatetimeIndex, master: str = "XNYS") -> pd.Series:
+    """Close price of `bars` sampled at each master session (NaN when no new bar closed).
+
+    `bars` has a `time` column (bar label; tz-aware UTC or naive, normalized to the day) and
+    `close`. Returns a float Series indexed by `sessions`.
+    """
+    sessions = pd.DatetimeIndex(sessions, name="session")
+    out = np.full(len(sessions), np.nan)
+    if len(bars) and len(sessions):
+        labels = pd.DatetimeIndex(pd.to_datetime(bars["time"], utc=True)).tz_localize(None).normalize()
+        moments = bar_close_moments(labels, calendar)
+        close = bars["close"].to_numpy(dtype=float)
+        ok = moments != np.iinfo(np.int64).min  # NaT: labelled on a day the exchange was closed
+        order = np.argsort(moments[ok], kind="mergesort")
+        moments, close = moments[ok][order], close[ok][order]
+        # Sample at the previous master close too, so the first session only counts a bar that
+        # closed after it (a new bar), never a carried-forward price.
+        idx = np.searchsorted(moments, _master_closes_with_previous(sessions, master), side="right") - 1
+        new_bar = (idx[1:] >= 0) & (idx[1:] != idx[:-1])
+        out[new_bar] = close[idx[1:][new_bar]]
+    return pd.Series(out, index=sessions, dtype=float)
+
+
+def align_panel(
+    bars_by_symbol: dict[str, pd.DataFrame], calendars: dict[str, str], sessions: pd.DatetimeIndex
+) -> pd.DataFrame:
+    """Price panel (sessions × symbols) from each symbol's own bars and calendar."""
+    cols = {s: align_closes(b, calendars[s], sessions) for s, b in sorted(bars_by_symbol.items())}
+    panel = pd.DataFrame(cols, index=pd.DatetimeIndex(sessions, name="session"))
+    panel.columns.name = "symbol"
+    return panel
+
+
+def simple_returns(panel: pd.DataFrame) -> pd.DataFrame:
+    """`p_t / p_prev - 1` between consecutive *available* samples; NaN where no sample.
+
+    The first available sample of each symbol has no return (NaN). No zero-filling."""
+    filled = panel.ffill()
+    rets = filled / filled.shift(1) - 1.0
+    return rets.where(panel.notna())

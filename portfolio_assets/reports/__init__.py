@@ -1,0 +1,1 @@
+"""Report builders (Markdown, HTML, images). Plain functions of tables; no Dagster import."""

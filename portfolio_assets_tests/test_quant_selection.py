@@ -1,0 +1,362 @@
+"""Tests for portfolio_assets.quant.selection (natural selection, step 5)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import skew
+
+from portfolio_assets.quant.selection import (
+    OUTCOMES,
+    SelectionParams,
+    alpha_components,
+    alpha_scores,
+    keep_count,
+    select_universe,
+)
+
+T = 60
+SESSIONS = pd.bdate_range("2024-01-02", periods=T, name="session")
+BASELINE = "AMEX:SPY"
+
+
+def _candidates(rows: dict[str, dict]) -> pd.DataFrame:
+    """rows: symbol -> overrides of direction/identity/asset_class/value_traded."""
+    out = {
+        s: {
+            "direction": r.get("direction", "long"),
+            "identity": r.get("identity", s.split(":")[1]),
+            "asset_class": r.get("asset_class", "equity"),
+            "value_traded": r.get("value_traded", 1e7),
+        }
+        for s, r in rows.items()
+    }
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
+def _factor_universe(seed: int = 7):
+    """3 latent factors x 4 members, member j = drift_j + vol_j * (factor + 0.5 * idio).
+
+    Drift and scale do not change correlations (rho ~ 0.8 within, ~0 across), so the clusters
+    are the factors; member 0 has the highest drift, the lowest volatility and the most value
+    traded, so it is the known best of its cluster on three of the four components.
+    """
+    rng = np.random.default_rng(seed)
+    f = rng.normal(0.0, 0.01, (T, 3))
+    drift, vol, liq = [0.004, 0.0015, 0.001, 0.0005], [0.8, 1.0, 1.2, 1.4], [1e9, 1e8, 5e7, 1e7]
+    cols, rows = {}, {}
+    for k in range(3):
+        for j in range(4):
+            s = f"NYSE:F{k}M{j}"
+            cols[s] = drift[j] + vol[j] * (f[:, k] + 0.5 * rng.normal(0.0, 0.01, T))
+            rows[s] = {"value_traded": liq[j]}
+    cols[BASELINE] = rng.normal(0.0005, 0.01, T)
+    return pd.DataFrame(cols, index=SESSIONS), _candidates(rows)
+
+
+def _row(res, symbol: str) -> pd.Series:
+    a = res.audit.set_index("symbol")
+    return a.loc[symbol]
+
+
+def test_latent_factors_three_clusters_and_known_winners():
+    returns, cands = _factor_universe()
+    res = select_universe(cands, returns, SelectionParams(min_momentum=-1.0))
+    cl = res.clusters.clusters.drop(BASELINE)
+    groups = {frozenset(g.index) for _, g in cl.groupby(cl)}
+    assert groups == {frozenset(f"NYSE:F{k}M{j}" for j in range(4)) for k in range(3)}
+    # tight clusters (rho ~ 0.8): n_c = round(2 * (0.5 + 0.2)) = 1
+    assert set(res.audit["n_keep_cluster"].dropna()) == {1}
+    assert sorted(res.winners["symbol"]) == sorted([BASELINE, "NYSE:F0M0", "NYSE:F1M0", "NYSE:F2M0"])
+    for k in range(3):
+        r = _row(res, f"NYSE:F{k}M0")
+        assert r["reason"] == f"top 1 of cluster {r['cluster']} (long): rank 1"
+        loser = _row(res, f"NYSE:F{k}M3")
+        assert loser["outcome"] == "below_top_n"
+        assert loser["reason"] == (
+            f"rank {loser['rank_in_cluster']} in cluster {loser['cluster']} (long); cluster keeps top 1"
+        )
+    # invariants: every candidate once, winners are exactly the selected rows, funnel adds up
+    assert sorted(res.audit["symbol"]) == sorted([*cands.index, BASELINE])
+    assert res.audit["reason"].str.len().min() > 0
+    assert res.funnel["raw"] == 12 and res.funnel["with_data"] == 12
+    assert res.funnel["winners"] == 4 == len(res.winners)
+    assert sum(res.funnel[o] for o in OUTCOMES) == len(res.audit)
+    assert res.funnel["clusters"] == 4  # 3 factors + the independent baseline
+    assert res.funnel["baseline_added"] == 1 and res.funnel["liquidity_missing"] == 1
+
+
+def test_diverse_cluster_keeps_more_than_tight_cluster():
+    returns, cands = _factor_universe()
+    res = select_universe(cands, returns, SelectionParams(min_momentum=-1.0, threshold=5.0, top_n=2))
+    # one big cluster of 13 near-independent groups: mean rho ~ 0.2, n_c = round(2 * 1.3) = 3
+    assert res.funnel["clusters"] == 1
+    intra = res.clusters.corr.to_numpy()[np.triu_indices(13, 1)].mean()
+    assert res.audit["n_keep_cluster"].iloc[0] == math.floor(2 * (0.5 + 1 - intra) + 0.5) == 3
+    assert res.funnel["selected"] == 3
+
+
+def test_components_match_independent_computation():
+    rng = np.random.default_rng(4)
+    x = rng.standard_t(4, (T, 3)) * 0.01 + 0.001
+    x[rng.random((T, 3)) < 0.1] = np.nan
+    streams = pd.DataFrame(x, index=SESSIONS, columns=["A:A", "A:B", "A:C"])
+    vt = pd.Series({"A:A": 1e6, "A:B": np.nan, "A:C": 0.0})
+    comps = alpha_components(streams, vt)
+    for s in streams.columns:
+        r = streams[s].dropna().to_numpy()
+        lo, hi = np.quantile(r, 0.05), np.quantile(r, 0.95)
+        expected_af = skew(r, bias=False) + r[r >= hi].mean() / abs(r[r <= lo].mean())
+        assert comps.at[s, "ret"] == pytest.approx(np.prod(1 + r) - 1, rel=1e-12)
+        assert comps.at[s, "inv_vol"] == pytest.approx(1 / np.std(r, ddof=1), rel=1e-12)
+        assert comps.at[s, "antifragility"] == pytest.approx(expected_af, rel=1e-10)
+    assert comps.at["A:A", "liquidity"] == pytest.approx(math.log1p(1e6))
+    assert np.isnan(comps.at["A:B", "liquidity"]) and comps.at["A:C", "liquidity"] == 0.0
+    # a stale (flat) stream cannot win on inverse volatility
+    flat = alpha_components(pd.DataFrame({"A:F": np.zeros(T)}), pd.Series({"A:F": 1.0}))
+    assert np.isnan(flat.at["A:F", "inv_vol"]) and np.isnan(flat.at["A:F", "antifragility"])
+
+
+def test_alpha_scores_percentile_and_minmax_by_hand():
+    comps = pd.DataFrame(
+        {
+            "ret": [0.1, 0.2, 0.3, 0.0],
+            "inv_vol": [50.0, 40.0, 30.0, 10.0],
+            "antifragility": [1.0, 1.0, 2.0, np.nan],
+            "liquidity": [10.0, np.nan, 12.0, 11.0],
+        },
+        index=["A:A", "A:B", "A:C", "A:D"],
+    )
+    clusters = pd.Series({"A:A": 1, "A:B": 1, "A:C": 1, "A:D": 2})
+    xs = alpha_scores(comps, clusters, xs_momentum=True)
+    # ranks: ret 2,3,4,1 /4; inv_vol 4,3,2,1 /4; antifrag (1.5,1.5,3)/3, NaN->0; liq 1/3, 0, 3/3, 2/3
+    assert xs["ret_score"].tolist() == [0.5, 0.75, 1.0, 0.25]
+    assert xs["antifragility_score"].tolist() == [0.5, 0.5, 1.0, 0.0]
+    assert xs["liquidity_score"].tolist() == pytest.approx([1 / 3, 0.0, 1.0, 2 / 3])
+    assert xs.at["A:A", "score"] == pytest.approx((0.5 + 1.0 + 0.5 + 1 / 3) / 4)
+    mm = alpha_scores(comps, clusters, xs_momentum=False)
+    assert mm.loc[["A:A", "A:B", "A:C"], "ret_score"].tolist() == pytest.approx([0.0, 0.5, 1.0])
+    assert mm.loc[["A:A", "A:B", "A:C"], "inv_vol_score"].tolist() == pytest.approx([1.0, 0.5, 0.0])
+    assert mm.loc[["A:A", "A:B", "A:C"], "antifragility_score"].tolist() == [0.0, 0.0, 1.0]
+    assert mm.loc[["A:A", "A:B", "A:C"], "liquidity_score"].tolist() == [0.0, 0.0, 1.0]  # NaN -> 0
+    # singleton cluster: every present component is constant -> 0.5, missing one -> 0
+    assert mm.loc[
+        "A:D", ["ret_score", "inv_vol_score", "antifragility_score", "liquidity_score"]
+    ].tolist() == [
+        0.5,
+        0.5,
+        0.0,
+        0.5,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("size", "rho", "top_n", "expected"),
+    [
+        (1, float("nan"), 2, 1),
+        (4, 0.9, 2, 1),
+        (4, 0.3, 2, 2),
+        (4, 0.0, 2, 3),
+        (2, 0.0, 2, 2),
+        (5, 0.25, 2, 3),
+        (5, -0.4, 3, 5),
+        (6, float("nan"), 1, 2),
+    ],
+)
+def test_keep_count_formula(size, rho, top_n, expected):
+    # n_c = max(1, min(size, round_half_up(top_n * (0.5 + clip(1 - rho, 0, 1)))));
+    # e.g. rho -0.4 -> diversity clipped to 1 -> round(3 * 1.5) = 5
+    assert keep_count(size, rho, top_n) == expected
+
+
+def test_xs_momentum_on_and_off_pick_different_winners():
+    """Cluster A holds a and b: a = (1 - eps) * s + delta, b = s.
+
+    a beats b by a hair on return, inverse volatility and antifragility (scale-free skew is equal;
+    the shift raises the tail ratio); b has far more value traded. Within-cluster min-max turns
+    every hair into a full 0-vs-1 vote, so a wins 3 components to 1. Global percentile ranks
+    turn a hair into one rank step (1/N) but b's liquidity lead into many steps, because the six
+    candidates of the other clusters trade amounts in between — so b wins.
+    """
+    rng = np.random.default_rng(21)
+    s = 0.001 + rng.normal(0.0, 0.01, T)
+    cols = {"NYSE:A": (1 - 1e-3) * s + 1e-5, "NYSE:B": s}
+    rows = {"NYSE:A": {"value_traded": 1e6}, "NYSE:B": {"value_traded": 1e10}}
+    f = rng.normal(0.0, 0.01, (T, 2))
+    for k in range(2):
+        for j in range(3):
+            sym = f"NYSE:O{k}{j}"
+            cols[sym] = 0.001 + f[:, k] + 0.4 * rng.normal(0.0, 0.01, T)
+            rows[sym] = {"value_traded": 10.0 ** (7 + j + k * 0.5)}
+    cols[BASELINE] = rng.normal(0.0, 0.01, T)
+    returns = pd.DataFrame(cols, index=SESSIONS)
+    cands = _candidates(rows)
+    base = {"min_momentum": -1.0, "top_n": 1}
+    on = select_universe(cands, returns, SelectionParams(xs_momentum=True, **base))
+    off = select_universe(cands, returns, SelectionParams(xs_momentum=False, **base))
+
+    a, b = _row(on, "NYSE:A"), _row(on, "NYSE:B")
+    assert a["cluster"] == b["cluster"]
+    # the construction's preconditions: a ahead by one rank step on three components, b far ahead
+    # on liquidity
+    n_scored = len(on.clusters.clusters)  # 8 candidates + the baseline
+    for c in ("ret", "inv_vol", "antifragility"):
+        assert a[c] > b[c]
+        assert a[f"{c}_score"] - b[f"{c}_score"] == pytest.approx(1 / n_scored)
+    # liquidity: the added baseline has none (NaN is not ranked), so 8 ranked values, a lowest, b top
+    assert b["liquidity_score"] - a["liquidity_score"] == pytest.approx(7 / 8)
+
+    assert "NYSE:B" in set(on.winners["symbol"]) and "NYSE:A" not in set(on.winners["symbol"])
+    assert "NYSE:A" in set(off.winners["symbol"]) and "NYSE:B" not in set(off.winners["symbol"])
+    assert _row(off, "NYSE:A")["score"] == pytest.approx(0.75)
+    assert _row(off, "NYSE:B")["score"] == pytest.approx(0.25)
+    assert set(on.winners["symbol"]) != set(off.winners["symbol"])
+
+
+def test_momentum_gate_reason_and_no_slot_taken():
+    returns, cands = _factor_universe()
+    returns["NYSE:F2M0"] = returns["NYSE:F2M0"] - 0.008  # best member now falls ~ -25 %
+    res = select_universe(cands, returns, SelectionParams())
+    r = _row(res, "NYSE:F2M0")
+    expected_ret = np.prod(1 + returns["NYSE:F2M0"].to_numpy()) - 1
+    assert r["ret"] == pytest.approx(expected_ret, rel=1e-12) and expected_ret < -0.05
+    assert r["outcome"] == "momentum_gate" and not r["selected"]
+    assert r["reason"] == f"momentum gate: 60-session return {expected_ret * 100:.1f}% < -5.0%"
+    assert pd.isna(r["rank_in_cluster"])
+    # the cluster's slot goes to the best-scoring member that passes the gate, ranked 1
+    a = res.audit
+    peers = a[(a["cluster"] == r["cluster"]) & (a["ret"] >= -0.05)].sort_values("score", ascending=False)
+    assert len(peers) >= 2
+    best = peers.iloc[0]
+    assert best["selected"] and best["rank_in_cluster"] == 1
+    assert set(a.loc[a["cluster"] == r["cluster"], "symbol"]) & set(res.winners["symbol"]) == {best["symbol"]}
+    assert res.funnel["momentum_gate"] == int((a["ret"] < -0.05).sum())
+
+
+def test_momentum_gate_message_format_exact():
+    x = np.full(T, np.nan)
+    x[-20:] = (1 - 0.073) ** (1 / 20) - 1  # 20 sessions compounding to -7.3 %
+    x[-20:] += np.linspace(-1e-4, 1e-4, 20) - np.linspace(-1e-4, 1e-4, 20).mean()
+    returns = pd.DataFrame({"NYSE:DOWN": x, BASELINE: np.linspace(-0.01, 0.01, T)}, index=SESSIONS)
+    res = select_universe(_candidates({"NYSE:DOWN": {}}), returns, SelectionParams())
+    r = _row(res, "NYSE:DOWN")
+    assert f"{r['ret']:.3f}" == "-0.073"
+    assert r["reason"] == "momentum gate: 60-session return -7.3% < -5.0%"
+
+
+def test_identity_dedup_keeps_higher_score_and_names_winner():
+    returns, cands = _factor_universe()
+    rng = np.random.default_rng(99)
+    btc = 0.003 + rng.normal(0.0, 0.03, T)
+    returns["BINANCE:BTCUSDT"] = btc
+    returns["COINBASE:BTCUSD"] = btc + rng.normal(0.0, 1e-5, T)
+    extra = _candidates(
+        {
+            "BINANCE:BTCUSDT": {"identity": "BTC", "asset_class": "crypto", "value_traded": 5e10},
+            "COINBASE:BTCUSD": {"identity": "BTC", "asset_class": "crypto", "value_traded": 1e6},
+        }
+    )
+    res = select_universe(pd.concat([cands, extra]), returns, SelectionParams(min_momentum=-1.0))
+    win, lose = _row(res, "BINANCE:BTCUSDT"), _row(res, "COINBASE:BTCUSD")
+    assert win["score"] > lose["score"]
+    assert win["selected"] and not lose["selected"]
+    assert lose["outcome"] == "identity_duplicate"
+    assert lose["reason"] == (
+        f"duplicate identity 'BTC': BINANCE:BTCUSDT kept (score {win['score']:.3f} vs {lose['score']:.3f})"
+    )
+    assert res.funnel["identity_duplicate"] == 1
+
+
+def test_baseline_kept_even_when_it_scores_worst():
+    returns, cands = _factor_universe()
+    rng = np.random.default_rng(3)
+    returns[BASELINE] = -0.01 + rng.normal(0.0, 0.05, T)  # falls hard, very volatile
+    cands = pd.concat(
+        [cands, _candidates({BASELINE: {"identity": "SPY", "asset_class": "etf", "value_traded": 1.0}})]
+    )
+    res = select_universe(cands, returns, SelectionParams())
+    b = _row(res, BASELINE)
+    assert b["score"] == res.audit["score"].min()
+    assert b["ret"] < -0.05  # would fail the momentum gate
+    assert b["selected"] and b["outcome"] == "baseline"
+    assert b["reason"] == "baseline (always kept)"
+    assert pd.isna(b["rank_in_cluster"])
+    assert res.funnel["baseline_added"] == 0 and res.funnel["raw"] == 13
+
+
+def test_falling_short_preferred_over_rising_short():
+    rng = np.random.default_rng(12)
+    f = rng.normal(0.0, 0.01, T)
+    raw = {
+        "NYSE:FALL": -0.004 + f + 0.3 * rng.normal(0.0, 0.01, T),  # price falls: good short
+        "NYSE:RISE": 0.004 + f + 0.3 * rng.normal(0.0, 0.01, T),  # price rises: bad short
+        BASELINE: rng.normal(0.0, 0.01, T),
+    }
+    returns = pd.DataFrame(raw, index=SESSIONS)
+    cands = _candidates(
+        {
+            "NYSE:FALL": {"direction": "short", "value_traded": 1e7},
+            "NYSE:RISE": {"direction": "short", "value_traded": 1e7},
+        }
+    )
+    res = select_universe(cands, returns, SelectionParams(min_momentum=-1.0))
+    fall, rise = _row(res, "NYSE:FALL"), _row(res, "NYSE:RISE")
+    assert fall["cluster"] == rise["cluster"]
+    # scored on the synthetic-long stream max(-r, -1)
+    assert fall["ret"] == pytest.approx(np.prod(1 - raw["NYSE:FALL"]) - 1, rel=1e-12)
+    assert fall["ret"] > 0 > rise["ret"]
+    assert fall["score"] > rise["score"]
+    assert fall["selected"] and fall["reason"] == f"top 1 of cluster {fall['cluster']} (short): rank 1"
+    assert not rise["selected"] and rise["outcome"] == "below_top_n"
+    # and with the default gate the rising short is stopped by momentum first
+    gated = _row(select_universe(cands, returns, SelectionParams()), "NYSE:RISE")
+    assert gated["outcome"] == "momentum_gate"
+
+
+def test_insufficient_data_and_absent_candidates():
+    returns, cands = _factor_universe()
+    returns.loc[returns.index[:45], "NYSE:F1M0"] = np.nan  # 15 sessions left
+    cands = pd.concat([cands, _candidates({"NYSE:GONE": {}})])  # no returns column at all
+    res = select_universe(cands, returns, SelectionParams(min_momentum=-1.0))
+    short = _row(res, "NYSE:F1M0")
+    assert short["reason"] == "insufficient data: 15 of 60 sessions with returns < min_overlap 20"
+    assert pd.isna(short["cluster"]) and pd.isna(short["score"])
+    assert (
+        _row(res, "NYSE:GONE")["reason"]
+        == "insufficient data: 0 of 60 sessions with returns < min_overlap 20"
+    )
+    assert res.funnel["insufficient_data"] == 2 and res.funnel["with_data"] == 11
+    assert "NYSE:F1M0" not in res.clusters.clusters.index
+
+
+def test_missing_baseline_raises_with_name():
+    returns, cands = _factor_universe()
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "baseline 'AMEX:SPY' is not in returns; the 60-session prep must include the baseline"
+        ),
+    ):
+        select_universe(cands, returns.drop(columns=[BASELINE]), SelectionParams())
+
+
+def test_bad_inputs_are_named():
+    returns, cands = _factor_universe()
+    with pytest.raises(ValueError, match=re.escape("candidates lacks columns ['value_traded']")):
+        select_universe(cands.drop(columns=["value_traded"]), returns)
+    bad = cands.copy()
+    bad.loc["NYSE:F0M0", "direction"] = "sideways"
+    with pytest.raises(
+        ValueError, match=re.escape("candidates.direction must be 'long' or 'short', got ['sideways']")
+    ):
+        select_universe(bad, returns)
+    with pytest.raises(ValueError, match=re.escape("SelectionParams.top_n must be >= 1, got 0")):
+        SelectionParams(top_n=0)
+    synthetic = returns.copy()
+    synthetic.attrs["synthetic_long"] = True
+    with pytest.raises(ValueError, match="already synthetic-long"):
+        select_universe(cands, synthetic)
