@@ -50,7 +50,14 @@ def ledger_for(settings: PortfolioSettings, partition: str) -> Ledger | None:
     resolved = settings.resolved()
     if not resolved.config.features.feat_audit_ledger:
         return None
-    return Ledger(settings.lakehouse().ledger_path(partition), partition, signer_from_env())
+    signer = signer_from_env()
+    signing = resolved.config.ledger.signing
+    if signing != "none" and signer is None:
+        raise ValueError(
+            f"profile {resolved.profile!r} signs its ledger ({signing}) but no key is set: "
+            f"export PA_LEDGER_HMAC_KEY or PA_LEDGER_ED25519_KEY"
+        )
+    return Ledger(settings.lakehouse().ledger_path(partition), partition, signer)
 
 
 def genesis_payload(resolved: ResolvedManifest) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+"""Step 11: every engine's target weights, and the blocking `weights_sanity` check."""
+
+from __future__ import annotations
+
+import pandas as pd
+from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset, asset_check
+
+from portfolio_assets.assets._step import Step, preview_md
+from portfolio_assets.assets.common import OWNERS, PARTITIONS
+from portfolio_assets.assets.gates import record_gate
+from portfolio_assets.assets.history import healthy_returns
+from portfolio_assets.holdings import current_holdings
+from portfolio_assets.manifest import Config
+from portfolio_assets.quant.convention import publish_net_weights, synthetic_long
+from portfolio_assets.quant.weights_audit import AuditRules, audit_weights
+from portfolio_assets.resources import PortfolioSettings
+
+
+def engine_params(cfg: Config):
+    """EngineParams from the manifest (one place that maps the manifest onto the engines)."""
+    from portfolio_assets.quant.engines import EngineParams
+
+    opt, risk = cfg.optimization, cfg.risk
+    return EngineParams(
+        max_weight=risk.max_weight,
+        cluster_cap=risk.cluster_cap,
+        turnover_penalty=cfg.features.feat_turnover_penalty,
+        kappa=opt.kappa,
+        max_sharpe_l2=opt.max_sharpe_l2,
+        barbell_top_k=opt.barbell_top_k,
+        aggressor_budget=dict(opt.aggressor_budget),
+        spectral_regimes=cfg.features.feat_spectral_regimes,
+        fallback_chain={k: list(v) for k, v in opt.fallback_chain.items()},
+        min_overlap=cfg.data.min_overlap,
+        force_fail=frozenset(opt.force_fail),
+    )
+
+
+def audit_rules(cfg: Config) -> AuditRules:
+    return AuditRules(
+        max_weight=cfg.risk.max_weight,
+        cluster_cap=cfg.risk.cluster_cap,
+        max_beta=cfg.optimization.max_beta_min_variance,
+        aggressor_budget=dict(cfg.optimization.aggressor_budget),
+        spectral_regimes=cfg.features.feat_spectral_regimes,
+    )
+
+
+def raw_pool_streams(step: Step) -> pd.DataFrame:
+    """Synthetic-long 500-session streams of the raw pool (for `raw_pool_ew`)."""
+    raw = step.read("history", "raw_pool_history")
+    pool = step.read("universe", "raw_pool").set_index("symbol")
+    directions = pool["direction"].reindex(raw.columns).fillna("long")
+    return synthetic_long(raw, directions)
+
+
+@asset(
+    group_name="allocation",
+    partitions_def=PARTITIONS,
+    deps=["risk_buckets", "market_regime", "raw_pool_history", "enriched_universe"],
+    kinds={"python", "parquet", "cvxpy"},
+    owners=OWNERS,
+    description=(
+        "Step 11. Every engine's weights on the last `backtest.train` sessions of the synthetic-long "
+        "streams (market, raw_pool_ew, equal_weight, inverse_vol, min_variance, risk_parity, hrp, "
+        "herc, max_sharpe, barbell) with bucket, direction, `weight` and signed `net_weight`; the "
+        "manifest's production engine is flagged. Fully invested, per-asset cap, bucket cap; the "
+        "turnover penalty uses the accepted holdings; every fallback is recorded. Part `diagnostics`."
+    ),
+)
+def target_weights(context, settings: PortfolioSettings):
+    from portfolio_assets.quant.engines import EngineInputs, run_engine
+
+    with Step(context, settings, "target_weights", "allocation") as step:
+        cfg = step.cfg
+        rets, directions, dropped = healthy_returns(step)
+        streams = synthetic_long(rets, directions).iloc[-cfg.backtest.train:]
+        buckets = step.read("risk", "risk_buckets").set_index("symbol")["bucket"]
+        regime = str(step.read("risk", "market_regime")["label"].iloc[-1])
+        raw = raw_pool_streams(step).reindex(streams.index)
+        enriched = step.read("universe", "enriched_universe").set_index("symbol")
+        holdings = current_holdings(step.lake)
+        prev = holdings.set_index("symbol")["weight"] if holdings is not None else None
+        params = engine_params(cfg)
+        step.params.update(engines=cfg.optimization.engines, production=cfg.optimization.production_engine,
+                           regime=regime, train_sessions=len(streams), dropped=dropped,
+                           prev_holdings_from=None if holdings is None else str(holdings.attrs.get("accepted_from")))
+        inputs = EngineInputs(returns=streams, clusters=buckets.reindex(streams.columns), regime=regime,
+                              prev_weights=prev, baseline=cfg.selection.baseline, raw_pool_returns=raw)
+        frames, diags = [], []
+        for engine in cfg.optimization.engines:
+            res = run_engine(engine, inputs, params)
+            for fb in res.fallbacks:
+                step.event("engine_fallback", engine=fb.engine, error=fb.error, fallback_to=fb.fallback_to)
+            w = res.weights[res.weights > 0]
+            dirs = pd.concat([directions, raw_directions(step)]).groupby(level=0).first().reindex(w.index).fillna("long")
+            frames.append(pd.DataFrame({
+                "engine": engine, "symbol": w.index, "bucket": buckets.reindex(w.index).fillna(0).astype(int).to_numpy(),
+                "direction": dirs.to_numpy(), "weight": w.to_numpy(),
+                "net_weight": publish_net_weights(w, dirs).to_numpy(),
+                "is_production": engine == cfg.optimization.production_engine, "engine_used": res.engine_used,
+                "asset_class": enriched["asset_class"].reindex(w.index).to_numpy(),
+                "sector": enriched["sector"].reindex(w.index).to_numpy(),
+            }))
+            diags.append({"engine": engine, "engine_used": res.engine_used,
+                          "fallbacks": "; ".join(f"{f.engine} -> {f.fallback_to}: {f.error}" for f in res.fallbacks),
+                          "aggressor_weight": res.diagnostics.get("aggressor_weight"), "regime": regime,
+                          "n_holdings": len(w), "max_weight": float(w.max()),
+                          "seconds": res.diagnostics.get("seconds")})
+        table = pd.concat(frames, ignore_index=True)
+        step.write(table)
+        step.write(pd.DataFrame(diags), part="diagnostics")
+        prod = table[table["is_production"]].sort_values("weight", ascending=False)
+        return step.result(
+            metrics={"engines": len(cfg.optimization.engines), "production_engine": cfg.optimization.production_engine,
+                     "regime": regime, "fallbacks": int(sum(1 for d in diags if d["fallbacks"])),
+                     "production_holdings": len(prod)},
+            preview=prod[["symbol", "direction", "bucket", "weight", "net_weight", "sector"]],
+            extra={"diagnostics": preview_md(pd.DataFrame(diags))},
+        )
+
+
+def raw_directions(step: Step) -> pd.Series:
+    return step.read("universe", "raw_pool").set_index("symbol")["direction"]
+
+
+@asset_check(
+    asset=target_weights,
+    blocking=True,
+    partitions_def=PARTITIONS,
+    description=(
+        "Blocking. Every engine: weights sum to 1, no NaN or negative weight, per-asset and bucket "
+        "caps hold (honest baselines market/raw_pool_ew/equal_weight exempt from caps), min_variance's "
+        "beta to the baseline within the manifest limit, barbell's aggressor budget equals the regime's."
+    ),
+)
+def weights_sanity(context, settings: PortfolioSettings) -> AssetCheckResult:
+    lake = settings.lakehouse()
+    partition = context.partition_key
+    cfg = settings.resolved().config
+    table = lake.read_table("allocation", "target_weights", partition)
+    diags = lake.read_table("allocation", "target_weights", partition, "diagnostics").set_index("engine")
+    buckets = lake.read_table("risk", "risk_buckets", partition).set_index("symbol")["bucket"]
+    hist = lake.read_table("history", "history_500d", partition, "returns").iloc[-cfg.backtest.train:]
+    rules = audit_rules(cfg)
+    violations: list[str] = []
+    for engine, g in table.groupby("engine", sort=False):
+        w = g.set_index("symbol")["weight"]
+        agg = diags.at[engine, "aggressor_weight"] if engine in diags.index else None
+        violations += audit_weights(
+            engine, w, buckets, rules, regime=diags.at[engine, "regime"] if engine in diags.index else None,
+            aggressor_weight=None if agg is None or pd.isna(agg) else float(agg),
+            train_returns=hist, baseline=cfg.selection.baseline,
+        )
+    missing = sorted(set(cfg.optimization.engines) - set(table["engine"]))
+    violations += [f"{e}: no weights" for e in missing]
+    passed = not violations
+    description = "all engines within the rules" if passed else f"{len(violations)} violation(s): " + " | ".join(violations)
+    record_gate(settings, partition, "weights_sanity", passed=passed, severity="ERROR", description=description,
+                checked=[("allocation", "target_weights")], run_id=context.run_id, details={"violations": violations})
+    return AssetCheckResult(
+        passed=passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=description[:1000],
+        metadata={"violations": MetadataValue.json(violations), "engines": int(table["engine"].nunique())},
+    )
