@@ -278,8 +278,14 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from portfolio_assets.lakehouse import Lakehouse
 
     resolved = resolve(args.profile)
+    import duckdb
+
     con = Lakehouse(profile=resolved.profile).duckdb()
-    print(con.execute(args.query).fetchdf().to_string(max_rows=args.max_rows))
+    try:
+        frame = con.execute(args.query).fetchdf()
+    except duckdb.Error as exc:
+        raise ValueError(f"query failed: {exc}") from None
+    print(frame.to_string(max_rows=args.max_rows))
     return EXIT_OK
 
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import importlib
-import warnings
 
 from dagster import (
     AssetSelection,
-    PreviewWarning,
     Definitions,
     JobDefinition,
     define_asset_job,
@@ -22,16 +20,15 @@ from portfolio_assets.resources import PortfolioSettings
 from portfolio_assets.schedules import daily_after_close
 from portfolio_assets.sensors import alert_on_check_warnings, alert_on_failed_run
 
-# Partitioned asset checks (one evaluation per trading date) are a preview feature in 1.13.
-warnings.filterwarnings("ignore", category=PreviewWarning)
-
-ASSET_MODULE_NAMES = ("run", "discovery", "universe", "history", "risk", "allocation", "validation")
+ASSET_MODULE_NAMES = (
+    "run", "discovery", "universe", "history", "risk", "allocation", "validation", "reporting", "audit", "implementation",
+)
 ASSET_MODULES = [importlib.import_module(f"portfolio_assets.assets.{m}") for m in ASSET_MODULE_NAMES]
 AUDIT_JOB = "audit_gates"
 
 audit_job = define_asset_job(
     AUDIT_JOB,
-    selection=AssetSelection.checks_for_assets("history_500d", "target_weights"),
+    selection=AssetSelection.checks_for_assets("history_500d", "target_weights", "audit_ledger"),
     partitions_def=PARTITIONS,
     description="Re-evaluate the blocking gate checks on the stored data of a partition (`make audit`).",
 )

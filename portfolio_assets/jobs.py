@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, ExecutorDefinition, define_asset_job, in_process_executor, multiprocess_executor
+from dagster import (
+    AssetSelection,
+    ExecutorDefinition,
+    define_asset_job,
+    in_process_executor,
+    multiprocess_executor,
+)
 
 from portfolio_assets.assets.common import PARTITIONS
 from portfolio_assets.manifest import ExecutorConfig

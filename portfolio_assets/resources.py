@@ -29,7 +29,8 @@ def _source_cached(kind: str, settings_json: str, lakehouse_root: str) -> Market
     from portfolio_assets.sources import make_source
 
     settings = json.loads(settings_json)
-    settings.setdefault("lakehouse_root", lakehouse_root)
+    if kind == "tradingview":  # stored scans live in the profile's lakehouse
+        settings.setdefault("lakehouse_root", lakehouse_root)
     return make_source(kind, settings)
 
 

@@ -2,7 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from portfolio_assets.partitions import latest_closed_session, master_sessions, sessions_window, trading_date_partitions, validate_partition_date
+from portfolio_assets.partitions import (
+    latest_closed_session,
+    master_sessions,
+    sessions_window,
+    trading_date_partitions,
+    validate_partition_date,
+)
 from portfolio_assets.quant.calendar import align_closes, align_panel, simple_returns
 
 

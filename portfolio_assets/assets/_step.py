@@ -135,7 +135,9 @@ class Step:
     def write(self, df: pd.DataFrame, part: str | None = None, asset: str | None = None) -> Path:
         path = self.lake.write_table(self.group, asset or self.asset, self.partition, df, part)
         name = (asset or self.asset) + (f"__{part}" if part else "")
-        self.outputs[name] = {"path": self.lake.relative(path), "hash": frame_hash(df)}
+        # Hash what a reader gets back from the file (the verifier's view), not the in-memory frame,
+        # whose dtypes a Parquet round trip may normalize (e.g. int32 -> Int64).
+        self.outputs[name] = {"path": self.lake.relative(path), "hash": file_hash(path)}
         return path
 
     def write_file(self, relative: str, data: bytes | str) -> Path:

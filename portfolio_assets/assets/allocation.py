@@ -157,7 +157,7 @@ def weights_sanity(context, settings: PortfolioSettings) -> AssetCheckResult:
     passed = not violations
     description = "all engines within the rules" if passed else f"{len(violations)} violation(s): " + " | ".join(violations)
     record_gate(settings, partition, "weights_sanity", passed=passed, severity="ERROR", description=description,
-                checked=[("allocation", "target_weights")], run_id=context.run_id, details={"violations": violations})
+                checked=[("allocation", "target_weights")], run_id=context.op_execution_context.run_id, details={"violations": violations})
     return AssetCheckResult(
         passed=passed,
         severity=AssetCheckSeverity.ERROR,

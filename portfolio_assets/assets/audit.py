@@ -76,7 +76,7 @@ def ledger_integrity(context, settings: PortfolioSettings) -> AssetCheckResult:
     description = (f"{report.n_records} records verified in {seconds * 1000:.0f} ms" if report.ok
                    else f"{len(errors)} problem(s): " + " | ".join(errors[:10]))
     record_gate(settings, partition, "ledger_integrity", passed=report.ok, severity="ERROR", description=description,
-                checked=[("audit", "audit_ledger")], run_id=context.run_id, details={"errors": errors[:50]})
+                checked=[("audit", "audit_ledger")], run_id=context.op_execution_context.run_id, details={"errors": errors[:50]})
     return AssetCheckResult(
         passed=report.ok, severity=AssetCheckSeverity.ERROR, description=description[:1000],
         metadata={"records": report.n_records, "errors": MetadataValue.json(errors[:50]),

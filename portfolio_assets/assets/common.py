@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
+from dagster import PreviewWarning
+
 from portfolio_assets.partitions import trading_date_partitions
+
+# Partitioned asset checks (one evaluation per trading date) are a preview feature in dagster 1.13.
+warnings.filterwarnings("ignore", category=PreviewWarning)
 
 PARTITIONS = trading_date_partitions()
 OWNERS = ["team:quant-research"]

@@ -107,7 +107,7 @@ def health_gate(context, settings: PortfolioSettings) -> AssetCheckResult:
         + ("" if strict else " (non-strict: dropped downstream)")
     )
     record_gate(settings, partition, "health_gate", passed=bad.empty, severity=severity.value,
-                description=description, checked=[("history", "history_500d")], run_id=context.run_id,
+                description=description, checked=[("history", "history_500d")], run_id=context.op_execution_context.run_id,
                 details={"unhealthy": bad[["symbol", "status", "issues"]].to_dict("records")})
     return AssetCheckResult(
         passed=bad.empty,

@@ -26,15 +26,32 @@ def calendars_of(step: Step, symbols: list[str]) -> dict[str, str]:
 
 def fetch_returns(step: Step, symbols: list[str], n_sessions: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fetch `n_sessions` master sessions of bars (+1 for the first return) into the cache; returns
-    (prices panel, returns) with exactly `n_sessions` return rows."""
+    (prices panel, returns) with exactly `n_sessions` return rows.
+
+    This is the light prep (no recovery): a non-positive or non-finite price, and a return beyond
+    the bad-tick threshold, become NaN (no data) instead of poisoning correlations; the count per
+    symbol is in `returns.attrs["masked"]` and recorded as an event.
+    """
     window = sessions_window(step.date, n_sessions + 1)
     start, end = window_bounds(window)
     cleanups = fetch_into_cache(step.settings.source(), step.lake, symbols, start, end)
     fixed = {s: c for s, c in cleanups.items() if any(c.values())}
     if fixed:
         step.event("bars_cleaned", symbols=len(fixed), detail=dict(list(fixed.items())[:10]))
-    panel = load_panel(step.lake, symbols, calendars_of(step, symbols), window, step.date)
-    rets = simple_returns(panel).iloc[1:]
+    calendars = calendars_of(step, symbols)
+    panel = load_panel(step.lake, symbols, calendars, window, step.date)
+    bad_price = panel.notna() & ~(panel > 0)
+    panel = panel.where(~bad_price)
+    rets = simple_returns(panel)
+    limit = pd.Series({s: step.cfg.data.max_abs_return_crypto if calendars[s] == "24/7" else step.cfg.data.max_abs_return
+                       for s in rets.columns})
+    jumps = rets.abs() > limit
+    rets = rets.where(~jumps).iloc[1:]
+    masked = bad_price.iloc[1:].sum() + jumps.iloc[1:].sum()
+    masked = masked[masked > 0]
+    if len(masked):
+        step.event("bad_ticks_masked", counts={k: int(v) for k, v in masked.items()})
+    rets.attrs["masked"] = {k: int(v) for k, v in masked.items()}
     return panel.iloc[1:], rets
 
 
@@ -97,10 +114,11 @@ def returns_60d(context, settings: PortfolioSettings):
         symbols = sorted(set(pool["symbol"]) | {step.cfg.selection.baseline})
         _, rets = fetch_returns(step, symbols, n)
         cov = coverage(rets).reset_index().rename(columns={"index": "symbol"})
+        cov["masked_bad_ticks"] = cov["symbol"].map(rets.attrs["masked"]).fillna(0).astype(int)
         step.write(rets)
         step.write(cov, part="coverage")
         return step.result(
-            metrics={"sessions": len(rets), "symbols": rets.shape[1],
+            metrics={"sessions": len(rets), "symbols": rets.shape[1], "masked_bad_ticks": sum(rets.attrs["masked"].values()),
                      "first_session": str(rets.index[0].date()), "last_session": str(rets.index[-1].date()),
                      "mean_coverage": float(cov["coverage"].mean())},
             preview=cov.sort_values("coverage").head(10),
@@ -136,9 +154,9 @@ def selected_universe(context, settings: PortfolioSettings):
         rets = step.read("universe", "returns_60d")
         candidates = pool[["direction", "identity", "asset_class"]].assign(value_traded=pool["Value.Traded"])
         result = select_universe(candidates, rets, params)
-        winners = result.winners.reset_index()
+        winners = result.winners.reset_index(drop=True)
         step.write(winners)
-        step.write(result.audit.reset_index(), part="audit")
+        step.write(result.audit.reset_index(drop=True), part="audit")
         return step.result(
             metrics={"funnel": result.funnel, "winners": len(winners), "clusters": int(result.clusters.n_clusters),
                      "ranking": "global percentile (feat_xs_momentum)" if params.xs_momentum else "within-cluster min-max"},

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from portfolio_assets.quant.walkforward import Window, WeightsDecision, run_engine_walkforward
+from portfolio_assets.quant.walkforward import WeightsDecision, Window, run_engine_walkforward
 from portfolio_assets.quant.weights_audit import AuditRules, audit_weights
 
 CONTEXT_COLUMNS = ("k", "symbol", "bucket", "direction", "regime")
@@ -64,7 +64,7 @@ def plan_contexts(data: TournamentData, windows: list[Window], cfg: TournamentSe
         if cfg.pit:
             train_raw = data.raw_returns.iloc[w.train_rows]
             prep = train_raw.iloc[-cfg.prep:]
-            chosen = select_universe(data.raw_candidates, prep, cfg.selection).winners.index
+            chosen = select_universe(data.raw_candidates, prep, cfg.selection).winners["symbol"]
             universe = [s for s in chosen if s in data.streams.columns]
             train = data.streams.iloc[w.train_rows][universe]
             clusters = hierarchical_clusters(train, cfg.risk_threshold, cfg.risk_max_clusters, cfg.min_overlap).clusters
