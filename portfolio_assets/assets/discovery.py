@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 from dagster import AssetsDefinition, asset
 
 from portfolio_assets.assets._step import Step
 from portfolio_assets.assets.common import DATA_OWNERS, FAMILIES, PARTITIONS
+from portfolio_assets.manifest import Config
 from portfolio_assets.resources import PortfolioSettings
-from portfolio_assets.sources.base import SCAN_COLUMNS
+from portfolio_assets.sources.base import SCAN_COLUMNS, MarketData
 from portfolio_assets.symbols import validate_symbol
 
 PREVIEW = ["symbol", "direction", "close", "Value.Traded", "Perf.3M", "ADX"]
 
 
-def scan_family(step: Step, family: str) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Run every preset of `family` as of the partition date; rows keep their preset and direction."""
-    fam = step.cfg.discovery.scanners.get(family)
+def scan_family(
+    cfg: Config, source: MarketData, family: str, as_of: dt.date
+) -> tuple[pd.DataFrame, dict[str, int]] | None:
+    """Run every preset of `family` as of `as_of`; rows keep their preset and direction.
+
+    Returns None when the family is disabled in the manifest."""
+    fam = cfg.discovery.scanners.get(family)
     if fam is None or not fam.enabled:
-        step.event("scanner_disabled", family=family)
-        return pd.DataFrame(columns=[*SCAN_COLUMNS, "direction", "preset"]), {}
-    source = step.settings.source()
+        return None
     frames, counts = [], {}
     for preset in fam.presets:
-        rows = source.scan(family, step.date, preset.model_dump())
+        rows = source.scan(family, as_of, preset.model_dump())
         rows = rows.assign(direction=preset.direction, preset=preset.name)
         counts[preset.name] = len(rows)
         frames.append(rows)
@@ -54,7 +59,11 @@ def make_scan_asset(family: str) -> AssetsDefinition:
     )
     def _scan(context, settings: PortfolioSettings):
         with Step(context, settings, f"{family}_scan", "discovery", params={"family": family}) as step:
-            df, counts = scan_family(step, family)
+            scanned = scan_family(step.cfg, step.settings.source(), family, step.date)
+            if scanned is None:
+                step.event("scanner_disabled", family=family)
+                scanned = pd.DataFrame(columns=[*SCAN_COLUMNS, "direction", "preset"]), {}
+            df, counts = scanned
             step.write(df)
             by_dir = df["direction"].value_counts().to_dict() if len(df) else {}
             return step.result(

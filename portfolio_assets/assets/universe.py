@@ -2,18 +2,47 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 from dagster import asset
 
 from portfolio_assets.assets._step import Step
 from portfolio_assets.assets.common import FAMILIES, OWNERS, PARTITIONS
 from portfolio_assets.fetch import coverage, fetch_into_cache, load_panel, window_bounds
+from portfolio_assets.manifest import Config
 from portfolio_assets.partitions import sessions_window
 from portfolio_assets.quant.calendar import simple_returns
 from portfolio_assets.quant.rawpool import build_raw_pool
 from portfolio_assets.resources import PortfolioSettings
+from portfolio_assets.sources.base import MarketData
 
 KINDS = {"python", "parquet"}
+
+
+def merge_scans(
+    cfg: Config, source: MarketData, scans: dict[str, pd.DataFrame], as_of: dt.date
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The raw pool from scans; when the baseline failed every scanner filter, its own scanner row
+    is fetched (it is always forced in)."""
+    sel = cfg.selection
+    baseline_row = None
+    if not any((df["symbol"] == sel.baseline).any() for df in scans.values() if len(df)):
+        baseline_row = source.scan("equity", as_of, {"name": "baseline", "filter": [], "symbols": [sel.baseline], "limit": 1})
+        baseline_row = baseline_row[baseline_row["symbol"] == sel.baseline].assign(direction="long", preset="baseline")
+    return build_raw_pool(scans, sel.class_cap, sel.baseline, baseline_row)
+
+
+def raw_pool_as_of(cfg: Config, source: MarketData, as_of: dt.date) -> pd.DataFrame:
+    """Discovery + raw pool as of a past date (the tournament's point-in-time universe)."""
+    from portfolio_assets.assets.discovery import scan_family
+
+    scans = {}
+    for family in FAMILIES:
+        scanned = scan_family(cfg, source, family, as_of)
+        if scanned is not None:
+            scans[family] = scanned[0]
+    return merge_scans(cfg, source, scans, as_of)[0]
 
 
 def calendars_of(step: Step, symbols: list[str]) -> dict[str, str]:
@@ -72,15 +101,9 @@ def raw_pool(context, settings: PortfolioSettings):
         sel = step.cfg.selection
         step.params.update(class_cap=sel.class_cap, baseline=sel.baseline)
         scans = {f: step.read("discovery", f"{f}_scan") for f in FAMILIES}
-        baseline_row = None
-        if not any((df["symbol"] == sel.baseline).any() for df in scans.values() if len(df)):
-            # The market baseline failed every scanner filter today: fetch its own scanner row.
-            baseline_row = step.settings.source().scan(
-                "equity", step.date, {"name": "baseline", "filter": [], "symbols": [sel.baseline], "limit": 1}
-            )
-            baseline_row = baseline_row[baseline_row["symbol"] == sel.baseline].assign(direction="long", preset="baseline")
+        pool, audit = merge_scans(step.cfg, step.settings.source(), scans, step.date)
+        if (audit["stage"] == "forced_baseline").any():
             step.event("baseline_forced", symbol=sel.baseline, reason="absent from every scan")
-        pool, audit = build_raw_pool(scans, sel.class_cap, sel.baseline, baseline_row)
         step.write(pool.reset_index())
         step.write(audit, part="audit")
         by_class = pool.groupby(["asset_class", "direction"]).size().rename("n").reset_index()

@@ -1,10 +1,10 @@
 """Step 12: the walk-forward tournament, fanned out per engine over the Dagster executor.
 
-    tournament_plan ──DynamicOut(engine)──> tournament_engine (one step per engine, in parallel)
-          └────────── contexts ──────────────────┴──> tournament_collect -> `tournament` tables
+    tournament_plan ──DynamicOut(batch)──> tournament_engines (one step per batch, in parallel)
+          └──── contexts, streams ───────────────┴──> tournament_collect -> `tournament` tables
 
-The multiprocess executor runs the engine steps on both cores; the dask profile runs them on a
-dask cluster. Values between the ops travel as Parquet in the lakehouse (never pickle), so every
+Engines are batched round-robin, one batch per parallel worker (`executor.max_concurrent`, or the
+dask cluster's workers): the multiprocess executor runs the batches on both cores. Values between the ops travel as Parquet in the lakehouse (never pickle), so every
 worker reads them from shared storage.
 """
 
@@ -25,93 +25,141 @@ from dagster import (
 
 from portfolio_assets.assets._step import Step, preview_md
 from portfolio_assets.assets.common import OWNERS, PARTITIONS
+from portfolio_assets.manifest import Config
 from portfolio_assets.resources import PortfolioSettings
 
 UPSTREAM = ("history_500d", "raw_pool_history", "risk_buckets", "market_regime", "target_weights", "selected_universe")
 
 
-def load_tournament(settings: PortfolioSettings, partition: str):
-    """Everything the tournament needs, read from stored upstream partitions."""
+def tournament_settings(cfg: Config):
+    """Walk-forward settings, engine and simulator parameters from the manifest."""
     from portfolio_assets.assets.allocation import audit_rules, engine_params
-    from portfolio_assets.quant.convention import synthetic_long
     from portfolio_assets.quant.regimes import RegimeParams
     from portfolio_assets.quant.selection import SelectionParams
     from portfolio_assets.quant.simulate import SimulatorParams
-    from portfolio_assets.quant.tournament import TournamentData, TournamentSettings
-    from portfolio_assets.quant.walkforward import make_windows
+    from portfolio_assets.quant.tournament import TournamentSettings
 
-    lake = settings.lakehouse()
-    cfg = settings.resolved().config
-    baseline = cfg.selection.baseline
-    rets = lake.read_table("history", "history_500d", partition, "returns")
-    health = lake.read_table("history", "history_500d", partition, "health").set_index("symbol")
-    winners = lake.read_table("universe", "selected_universe", partition).set_index("symbol")
-    pool = lake.read_table("universe", "raw_pool", partition).set_index("symbol")
-    raw = lake.read_table("history", "raw_pool_history", partition).reindex(rets.index)
-    ok = [s for s in rets.columns if health.at[s, "status"] == "OK"]
-    directions = pd.concat([winners["direction"], pool["direction"]]).groupby(level=0).first()
-    directions[baseline] = "long"
-    raw_syms = [s for s in raw.columns if s not in ok]
-    union = pd.concat([rets[ok], raw[raw_syms]], axis=1)
-    streams = synthetic_long(union, directions.reindex(union.columns).fillna("long"))
-    buckets = lake.read_table("risk", "risk_buckets", partition).set_index("symbol")["bucket"]
-    regime = str(lake.read_table("risk", "market_regime", partition)["label"].iloc[-1])
-    candidates = pool[["direction", "identity", "asset_class"]].assign(value_traded=pool["Value.Traded"])
-    data = TournamentData(
-        streams=streams, directions=directions.reindex(streams.columns).fillna("long"), winners=ok,
-        raw_pool=[s for s in pool.index if s in streams.columns], raw_candidates=candidates,
-        raw_returns=pd.concat([raw, rets[[baseline]]], axis=1).loc[:, lambda d: ~d.columns.duplicated()],
-        today_clusters=buckets, today_regime=regime, baseline=baseline,
-    )
     sel, bt = cfg.selection, cfg.backtest
     tset = TournamentSettings(
         pit=cfg.features.feat_pit_fidelity, prep=cfg.data.lookback_prep,
         selection=SelectionParams(threshold=sel.threshold, max_clusters=sel.max_clusters, top_n=sel.top_n,
                                   min_momentum=sel.min_momentum, min_overlap=cfg.data.min_overlap,
-                                  xs_momentum=cfg.features.feat_xs_momentum, baseline=baseline),
+                                  xs_momentum=cfg.features.feat_xs_momentum, baseline=sel.baseline),
         risk_threshold=cfg.risk.threshold, risk_max_clusters=cfg.risk.max_clusters, min_overlap=cfg.data.min_overlap,
         regime=RegimeParams.from_mapping(cfg.regime.model_dump()), spectral=cfg.features.feat_spectral_regimes,
         audit=audit_rules(cfg),
     )
-    windows = make_windows(streams.index, bt.train, bt.test, bt.step)
     sim = SimulatorParams(slippage_bps=bt.slippage_bps, commission_bps=bt.commission_bps,
                           borrow_bps_annual=bt.borrow_bps_annual)
-    return data, tset, windows, engine_params(cfg), sim, tuple(bt.simulators), list(cfg.optimization.engines)
+    return tset, engine_params(cfg), sim, tuple(bt.simulators)
+
+
+def engine_batches(cfg: Config) -> list[list[str]]:
+    """Engines split round-robin into one batch per parallel worker: one step process per core
+    instead of one per engine (each step process costs seconds of start-up)."""
+    ex = cfg.executor
+    n = 1 if ex.kind == "in_process" else ex.dask.n_workers if ex.kind == "dask" else ex.max_concurrent
+    engines = list(cfg.optimization.engines)
+    n = max(1, min(n, len(engines)))
+    return [engines[i::n] for i in range(n)]
+
+
+def point_in_time_pools(step: Step, windows, today_pool: pd.DataFrame) -> dict[int, tuple[pd.DataFrame, str]]:
+    """The raw pool as of each window's last train session: the stored raw_pool partition of that
+    date if there is one, else a re-scan of the source for that date. A source that cannot scan
+    the past (the live TradingView scanner) gives today's pool, recorded as survivorship-biased."""
+    from portfolio_assets.assets.universe import raw_pool_as_of
+    from portfolio_assets.sources.base import SourceError
+
+    source = step.settings.source()
+    pools: dict[int, tuple[pd.DataFrame, str]] = {}
+    for w in windows:
+        day = w.train_last.date().isoformat()
+        if step.lake.has_table("universe", "raw_pool", day):
+            pools[w.k] = (step.lake.read_table("universe", "raw_pool", day).set_index("symbol"), f"stored {day}")
+            continue
+        try:
+            pools[w.k] = (raw_pool_as_of(step.cfg, source, w.train_last.date()), f"scanned {day}")
+        except SourceError as exc:
+            step.event("survivorship_fallback", window=w.k, day=day, error=str(exc)[:300])
+            pools[w.k] = (today_pool, "today (survivorship: the source cannot scan the past)")
+    return pools
 
 
 @op(
     ins={name: In(Nothing) for name in UPSTREAM},
-    out={"contexts": Out(pd.DataFrame), "engines": DynamicOut(pd.DataFrame)},
+    out={"contexts": Out(pd.DataFrame), "streams": Out(pd.DataFrame), "batches": DynamicOut(pd.DataFrame)},
     required_resource_keys={"settings"},
 )
 def tournament_plan(context):
-    """Per-window contexts (point-in-time universe, buckets, regime), shared by every engine."""
-    from portfolio_assets.quant.tournament import plan_contexts
+    """Per-window contexts (point-in-time raw pool, universe, buckets, regime) and the return
+    streams every engine shares; then one dynamic batch of engines per parallel worker."""
+    from portfolio_assets.assets.universe import fetch_returns
+    from portfolio_assets.quant.tournament import TodayContext, build_streams, plan_contexts
+    from portfolio_assets.quant.walkforward import make_windows
 
-    data, tset, windows, _, _, _, engines = load_tournament(context.resources.settings, context.partition_key)
-    context.log.info(f"{len(windows)} windows x {len(engines)} engines; point-in-time contexts: {tset.pit}")
-    yield Output(plan_contexts(data, windows, tset), output_name="contexts")
-    for engine in engines:
-        yield DynamicOutput(pd.DataFrame({"engine": [engine]}), mapping_key=engine, output_name="engines")
+    settings: PortfolioSettings = context.resources.settings
+    with Step(context, settings, "tournament_plan", "validation") as step:
+        cfg = step.cfg
+        baseline = cfg.selection.baseline
+        tset, _, _, _ = tournament_settings(cfg)
+        rets = step.read("history", "history_500d", "returns")
+        health = step.read("history", "history_500d", "health").set_index("symbol")
+        winners = step.read("universe", "selected_universe").set_index("symbol")
+        pool = step.read("universe", "raw_pool").set_index("symbol")
+        raw = step.read("history", "raw_pool_history").reindex(rets.index)
+        ok = [s for s in rets.columns if health.at[s, "status"] == "OK"]
+        windows = make_windows(rets.index, cfg.backtest.train, cfg.backtest.test, cfg.backtest.step)
+        raw_returns = pd.concat([rets[ok], raw[[c for c in raw.columns if c not in ok]]], axis=1)
+        pools = point_in_time_pools(step, windows, pool) if tset.pit else None
+        if pools:
+            needed = sorted(set().union(*(p.index for p, _ in pools.values())) - set(raw_returns.columns))
+            if needed:
+                _, extra = fetch_returns(step, needed, len(rets))
+                raw_returns = pd.concat([raw_returns, extra.reindex(rets.index)], axis=1)
+        today = TodayContext(
+            universe=winners["direction"].reindex(ok).fillna("long"),
+            buckets=step.read("risk", "risk_buckets").set_index("symbol")["bucket"],
+            regime=str(step.read("risk", "market_regime")["label"].iloc[-1]),
+            raw_pool=pool["direction"],
+        )
+        contexts = plan_contexts(windows, raw_returns, baseline, tset, pools=pools, today=today)
+        streams = build_streams(raw_returns, sorted(set(contexts["stream"])))
+        step.params.update(windows=len(windows), pit=tset.pit, streams=streams.shape[1],
+                           pool_sources=sorted(set(contexts["pool_source"])))
+        step.metadata["_metrics"] = {"windows": len(windows), "streams": streams.shape[1]}
+    context.log.info(f"{len(windows)} windows, {streams.shape[1]} streams; point-in-time contexts: {tset.pit}")
+    yield Output(contexts, output_name="contexts")
+    yield Output(streams, output_name="streams")
+    for i, batch in enumerate(engine_batches(cfg), 1):
+        yield DynamicOutput(pd.DataFrame({"engine": batch}), mapping_key=f"batch_{i}", output_name="batches")
 
 
 @op(
     out={"windows": Out(pd.DataFrame), "returns": Out(pd.DataFrame), "weights": Out(pd.DataFrame)},
     required_resource_keys={"settings"},
 )
-def tournament_engine(context, engine: pd.DataFrame, contexts: pd.DataFrame):
-    """One engine over every window, both simulators (one parallel step per engine)."""
+def tournament_engines(context, batch: pd.DataFrame, contexts: pd.DataFrame, streams: pd.DataFrame):
+    """A batch of engines over every window and simulator (the steps that run in parallel)."""
     import time
 
     from portfolio_assets.quant.tournament import run_engine_tournament
+    from portfolio_assets.quant.walkforward import make_windows
 
-    name = str(engine["engine"].iloc[0])
-    t0 = time.perf_counter()
-    data, tset, windows, params, sim, simulators, _ = load_tournament(context.resources.settings, context.partition_key)
-    out = run_engine_tournament(name, data, windows, contexts, tset, params, sim, simulators)
-    out["windows"]["seconds"] = time.perf_counter() - t0
-    context.log.info(f"{name}: {len(windows)} windows in {time.perf_counter() - t0:.2f} s")
-    return out["windows"], out["returns"], out["weights"]
+    cfg = context.resources.settings.resolved().config
+    tset, params, sim, simulators = tournament_settings(cfg)
+    windows = make_windows(streams.index, cfg.backtest.train, cfg.backtest.test, cfg.backtest.step)
+    parts: dict[str, list[pd.DataFrame]] = {"windows": [], "returns": [], "weights": []}
+    for name in batch["engine"]:
+        t0 = time.perf_counter()
+        out = run_engine_tournament(name, streams, windows, contexts, cfg.selection.baseline, tset, params, sim,
+                                    simulators)
+        out["windows"]["seconds"] = time.perf_counter() - t0
+        context.log.info(f"{name}: {len(windows)} windows x {len(simulators)} simulators in "
+                         f"{time.perf_counter() - t0:.2f} s")
+        for key, frame in out.items():
+            parts[key].append(frame)
+    return tuple(pd.concat(parts[k], ignore_index=True) for k in ("windows", "returns", "weights"))
 
 
 @op(required_resource_keys={"settings"})
@@ -128,7 +176,7 @@ def tournament_collect(context, windows: list[pd.DataFrame], returns: list[pd.Da
                            slippage_bps=cfg.backtest.slippage_bps, commission_bps=cfg.backtest.commission_bps)
         win = pd.concat(windows, ignore_index=True).sort_values(["engine", "simulator", "k"], kind="mergesort")
         rets = pd.concat(returns, ignore_index=True).sort_values(["engine", "simulator", "session"], kind="mergesort")
-        wts = pd.concat(weights, ignore_index=True).sort_values(["engine", "k", "symbol"], kind="mergesort")
+        wts = pd.concat(weights, ignore_index=True).sort_values(["engine", "k", "stream"], kind="mergesort")
         summary = summarize_tournament(win, rets).sort_values("sharpe", ascending=False, kind="mergesort")
         seconds = win.groupby("engine")["seconds"].first().round(3).to_dict()
         step.write(summary.reset_index(drop=True))
@@ -167,10 +215,10 @@ def tournament_collect(context, windows: list[pd.DataFrame], returns: list[pd.Da
     ),
 )
 def tournament(history_500d, raw_pool_history, risk_buckets, market_regime, target_weights, selected_universe):
-    contexts, engines = tournament_plan(
+    contexts, streams, batches = tournament_plan(
         history_500d=history_500d, raw_pool_history=raw_pool_history, risk_buckets=risk_buckets,
         market_regime=market_regime, target_weights=target_weights, selected_universe=selected_universe,
     )
-    windows, returns, weights = engines.map(lambda e: tournament_engine(e, contexts))
+    windows, returns, weights = batches.map(lambda b: tournament_engines(b, contexts, streams))
     return tournament_collect(windows.collect(), returns.collect(), weights.collect(), contexts)
 

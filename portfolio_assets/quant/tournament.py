@@ -1,16 +1,21 @@
 """The walk-forward tournament (step 12): engines x simulators on out-of-sample windows.
 
-Per window the *context* is what an allocator would have known at the window's start:
-- with `pit` (feat_pit_fidelity) everything is recomputed from the train rows only — the
-  universe is re-selected from the raw pool on the last `prep` train sessions (natural
-  selection, same parameters), risk buckets are re-clustered, the regime is re-detected — and
-  every window's weights go through the production weights audit;
-- without it the context is today's (universe, buckets, regime): a look-ahead the reports flag.
+Per window the *context* is what an allocator could have known at the window's start. With
+`pit` (feat_pit_fidelity) everything is rebuilt from data up to the last train session:
+- the raw pool is the one discovered *as of that date* (given by the caller: a stored raw-pool
+  partition, or a re-scan of the source for that date);
+- the universe is re-selected from it by natural selection on the last `prep` train sessions;
+- risk buckets are re-clustered and the regime re-detected on the train rows;
+- every window's weights go through the production weights audit (`quant.weights_audit`).
+Without it the context is today's universe, buckets and regime for every window: a look-ahead
+(survivorship) the reports flag.
 
-`plan_contexts` computes the contexts once (shared by every engine); `run_engine_tournament` runs
-one engine over all windows with both simulators (the unit the Dagster executor fans out).
-The first window starts from an empty book; a window's `prev_weights` (for the turnover
-penalty) is the previous window's target, never today's holdings.
+Streams are identified by `stream_id`: the symbol for a long, `SYMBOL#short` for a short's
+synthetic-long stream, so one symbol can be a long in one window and a short in another without
+any stream ever being negated twice. `plan_contexts` builds the contexts once (shared by every
+engine); `run_engine_tournament` runs one engine over all windows with every simulator (the
+unit the Dagster executor fans out). The first window starts from an empty book; a window's
+`prev_weights` (turnover penalty) is the previous window's target, never today's holdings.
 """
 
 from __future__ import annotations
@@ -19,25 +24,38 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from portfolio_assets.quant.convention import synthetic_long
 from portfolio_assets.quant.walkforward import WeightsDecision, Window, run_engine_walkforward
 from portfolio_assets.quant.weights_audit import AuditRules, audit_weights
 
-CONTEXT_COLUMNS = ("k", "symbol", "bucket", "direction", "regime")
+CONTEXT_COLUMNS = ("k", "stream", "symbol", "direction", "role", "bucket", "regime", "pool_source")
+SHORT_SUFFIX = "#short"
 
 
-@dataclass(frozen=True)
-class TournamentData:
-    """Everything the tournament reads, as synthetic-long streams on one session index."""
+def stream_id(symbol: str, direction: str) -> str:
+    return f"{symbol}{SHORT_SUFFIX}" if direction == "short" else symbol
 
-    streams: pd.DataFrame  # union of winners and raw pool, synthetic-long, sessions x symbols
-    directions: pd.Series  # every column's direction
-    winners: list[str]  # today's filtered universe (healthy winners incl. baseline)
-    raw_pool: list[str]  # today's raw pool symbols with data
-    raw_candidates: pd.DataFrame  # raw pool as selection candidates (direction, identity, asset_class, value_traded)
-    raw_returns: pd.DataFrame  # raw (not synthetic-long) returns of the raw pool, for re-selection
-    today_clusters: pd.Series
-    today_regime: str
-    baseline: str
+
+def stream_direction(stream: str) -> str:
+    return "short" if stream.endswith(SHORT_SUFFIX) else "long"
+
+
+def stream_symbol(stream: str) -> str:
+    return stream.removesuffix(SHORT_SUFFIX)
+
+
+def build_streams(raw_returns: pd.DataFrame, streams: list[str]) -> pd.DataFrame:
+    """Synthetic-long stream per id from raw returns (shorts negated exactly once)."""
+    symbols = [stream_symbol(s) for s in streams]
+    missing = sorted(set(symbols) - set(raw_returns.columns))
+    if missing:
+        raise ValueError(f"no returns for stream symbol(s) {missing[:5]}")
+    raw = raw_returns[symbols].copy()
+    raw.columns = streams
+    directions = pd.Series({s: stream_direction(s) for s in streams})
+    out = synthetic_long(raw, directions)
+    out.attrs = {}
+    return out
 
 
 @dataclass(frozen=True)
@@ -53,33 +71,74 @@ class TournamentSettings:
     audit: AuditRules = field(default_factory=AuditRules)
 
 
-def plan_contexts(data: TournamentData, windows: list[Window], cfg: TournamentSettings) -> pd.DataFrame:
-    """One row per (window, symbol in that window's universe): bucket, direction, regime."""
+@dataclass(frozen=True)
+class TodayContext:
+    """Today's universe, buckets and regime: the context of every window without `pit`."""
+
+    universe: pd.Series  # symbol -> direction
+    buckets: pd.Series  # symbol -> bucket
+    regime: str
+    raw_pool: pd.Series  # symbol -> direction
+
+
+def _candidates(pool: pd.DataFrame) -> pd.DataFrame:
+    return pool[["direction", "identity", "asset_class"]].assign(value_traded=pool["Value.Traded"])
+
+
+def plan_contexts(
+    windows: list[Window],
+    raw_returns: pd.DataFrame,
+    baseline: str,
+    cfg: TournamentSettings,
+    pools: dict[int, tuple[pd.DataFrame, str]] | None = None,
+    today: TodayContext | None = None,
+) -> pd.DataFrame:
+    """One row per (window, stream) for the window's universe (`role` = universe) and raw pool
+    (`role` = raw_pool), with bucket, regime and where the pool came from.
+
+    `pools` (with pit): window k -> (raw pool as of the window's last train session indexed by
+    symbol, its provenance). `today` (without pit): today's context.
+    """
     from portfolio_assets.quant.clustering import hierarchical_clusters
     from portfolio_assets.quant.regimes import detect_regime
     from portfolio_assets.quant.selection import select_universe
 
-    rows = []
+    rows: list[dict[str, object]] = []
     for w in windows:
         if cfg.pit:
-            train_raw = data.raw_returns.iloc[w.train_rows]
-            prep = train_raw.iloc[-cfg.prep:]
-            chosen = select_universe(data.raw_candidates, prep, cfg.selection).winners["symbol"]
-            universe = [s for s in chosen if s in data.streams.columns]
-            train = data.streams.iloc[w.train_rows][universe]
+            if pools is None or w.k not in pools:
+                raise ValueError(f"point-in-time tournament needs the raw pool of window {w.k}")
+            pool, source = pools[w.k]
+            train_raw = raw_returns.iloc[w.train_rows]
+            cols = [s for s in pool.index if s in train_raw.columns]
+            if baseline not in cols:
+                cols.append(baseline)
+            winners = select_universe(_candidates(pool.loc[[c for c in cols if c in pool.index]]),
+                                      train_raw[cols].iloc[-cfg.prep:], cfg.selection).winners
+            universe = pd.Series(winners["direction"].to_numpy(), index=winners["symbol"].to_numpy())
+            ids = [stream_id(s, d) for s, d in universe.items()]
+            train = build_streams(train_raw, ids)
             clusters = hierarchical_clusters(train, cfg.risk_threshold, cfg.risk_max_clusters, cfg.min_overlap).clusters
-            base = data.raw_returns.iloc[w.train_rows][data.baseline]
-            others = train_raw.drop(columns=[data.baseline])
-            regime = detect_regime(base.loc[base.first_valid_index():], others, cfg.regime, spectral=cfg.spectral).label
+            base = train_raw[baseline]
+            regime = detect_regime(base.loc[base.first_valid_index():], train_raw[[c for c in cols if c != baseline]],
+                                   cfg.regime, spectral=cfg.spectral).label
+            raw_pool = pool["direction"]
         else:
-            universe, clusters, regime = data.winners, data.today_clusters, data.today_regime
-        for s in universe:
-            rows.append({"k": w.k, "symbol": s, "bucket": int(clusters.get(s, 0)), "direction": data.directions[s],
-                         "regime": regime})
+            if today is None:
+                raise ValueError("a tournament without point-in-time contexts needs today's context")
+            universe, regime, raw_pool, source = today.universe, today.regime, today.raw_pool, "today"
+            clusters = pd.Series({stream_id(s, d): today.buckets.get(s, 0) for s, d in universe.items()})
+        for s, d in universe.items():
+            sid = stream_id(s, d)
+            rows.append({"k": w.k, "stream": sid, "symbol": s, "direction": d, "role": "universe",
+                         "bucket": int(clusters.get(sid, 0)), "regime": regime, "pool_source": source})
+        for s, d in raw_pool.items():
+            rows.append({"k": w.k, "stream": stream_id(s, d), "symbol": s, "direction": d, "role": "raw_pool",
+                         "bucket": 0, "regime": regime, "pool_source": source})
     return pd.DataFrame(rows, columns=list(CONTEXT_COLUMNS))
 
 
-def _fit_factory(engine: str, data: TournamentData, contexts: pd.DataFrame, cfg: TournamentSettings, params):
+def _fit_factory(engine: str, contexts: pd.DataFrame, baseline: str, cfg: TournamentSettings, params):
     from portfolio_assets.quant.engines import EngineInputs, run_engine
 
     by_k = {k: g for k, g in contexts.groupby("k")}
@@ -87,16 +146,14 @@ def _fit_factory(engine: str, data: TournamentData, contexts: pd.DataFrame, cfg:
 
     def fit(window: Window, train: pd.DataFrame) -> WeightsDecision:
         ctx = by_k[window.k]
-        universe = list(ctx["symbol"])
-        clusters = pd.Series(ctx["bucket"].to_numpy(), index=universe)
+        uni = ctx[ctx["role"] == "universe"]
+        pool = ctx[ctx["role"] == "raw_pool"]
+        universe = list(uni["stream"])
+        clusters = pd.Series(uni["bucket"].to_numpy(), index=universe)
         regime = str(ctx["regime"].iloc[0])
         inputs = EngineInputs(
-            returns=train[universe],
-            clusters=clusters,
-            regime=regime,
-            prev_weights=state["prev"],
-            baseline=data.baseline,
-            raw_pool_returns=train[[s for s in data.raw_pool if s in train.columns]],
+            returns=train[universe], clusters=clusters, regime=regime, prev_weights=state["prev"],
+            baseline=baseline, raw_pool_returns=train[list(pool["stream"])],
         )
         result = run_engine(engine, inputs, params)
         weights = result.weights[result.weights > 0]
@@ -106,7 +163,7 @@ def _fit_factory(engine: str, data: TournamentData, contexts: pd.DataFrame, cfg:
             violations = audit_weights(
                 engine, weights, clusters, cfg.audit, regime=regime,
                 aggressor_weight=result.diagnostics.get("aggressor_weight"),
-                train_returns=train, baseline=data.baseline,
+                train_returns=train, baseline=baseline,
             )
         return WeightsDecision(weights, {
             "engine_used": result.engine_used,
@@ -115,6 +172,7 @@ def _fit_factory(engine: str, data: TournamentData, contexts: pd.DataFrame, cfg:
             "regime": regime,
             "n_buckets": int(clusters.nunique()),
             "n_universe": len(universe),
+            "pool_source": str(ctx["pool_source"].iloc[0]),
         })
 
     return fit
@@ -122,24 +180,26 @@ def _fit_factory(engine: str, data: TournamentData, contexts: pd.DataFrame, cfg:
 
 def run_engine_tournament(
     engine: str,
-    data: TournamentData,
+    streams: pd.DataFrame,
     windows: list[Window],
     contexts: pd.DataFrame,
+    baseline: str,
     cfg: TournamentSettings,
     engine_params,
     simulator_params,
     simulators: tuple[str, ...],
 ) -> dict[str, pd.DataFrame]:
     """One engine over every window and simulator. Returns `windows`, `returns`, `weights` tables."""
-    fit = _fit_factory(engine, data, contexts, cfg, engine_params)
-    wf = run_engine_walkforward(engine, data.streams, data.directions, windows, fit, simulator_params, simulators)
+    fit = _fit_factory(engine, contexts, baseline, cfg, engine_params)
+    directions = pd.Series({s: stream_direction(s) for s in streams.columns})
+    wf = run_engine_walkforward(engine, streams, directions, windows, fit, simulator_params, simulators)
     diag = pd.DataFrame([dict(d.diagnostics) for d in wf.decisions], index=[w.k for w in wf.windows])
     table = wf.window_table().join(diag, on="k")
     rets = wf.returns_frame()
     rets.index.name = "session"
     long = rets.reset_index().melt(id_vars="session", var_name="simulator", value_name="ret").assign(engine=engine)
     weights = wf.weights_frame()
-    weights = weights.loc[:, (weights > 0).any()].reset_index().melt(id_vars="k", var_name="symbol", value_name="weight")
+    weights = weights.loc[:, (weights > 0).any()].reset_index().melt(id_vars="k", var_name="stream", value_name="weight")
     weights = weights[weights["weight"] > 0].assign(engine=engine)
     return {"windows": table, "returns": long[["session", "engine", "simulator", "ret"]], "weights": weights}
 
