@@ -265,6 +265,20 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return summarize_run(result, partition)
 
 
+def cmd_accept(args: argparse.Namespace) -> int:
+    from portfolio_assets.holdings import accept_implementation
+    from portfolio_assets.lakehouse import Lakehouse
+
+    resolved = _setup_env(args)
+    partition = _partition_date(args.date)
+    lake = Lakehouse(profile=resolved.profile)
+    if not lake.has_table("implementation", "implementation_orders", partition):
+        raise ValueError(f"no implementation_orders for {partition} in profile {resolved.profile}: nothing to accept")
+    held = accept_implementation(lake, partition)
+    print(f"accepted {partition}: {len(held)} holding(s) are now the current book ({lake.state_path('holdings.parquet')})")
+    return EXIT_OK
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     resolved = _setup_env(args)
     home = dagster_home()
@@ -351,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("recover", help="re-run history recovery and the health gate for a date")
     common(rc)
     rc.set_defaults(func=cmd_recover)
+
+    ac = sub.add_parser("accept", help="accept a date's orders as executed: they become the current holdings")
+    common(ac)
+    ac.set_defaults(func=cmd_accept)
 
     u = sub.add_parser("ui", help="start the Dagster UI (and daemon) on 127.0.0.1")
     common(u, date=False)

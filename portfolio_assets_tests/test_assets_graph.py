@@ -1,0 +1,193 @@
+"""The whole graph through Dagster on the `development` profile, and its gates.
+
+Each test materializes in-process on its own temporary lakehouse (the `development` profile is a
+small universe; a whole run takes ~10-20 s).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pandas as pd
+import pytest
+from dagster import AssetSelection, DagsterInstance
+
+from portfolio_assets.lakehouse import Lakehouse
+from portfolio_assets.ledger import verify_ledger
+from portfolio_assets_tests.graph_helpers import (
+    ALL_ASSETS,
+    DOWNSTREAM_OF_HISTORY,
+    PARTITION,
+    check_results,
+    env,
+    materialized,
+    run_graph,
+    step_errors,
+)
+
+NEVER_HEALS = json.dumps({
+    "seed": 11, "n_equities": 80, "n_etfs": 16, "n_crypto": 12, "n_forex": 8,
+    "faults": {"seed": 3, "missing_bars": {"n": 10, "sessions": 2, "heal_after": None},
+               "stale": {"n": 4, "bars": 3, "heal_after": None}},
+})
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    lake = tmp_path_factory.mktemp("lake")
+    instance = DagsterInstance.ephemeral()
+    result = run_graph(lake, instance=instance)
+    return lake, result, instance
+
+
+def test_whole_graph_materializes_with_every_gate_passing(full_run):
+    lake, result, _ = full_run
+    assert result.success, step_errors(result)
+    assert materialized(result) == ALL_ASSETS
+    checks = check_results(result)
+    assert {k: v.passed for k, v in checks.items()} == {"health_gate": True, "weights_sanity": True,
+                                                        "ledger_integrity": True}
+    lh = Lakehouse(lake, "development")
+    orders = lh.read_table("implementation", "implementation_orders", PARTITION)
+    weights = lh.read_table("allocation", "target_weights", PARTITION)
+    prod = weights[weights["is_production"]]
+    assert prod["weight"].sum() == pytest.approx(1.0)
+    # from an empty book every production holding is an order to open (shorts are SELLs)
+    assert set(orders["symbol"]) == set(prod["symbol"])
+    assert (orders.set_index("symbol")["target_net_weight"] == prod.set_index("symbol")["net_weight"]).all()
+    assert verify_ledger(lh.ledger_path(PARTITION), root=lh.root).ok
+    assert (lh.reports_dir(PARTITION) / "index.html").exists()
+
+
+def test_recovery_ran_for_real_on_injected_faults(full_run):
+    lake, _, _ = full_run
+    health = Lakehouse(lake, "development").read_table("history", "history_500d", PARTITION, "health")
+    repaired = health[health["status_before"] != "OK"]
+    assert len(repaired) >= 1, "the development profile injects faults into the most liquid names"
+    assert (repaired["status"] == "OK").all() and (repaired["attempts"] >= 1).all()
+
+
+def test_outputs_are_queryable_with_duckdb(full_run):
+    lake, _, _ = full_run
+    con = Lakehouse(lake, "development").duckdb()
+    n = con.execute("SELECT count(*) FROM target_weights WHERE partition = ?", [PARTITION]).fetchone()[0]
+    assert n > 10
+    engines = {r[0] for r in con.execute("SELECT DISTINCT engine FROM tournament").fetchall()}
+    assert {"market", "raw_pool_ew", "equal_weight", "hrp", "barbell"} <= engines
+
+
+def test_strict_health_with_unrecoverable_fault_stops_the_run_at_the_gate(tmp_path):
+    result = run_graph(tmp_path, PA_SOURCE__SETTINGS=NEVER_HEALS, PA_DATA__RECOVERY_BACKOFF_S="0")
+    assert not result.success
+    gate = check_results(result)["health_gate"]
+    assert not gate.passed and gate.severity.value == "ERROR"
+    assert "unhealthy symbol(s) after recovery" in gate.description
+    assert "GAPS" in gate.description or "STALE" in gate.description
+    done = materialized(result)
+    assert "history_500d" in done  # stored (designed for: the check runs after the asset)
+    assert not (done & DOWNSTREAM_OF_HISTORY), done & DOWNSTREAM_OF_HISTORY
+
+
+def test_non_strict_health_drops_and_records_unhealthy_symbols(tmp_path):
+    result = run_graph(tmp_path, PA_SOURCE__SETTINGS=NEVER_HEALS, PA_DATA__STRICT_HEALTH="false",
+                       PA_DATA__RECOVERY_BACKOFF_S="0")
+    assert result.success, step_errors(result)
+    gate = check_results(result)["health_gate"]
+    assert not gate.passed and gate.severity.value == "WARN"
+    lh = Lakehouse(tmp_path, "development")
+    health = lh.read_table("history", "history_500d", PARTITION, "health")
+    bad = set(health.loc[health["status"] != "OK", "symbol"])
+    assert bad
+    buckets = set(lh.read_table("risk", "risk_buckets", PARTITION)["symbol"])
+    assert not (bad & buckets)
+    records = [json.loads(x) for x in lh.ledger_path(PARTITION).read_text().splitlines()]
+    dropped = {e["symbol"] for r in records if r["kind"] == "outcome"
+               for e in r["payload"].get("events", []) if e["kind"] == "dropped_unhealthy"}
+    assert dropped == bad
+    assert "implementation_orders" in materialized(result)  # a WARN gate does not block
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_failed_weights_gate_leaves_no_orders_alerts_and_blocks_a_later_run(tmp_path):
+    from portfolio_assets.sensors import deliver_run_alerts
+
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    instance = DagsterInstance.ephemeral()
+    sinks = json.dumps([{"kind": "jsonl"}, {"kind": "webhook", "url_env": "PA_TEST_HOOK"}])
+    try:
+        overrides = dict(PA_OPTIMIZATION__MAX_BETA_MIN_VARIANCE="0.000001", PA_ALERTS__SINKS=sinks,
+                         PA_TEST_HOOK=f"http://127.0.0.1:{server.server_port}/alert")
+        result = run_graph(tmp_path, instance=instance, **overrides)
+        assert not result.success
+        gate = check_results(result)["weights_sanity"]
+        assert not gate.passed and "min_variance: beta to AMEX:SPY" in gate.description
+        assert "implementation_orders" not in materialized(result)
+        lh = Lakehouse(tmp_path, "development")
+        assert not lh.has_table("implementation", "implementation_orders", PARTITION)
+
+        with env(PA_LAKEHOUSE=str(tmp_path), **overrides):
+            texts = deliver_run_alerts(instance, result.run_id, "development")
+        assert any("target_weights:weights_sanity" in t and PARTITION in t for t in texts)
+        lines = [json.loads(x) for x in (lh.root / "alerts" / "alerts.jsonl").read_text().splitlines()]
+        gate_alert = next(a for a in lines if a["subject"] == "target_weights:weights_sanity")
+        assert gate_alert["partition"] == PARTITION and gate_alert["severity"] == "ERROR"
+        assert "beta" in gate_alert["reason"]
+        assert any(a["subject"] == "target_weights:weights_sanity" for a in _Hook.received)
+        # delivering again sends nothing twice
+        with env(PA_LAKEHOUSE=str(tmp_path), **overrides):
+            deliver_run_alerts(instance, result.run_id, "development")
+        assert len((lh.root / "alerts" / "alerts.jsonl").read_text().splitlines()) == len(lines)
+
+        # a later run of implementation_orders alone is refused: the latest gate evaluation failed
+        later = run_graph(tmp_path, selection=AssetSelection.assets("implementation_orders"), **overrides)
+        assert not later.success
+        assert "refusing to implement: weights_sanity: latest evaluation FAILED" in step_errors(later)["implementation_orders"]
+    finally:
+        server.shutdown()
+
+
+def test_implementation_refuses_when_gate_predates_the_stored_data(full_run, tmp_path):
+    lake, _, _ = full_run
+    # re-materialize target_weights with a different production engine, but not its check
+    changed = run_graph(lake, selection=AssetSelection.assets("target_weights").without_checks(),
+                        PA_OPTIMIZATION__PRODUCTION_ENGINE="hrp")
+    assert changed.success
+    later = run_graph(lake, selection=AssetSelection.assets("implementation_orders"))
+    assert not later.success
+    msg = step_errors(later)["implementation_orders"]
+    assert "weights_sanity: latest evaluation predates the stored data of allocation/target_weights" in msg
+    # restore: the whole tail with its checks passes again
+    again = run_graph(lake, selection=AssetSelection.assets("target_weights").downstream())
+    assert again.success, step_errors(again)
+
+
+def test_tampered_artifact_fails_ledger_integrity_and_blocks_orders(full_run):
+    lake, _, _ = full_run
+    lh = Lakehouse(lake, "development")
+    path = lh.table_path("risk", "risk_buckets", PARTITION)
+    df = pd.read_parquet(path)
+    df.loc[df.index[0], "bucket"] = int(df["bucket"].max()) + 7
+    df.to_parquet(path)
+    orders = lh.table_path("implementation", "implementation_orders", PARTITION)
+    orders.unlink()
+    result = run_graph(lake, selection=AssetSelection.assets("audit_ledger").downstream())
+    assert not result.success
+    gate = check_results(result)["ledger_integrity"]
+    assert not gate.passed and "artifact risk/risk_buckets/2026-11-25.parquet changed since it was recorded" in gate.description
+    assert not orders.exists()
