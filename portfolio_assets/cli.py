@@ -29,12 +29,37 @@ def _err(msg: str) -> None:
 
 
 def dagster_home() -> Path:
-    """The persistent DAGSTER_HOME (env, else `<project>/.dagster_home`) with our dagster.yaml."""
+    """The persistent DAGSTER_HOME (env, else `<project>/.dagster_home`) with our dagster.yaml.
+
+    A missing dagster.yaml is copied from `configs/dagster.yaml`. An existing one keeps its settings,
+    but `telemetry: enabled: false` and `nux: enabled: false` (no onboarding pop-up) are merged into it
+    when missing or different, and the change is reported on stderr (never a silently stale file).
+    """
+    import yaml
+
     home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
+    tmp = target.with_name(f".dagster.yaml.{os.getpid()}.tmp")  # write-then-rename: readers never see half a file
     if not target.exists():
-        shutil.copyfile(DAGSTER_YAML, target)
+        shutil.copyfile(DAGSTER_YAML, tmp)
+        os.replace(tmp, target)
+    try:
+        config = yaml.safe_load(target.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{target} is not valid YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{target} must be a mapping of Dagster instance settings, not a {type(config).__name__}")
+    fixed = []
+    for section in ("telemetry", "nux"):
+        current = config.get(section) if isinstance(config.get(section), dict) else {}
+        if current.get("enabled") is not False:
+            config[section] = {**current, "enabled": False}
+            fixed.append(f"{section}.enabled")
+    if fixed:
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+        os.replace(tmp, target)
+        _err(f"updated {target}: set {', '.join(fixed)} to false (telemetry off, no onboarding pop-up)")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -280,12 +305,25 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    resolved = _setup_env(args)
-    home = dagster_home()
-    cmd = [str(Path(sys.executable).with_name("dagster")), "dev", "-h", args.host, "-p", str(args.port),
-           "-m", "portfolio_assets.definitions"]
+    """`dagster dev` (webserver + daemon) on the persistent DAGSTER_HOME, loading `workspace.yaml`
+    (the same code location name as `pyproject.toml`). Ctrl-C lets `dagster dev` stop both cleanly."""
+    resolved = _setup_env(args)  # resolves the profile and prepares DAGSTER_HOME (dagster_home())
+    home = Path(os.environ["DAGSTER_HOME"])
+    exe = Path(sys.executable).with_name("dagster")
+    cmd = [str(exe if exe.exists() else shutil.which("dagster") or exe), "dev", "-h", args.host,
+           "-p", str(args.port), "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        _err(f"warning: --host {args.host} exposes the UI (no authentication) beyond this machine")
     print(f"Dagster UI on http://{args.host}:{args.port} (profile {resolved.profile}, DAGSTER_HOME {home})")
-    return subprocess.call(cmd, cwd=PROJECT_ROOT)
+    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)})
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        try:  # the terminal's Ctrl-C reached `dagster dev` too: give it time to stop its children
+            return proc.wait(timeout=30)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            proc.terminate()
+            return proc.wait()
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
