@@ -95,6 +95,10 @@ def _selection_keys(selection: str | None, start_step: int | None) -> list[Any] 
         return [AssetKey(n) for n in names]
     if selection is None or selection == "*":
         return None
+    # The runbook's `name+` means "name and everything downstream" (Dagster's own `+` is one layer;
+    # its `name*` is the whole downstream): translate that one form, pass anything else through.
+    if selection.endswith("+") and not selection.endswith("++") and "," not in selection and " " not in selection:
+        selection = selection[:-1] + "*"
     keys = AssetSelection.from_string(selection).resolve(graph)
     if not keys:
         raise ValueError(f"selection {selection!r} matches no asset")
@@ -306,7 +310,14 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """`dagster dev` (webserver + daemon) on the persistent DAGSTER_HOME, loading `workspace.yaml`
-    (the same code location name as `pyproject.toml`). Ctrl-C lets `dagster dev` stop both cleanly."""
+    (the same code location name as `pyproject.toml`).
+
+    `dagster dev` runs in its own session: Ctrl-C or SIGTERM reach only this process, which forwards
+    one SIGINT, so `dagster dev`'s clean shutdown of the webserver and the daemon is never cut short
+    by a second signal. A second Ctrl-C kills the whole `dagster dev` process group.
+    """
+    import signal
+
     resolved = _setup_env(args)  # resolves the profile and prepares DAGSTER_HOME (dagster_home())
     home = Path(os.environ["DAGSTER_HOME"])
     exe = Path(sys.executable).with_name("dagster")
@@ -314,16 +325,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
            "-p", str(args.port), "-w", str(PROJECT_ROOT / "workspace.yaml")]
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         _err(f"warning: --host {args.host} exposes the UI (no authentication) beyond this machine")
-    print(f"Dagster UI on http://{args.host}:{args.port} (profile {resolved.profile}, DAGSTER_HOME {home})")
-    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)})
+    print(f"Dagster UI on http://{args.host}:{args.port} (profile {resolved.profile}, DAGSTER_HOME {home})",
+          flush=True)
+    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)},
+                            start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl-C
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        try:  # the terminal's Ctrl-C reached `dagster dev` too: give it time to stop its children
-            return proc.wait(timeout=30)
-        except (KeyboardInterrupt, subprocess.TimeoutExpired):
-            proc.terminate()
+        try:
             return proc.wait()
+        except KeyboardInterrupt:
+            _err("stopping the Dagster webserver and daemon (Ctrl-C again to kill them)")
+            proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -374,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="materialize the graph for one trading date (or resume from a step)")
     common(r)
-    r.add_argument("--select", help="Dagster asset selection, e.g. 'risk_buckets+' (default: everything)")
+    r.add_argument("--select", help="asset selection: 'NAME+' = NAME and everything downstream; any other "
+                                    "Dagster selection string is passed through (default: everything)")
     r.add_argument("--start-step", type=int, help="resume: re-run the assets of steps >= N plus implementation")
     r.add_argument("--run-id", help="resume id YYYYMMDD-HHMMSS (its date is the partition)")
     r.set_defaults(func=cmd_run)
@@ -383,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(b, date=False)
     b.add_argument("--from", dest="date_from", required=True)
     b.add_argument("--to", dest="date_to", required=True)
-    b.add_argument("--select", help="Dagster asset selection (default: everything)")
+    b.add_argument("--select", help="'NAME+' = NAME and everything downstream, or a Dagster selection string")
     b.set_defaults(func=cmd_backfill)
 
     v = sub.add_parser("verify-ledger", help="verify an audit.jsonl (links, hashes, pairing, files, signatures)")

@@ -749,8 +749,11 @@ class Ledger:
         run_id: str,
         asset: str | None,
         payload: Mapping[str, Any] | None,
-    ) -> dict[str, Any]:
-        """Append one record; ``kind=None`` means genesis on an empty ledger, else resume."""
+        only_new_run: bool = False,
+    ) -> dict[str, Any] | None:
+        """Append one record; ``kind=None`` means genesis on an empty ledger, else resume.
+
+        ``only_new_run`` (with ``kind=None``): append nothing when ``run_id`` already has records."""
         if kind is not None and kind not in RECORD_KINDS:
             raise ValueError(f"record kind must be one of {RECORD_KINDS}, got {kind!r}")
         if not isinstance(run_id, str) or not run_id:
@@ -770,6 +773,10 @@ class Ledger:
 
         with self._exclusive_lock():
             last = _read_last_record(self.path)
+            if only_new_run and last is not None and any(
+                rec.get("run_id") == run_id for rec in _read_records_strict(self.path)
+            ):
+                return None
             if kind is None:
                 kind = "genesis" if last is None else "resume"
                 if kind == "resume":
@@ -834,6 +841,12 @@ class Ledger:
         ``payload["abandoned_intents"] = [{"seq", "run_id", "asset"}, ...]``.
         """
         return self._append(None, run_id, None, payload)
+
+    def ensure_started(self, run_id: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """`start` once per run: genesis or resume unless `run_id` already has records (atomic under
+        the ledger lock, so parallel steps of one run write a single resume). Returns the new record
+        or None."""
+        return self._append(None, run_id, None, payload, only_new_run=True)
 
     def intent(self, run_id: str, asset: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Record that `asset` is about to materialize (parameters, input hashes...)."""

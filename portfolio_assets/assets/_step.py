@@ -106,10 +106,9 @@ class Step:
     # ---- context manager: the ledger's intent/outcome pair -------------------------------
     def __enter__(self) -> Step:
         if self.ledger is not None:
-            if not self.ledger.path.exists():
-                # A partition whose chain was never started (e.g. a backfill of a later step):
-                # `start` writes the genesis; otherwise it appends a resume record, never a second genesis.
-                self.ledger.start(self.run_id, {**genesis_payload(self.resolved), "started_by": self.asset})
+            # The first record of a run that did not start at step 1 (backfill, resume, recover):
+            # a genesis if the partition has no chain yet, else a resume record — never a second genesis.
+            self.ledger.ensure_started(self.run_id, {**genesis_payload(self.resolved), "started_by": self.asset})
             self.ledger.intent(self.run_id, self.asset, {"params": self.params, "profile": self.resolved.profile})
         return self
 
