@@ -42,16 +42,18 @@ class UnsafePathError(ValueError):
 
 
 def _check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise UnsafePathError(f"invalid {kind} name {name!r}: lower-case letters, digits and '_' only")
     return name
 
 
 def _check_date(partition: str) -> str:
     try:
-        dt.date.fromisoformat(partition)
+        canonical = dt.date.fromisoformat(partition).isoformat()
     except (TypeError, ValueError):
-        raise UnsafePathError(f"invalid partition {partition!r}: expected YYYY-MM-DD") from None
+        canonical = None
+    if canonical != partition:  # fromisoformat also takes '20261125' and '2026-W48-3': one file per date
+        raise UnsafePathError(f"invalid partition {partition!r}: expected YYYY-MM-DD")
     return partition
 
 
@@ -117,7 +119,7 @@ class Lakehouse:
     """One profile's storage root. All paths are validated and stay inside the root."""
 
     def __init__(self, root: Path | str | None = None, profile: str = "demo"):
-        if not PROFILE_RE.match(profile):
+        if not isinstance(profile, str) or not PROFILE_RE.fullmatch(profile):
             raise UnsafePathError(f"invalid profile name {profile!r}")
         base = Path(root or os.environ.get("PA_LAKEHOUSE") or DEFAULT_ROOT).resolve()
         self.base = base
@@ -231,7 +233,9 @@ class Lakehouse:
         out: dict[str, str] = {}
         if self.root.exists():
             for folder in sorted(self.root.glob("*/*")):
-                if folder.is_dir() and folder.parent.name not in ("reports", "ledger", "state", "prices") and not folder.parent.name.startswith("_"):
+                if (folder.is_dir() and NAME_RE.fullmatch(folder.name)  # asset folders, not e.g. scans/<date>
+                        and folder.parent.name not in ("reports", "ledger", "state", "prices")
+                        and not folder.parent.name.startswith("_")):
                     if any(folder.glob("*.parquet")):
                         out[folder.name] = str(folder / "*.parquet")
             if any((self.root / "prices").glob("*.parquet")):

@@ -408,7 +408,7 @@ def resolve(
         name, requested_by = environ["PA_PROFILE"], "PA_PROFILE"
     else:
         name, requested_by = raw["default_profile"], "$.default_profile"
-    if not PROFILE_RE.match(name):
+    if not PROFILE_RE.fullmatch(name):
         raise ManifestError(path, requested_by, f"invalid profile name {name!r} (lower-case letters, digits, _)")
     chain, deltas = _profile_chain(raw, name, path, requested_by)
     merged: dict[str, Any] = copy.deepcopy(raw.get("defaults", {}))

@@ -18,7 +18,7 @@ def validate_symbol(symbol: object) -> str:
     """
     if not isinstance(symbol, str):
         raise InvalidSymbolError(f"symbol must be a string 'EXCHANGE:TICKER', got {type(symbol).__name__}")
-    if ".." in symbol or not SYMBOL_RE.match(symbol):
+    if ".." in symbol or not SYMBOL_RE.fullmatch(symbol):
         raise InvalidSymbolError(
             f"invalid symbol {symbol!r}: expected 'EXCHANGE:TICKER' of A-Z, 0-9, '.', '_', '-', '!'"
         )

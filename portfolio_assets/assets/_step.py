@@ -39,7 +39,8 @@ def preview_md(df: pd.DataFrame, n: int = 15, floatfmt: str = ".4f") -> Metadata
     cols = [str(c) for c in head.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in head.iterrows():
-        cells = [format(v, floatfmt) if isinstance(v, float) else str(v) for v in row.tolist()]
+        cells = [("" if v != v else format(v, floatfmt)) if isinstance(v, float) else ("" if v is None else str(v))
+                 for v in row.tolist()]
         lines.append("| " + " | ".join(cells) + " |")
     if len(df) > n:
         lines.append(f"\n_{len(df) - n} more rows_")

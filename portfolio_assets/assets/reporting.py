@@ -77,17 +77,22 @@ def reports(context, settings: PortfolioSettings):
             metrics={"files": len(table), "bytes": int(table["bytes"].sum()),
                      "tearsheets": int(table["file"].str.startswith("tearsheets/").sum())},
             preview=table[["file", "bytes"]],
-            extra={"index": MetadataValue.path(str(index)), "index_url": MetadataValue.url(index.as_uri())},
+            extra={"index": MetadataValue.path(str(index))},
         )
 
 
 def _funnel(step: Step, winners: pd.DataFrame) -> dict[str, int]:
-    pool = step.read("universe", "raw_pool")
+    """scanned rows -> raw pool -> candidates with data -> clusters -> winners, and why losers lost."""
     audit = step.read("universe", "selected_universe", "audit")
     scans = step.read("universe", "raw_pool", "audit")
-    scanned = int(scans.loc[scans["stage"] == "scanned", "count"].sum())
-    funnel = {"scanned": scanned, "raw_pool": len(pool), "clusters": int(audit["cluster"].nunique()),
-              "winners": len(winners)}
+    with_data = audit[audit["outcome"] != "insufficient_data"]
+    funnel = {
+        "scanned": int(scans.loc[scans["stage"] == "scanned", "count"].sum()),
+        "raw": len(audit),
+        "with_data": len(with_data),
+        "clusters": int(with_data["cluster"].nunique()),
+        "winners": len(winners),
+    }
     funnel.update({f"lost_{k}": int(v) for k, v in audit.loc[~audit["selected"], "outcome"].value_counts().items()})
     return funnel
 

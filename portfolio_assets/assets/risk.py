@@ -8,6 +8,7 @@ from dagster import MetadataValue, asset
 from portfolio_assets.assets._step import Step, preview_md
 from portfolio_assets.assets.common import OWNERS, PARTITIONS
 from portfolio_assets.assets.history import healthy_returns
+from portfolio_assets.assets.universe import fetch_returns
 from portfolio_assets.quant.convention import synthetic_long
 from portfolio_assets.resources import PortfolioSettings
 
@@ -85,10 +86,16 @@ def market_regime(context, settings: PortfolioSettings):
         baseline = step.cfg.selection.baseline
         params = RegimeParams.from_mapping(step.cfg.regime.model_dump())
         spectral = step.cfg.features.feat_spectral_regimes
-        step.params.update(spectral=spectral, **step.cfg.regime.model_dump())
-        result = detect_regime(rets[baseline], rets.drop(columns=[baseline]), params, spectral=spectral)
+        # The baseline's own history reaches a warm-up further back than the 500-session window
+        # (volatility percentile and drawdown need a trailing year), still data <= D only.
+        warmup = max(params.vol_history, params.drawdown_window) + params.vol_window
+        _, base = fetch_returns(step, [baseline], len(rets) + warmup)
+        base = base[baseline]
+        base = base.loc[base.first_valid_index():]
+        step.params.update(spectral=spectral, baseline_sessions=len(base), **step.cfg.regime.model_dump())
+        result = detect_regime(base, rets.drop(columns=[baseline]).reindex(base.index), params, spectral=spectral)
         step.write(result.features)
-        chart = step.write_with("images/regime.png", lambda p: plot_regime(result, rets[baseline], p, kind="returns"))
+        chart = step.write_with("images/regime.png", lambda p: plot_regime(result, base, p, kind="returns"))
         meta = result.metadata()
         return step.result(
             metrics={"label": result.label, "as_of": meta["as_of"], "spectral": spectral,

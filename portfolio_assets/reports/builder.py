@@ -539,7 +539,7 @@ def _slippage_decay(inputs: ReportInputs) -> str:
 
 def _selection_audit(inputs: ReportInputs) -> str:
     audit, funnel = inputs.selection_audit, dict(inputs.funnel)
-    steps = [(k, funnel[k]) for k in ("raw", "with_data", "clusters", "winners") if k in funnel]
+    steps = [(k, funnel[k]) for k in ("scanned", "raw", "with_data", "clusters", "winners") if k in funnel]
     parts = [
         f"# Selection audit, {inputs.partition}",
         "Funnel: " + " → ".join(f"{k.replace('_', ' ')} {v}" for k, v in steps) + "." if steps else "Funnel: n/a.",
@@ -766,7 +766,7 @@ def _index(inputs: ReportInputs, bundle: _Bundle, tearsheets: Sequence[tuple[str
         f"Market hold: CAGR {_fmt_value(market['cagr'], 'cagr')}, Sharpe {_fmt_value(market['sharpe'], 'sharpe')}. "
         f"Walk-forward {_oos_span(inputs)}.",
         "## 1. Universe funnel",
-        " → ".join(f"{k.replace('_', ' ')} {funnel[k]}" for k in ("raw", "with_data", "clusters", "winners")
+        " → ".join(f"{k.replace('_', ' ')} {funnel[k]}" for k in ("scanned", "raw", "with_data", "clusters", "winners")
                    if k in funnel) or "Funnel counts not recorded.",
         _bullets(bundle.link("Selection audit: every candidate, winners and losers with reasons", SELECTION_AUDIT)),
         "## 2. Data health",

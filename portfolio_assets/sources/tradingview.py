@@ -305,9 +305,9 @@ def resolve_preset(family: str, preset: Mapping[str, Any], defaults: Mapping[str
     p = {"market": DEFAULT_MARKETS[family], **given}
     where = f"{family} preset"
     name = p.get("name")
-    if name is not None and (not isinstance(name, str) or not _PRESET_NAME_RE.match(name)):
+    if name is not None and (not isinstance(name, str) or not _PRESET_NAME_RE.fullmatch(name)):
         raise ValueError(f"{where}: name must be 1-64 of A-Z, a-z, 0-9, '_', '-', got {name!r}")
-    if not isinstance(p["market"], str) or not _MARKET_RE.match(p["market"]):
+    if not isinstance(p["market"], str) or not _MARKET_RE.fullmatch(p["market"]):
         raise ValueError(f"{where}: market must be a scanner market name like 'america', got {p['market']!r}")
     sort = p.get("sort")
     if sort is not None and (not isinstance(sort, Mapping) or not isinstance(sort.get("sortBy"), str)
@@ -656,7 +656,7 @@ class TradingViewSource:
         root = self.settings.stored_scans
         if root is None or not root.is_dir():
             return found
-        days = sorted((p for p in root.iterdir() if p.is_dir() and _DATE_DIR_RE.match(p.name)), reverse=True)
+        days = sorted((p for p in root.iterdir() if p.is_dir() and _DATE_DIR_RE.fullmatch(p.name)), reverse=True)
         for day_dir in days:
             day = dt.date.fromisoformat(day_dir.name)
             if all(s in found and found[s][0] > day for s in symbols):
