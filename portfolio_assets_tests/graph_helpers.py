@@ -54,8 +54,16 @@ def check_results(result) -> dict[str, object]:
 
 
 def step_errors(result) -> dict[str, str]:
-    return {e.step_key: e.event_specific_data.error.message for e in result.all_events
-            if e.event_type == DagsterEventType.STEP_FAILURE}
+    """Step key -> the error message with every cause's message appended."""
+    out = {}
+    for e in result.all_events:
+        if e.event_type == DagsterEventType.STEP_FAILURE:
+            err, parts = e.event_specific_data.error, []
+            while err is not None:
+                parts.append(err.message.strip())
+                err = err.cause
+            out[e.step_key] = " | ".join(parts)
+    return out
 
 
 ALL_ASSETS = {

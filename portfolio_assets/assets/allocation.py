@@ -87,7 +87,7 @@ def target_weights(context, settings: PortfolioSettings):
                            prev_holdings_from=None if holdings is None else str(holdings.attrs.get("accepted_from")))
         inputs = EngineInputs(returns=streams, clusters=buckets.reindex(streams.columns), regime=regime,
                               prev_weights=prev, baseline=cfg.selection.baseline, raw_pool_returns=raw)
-        frames, diags = [], []
+        frames, diags, seconds = [], [], {}
         for engine in cfg.optimization.engines:
             res = run_engine(engine, inputs, params)
             for fb in res.fallbacks:
@@ -106,7 +106,8 @@ def target_weights(context, settings: PortfolioSettings):
                           "fallbacks": "; ".join(f"{f.engine} -> {f.fallback_to}: {f.error}" for f in res.fallbacks),
                           "aggressor_weight": res.diagnostics.get("aggressor_weight"), "regime": regime,
                           "n_holdings": len(w), "max_weight": float(w.max()),
-                          "seconds": res.diagnostics.get("seconds")})
+                          "solver_status": res.diagnostics.get("solver_status")})
+            seconds[engine] = round(float(res.diagnostics.get("seconds") or 0.0), 4)
         table = pd.concat(frames, ignore_index=True)
         step.write(table)
         step.write(pd.DataFrame(diags), part="diagnostics")
@@ -114,7 +115,7 @@ def target_weights(context, settings: PortfolioSettings):
         return step.result(
             metrics={"engines": len(cfg.optimization.engines), "production_engine": cfg.optimization.production_engine,
                      "regime": regime, "fallbacks": int(sum(1 for d in diags if d["fallbacks"])),
-                     "production_holdings": len(prod)},
+                     "production_holdings": len(prod), "seconds_per_engine": seconds},
             preview=prod[["symbol", "direction", "bucket", "weight", "net_weight", "sector"]],
             extra={"diagnostics": preview_md(pd.DataFrame(diags))},
         )

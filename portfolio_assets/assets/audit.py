@@ -44,8 +44,9 @@ def audit_ledger(context, settings: PortfolioSettings):
     if not settings.resolved().config.features.feat_audit_ledger:
         context.log.warning("feat_audit_ledger is off: no ledger was written for this partition")
         return MaterializeResult(metadata={"ledger": "disabled (feat_audit_ledger off)"})
+    # Verify the chain as the pipeline left it, before this asset's own intent is appended.
+    before, seconds = _verify(settings, context.partition_key)
     with Step(context, settings, "audit_ledger", "audit") as step:
-        before, seconds = _verify(settings, step.partition)
         table = _report_table(before)
         step.write(table)
         records = len(step.ledger.records()) if step.ledger else 0
