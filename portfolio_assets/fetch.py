@@ -59,6 +59,7 @@ def fetch_into_cache(
     start: dt.date,
     end: dt.date,
     attempt: int = 0,
+    keep: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Fetch bars for `symbols` and merge them into the cache. Returns per-symbol clean-up counts.
 
@@ -78,6 +79,8 @@ def fetch_into_cache(
         bars, counts = clean_bars(symbol, results[symbol], end)
         lake.merge_prices(symbol, bars, source.name, fetched_at)
         report[symbol] = counts
+        if keep is not None:  # what the source delivered this time (before merging with the cache)
+            keep[symbol] = bars
     return report
 
 
@@ -108,15 +111,21 @@ def assess_all(
     fetch_start: dt.date,
     as_of: dt.date,
     params: dict[str, HealthParams],
+    fetched: dict[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Health table (one row per symbol, judged with that symbol's `params`) from the cache."""
+    """Health table (one row per symbol, judged with that symbol's `params`): of the bars just
+    `fetched` when given (what the source delivered this run), else of the price cache."""
     from portfolio_assets.partitions import session_close_utc
     from portfolio_assets.quant.calendar import align_closes
 
     close_ns = session_close_utc(as_of).value
     rows = []
     for symbol in symbols:
-        bars = read_cached(lake, symbol, fetch_start, as_of)
+        if fetched is not None:
+            days = pd.to_datetime(fetched[symbol]["time"], utc=True).dt.tz_localize(None)
+            bars = fetched[symbol][(days >= pd.Timestamp(fetch_start)) & (days <= pd.Timestamp(as_of))]
+        else:
+            bars = read_cached(lake, symbol, fetch_start, as_of)
         n_sessions = int(align_closes(bars, calendars[symbol], window).notna().sum()) if len(bars) else 0
         row = assess_symbol(
             bars, calendars[symbol], window[0], pd.Timestamp(as_of), close_ns, n_sessions, params[symbol]

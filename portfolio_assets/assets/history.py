@@ -54,9 +54,12 @@ def history_500d(context, settings: PortfolioSettings):
         step.params.update(sessions=data.lookback_history, attempts=data.recovery_attempts, symbols=len(symbols))
         calendars = calendars_of(step, symbols)
         source = step.settings.source()
-        fetch_into_cache(source, step.lake, symbols, start, end)
+        fresh: dict[str, pd.DataFrame] = {}
+        fetch_into_cache(source, step.lake, symbols, start, end, keep=fresh)
         params = health_params(step, symbols)
-        before = assess_all(step.lake, symbols, calendars, window, start, step.date, params)
+        # Judge what the source delivered now (not the cache, which may hold bars healed by an
+        # earlier run): the same partition re-run gives the same health table and recovery.
+        before = assess_all(step.lake, symbols, calendars, window, start, step.date, params, fetched=fresh)
         after, log = recover(source, step.lake, before, calendars, window, start, step.date, params,
                              data.recovery_attempts, data.recovery_backoff_s)
         panel = load_panel(step.lake, symbols, calendars, window, step.date)
