@@ -221,7 +221,26 @@ def summarize_run(result: Any, partition: str) -> int:
         print("failed steps:")
         print("\n".join(failures))
     print(f"run id: {result.run_id} ({'success' if result.success else 'FAILURE'})")
+    _deliver_alerts(result.run_id)
     return EXIT_OK if result.success else EXIT_FAILED
+
+
+def _deliver_alerts(run_id: str) -> None:
+    """Alerts for a run the CLI started (the daemon's sensors do the same for UI runs; delivery is
+    idempotent per alert, so nothing is sent twice)."""
+    from dagster import DagsterInstance
+
+    from portfolio_assets.alerts import AlertDeliveryError
+    from portfolio_assets.sensors import deliver_run_alerts
+
+    with DagsterInstance.get() as instance:
+        try:
+            texts = deliver_run_alerts(instance, run_id, os.environ["PA_PROFILE"])
+        except AlertDeliveryError as exc:
+            _err(f"alert delivery failed: {exc}")
+            return
+    for text in texts:
+        print(f"alert: {text}")
 
 
 def where_outputs(partition: str) -> None:
@@ -322,7 +341,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     instance = DagsterInstance.get()
     print(f"profile {resolved.profile}, partition {partition}")
     missing = 0
-    for key in sorted(defs.resolve_asset_graph().get_all_asset_keys(), key=lambda k: k.to_user_string()):
+    from portfolio_assets.assets.common import STEPS
+
+    order = {name: (step, i) for step, names in STEPS.items() for i, name in enumerate(names)}
+    keys = sorted(defs.resolve_asset_graph().get_all_asset_keys(),
+                  key=lambda k: (order.get(k.to_user_string(), (99, 0)), k.to_user_string()))
+    for key in keys:
         records = instance.fetch_materializations(
             AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
         ).records

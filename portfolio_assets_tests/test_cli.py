@@ -118,3 +118,16 @@ def test_run_backfill_resume_and_verify(dirs):
     assert acc.returncode == 0 and "accepted 2026-11-25" in acc.stdout
     assert (lake / "development" / "state" / "holdings.parquet").exists()
     shutil.rmtree(home)
+
+
+def test_failed_gate_run_exits_1_names_the_check_and_alerts(dirs):
+    home, lake = dirs
+    r = cli("run", "--profile", "development", "--date", D2, "--set", "optimization.max_beta_min_variance=0.000001",
+            home=home, lake=lake)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "target_weights:weights_sanity: FAILED (ERROR)" in r.stdout
+    assert "implementation_orders" not in r.stdout.split("checks:")[0].split("materialized")[-1]
+    assert f"alert: [ERROR] portfolio_assets check_failure — target_weights:weights_sanity — partition {D2}" in r.stdout
+    alerts = [json.loads(x) for x in (lake / "development" / "alerts" / "alerts.jsonl").read_text().splitlines()]
+    assert {a["subject"] for a in alerts} >= {"target_weights:weights_sanity", "run daily_portfolio"}
+    assert not (lake / "development" / "implementation" / "implementation_orders" / f"{D2}.parquet").exists()
