@@ -108,92 +108,40 @@ def _selection_keys(selection: str | None, start_step: int | None) -> list[Any] 
 def execute(partition: str, asset_keys: list[Any] | None, tags: dict[str, str] | None = None) -> Any:
     """Run the daily job (or a subset) for one partition on the persistent instance.
 
-    Dagster's own event log goes to `<DAGSTER_HOME>/logs/cli-<time>.log` (and to the UI's run
-    page); the terminal shows one progress line per finished step and check. `PA_LOG_LEVEL=DEBUG`
-    (or INFO) streams Dagster's log to the terminal instead.
+    The terminal shows one progress line per finished step and check (`progress` logger); Dagster's
+    full event log goes to `<DAGSTER_HOME>/logs/cli-<time>.log` and to the UI's run page.
+    `PA_LOG_LEVEL=DEBUG` (or INFO) streams Dagster's console log to the terminal instead.
     """
-    import threading
-    import uuid
-
     from dagster import DagsterInstance, execute_job, reconstructable
 
     from portfolio_assets.definitions import get_daily_job
 
     level = os.environ.get("PA_LOG_LEVEL", "WARNING").upper()
-    token = uuid.uuid4().hex
-    all_tags = {"dagster/partition": partition, "portfolio_assets/profile": os.environ["PA_PROFILE"],
-                "portfolio_assets/cli": token, **(tags or {})}
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            with DagsterInstance.get() as instance:
-                box["result"] = execute_job(
-                    reconstructable(get_daily_job), instance=instance, tags=all_tags, asset_selection=asset_keys,
-                    run_config={"loggers": {"console": {"config": {"log_level": level}}}},
-                )
-        except BaseException as exc:  # re-raised in the calling thread
-            box["error"] = exc
-
-    with DagsterInstance.get():  # create the instance's storage once, before two threads open it
-        pass
+    all_tags = {"dagster/partition": partition, "portfolio_assets/profile": os.environ["PA_PROFILE"], **(tags or {})}
     quiet = level not in ("DEBUG", "INFO")
-    log_path = dagster_home() / "logs" / f"cli-{dt.datetime.now():%Y%m%d-%H%M%S}-{token[:6]}.log"
+    loggers = {"progress": {}} if quiet else {"console": {"config": {"log_level": level}}}
+    log_path = dagster_home() / "logs" / f"cli-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
     saved = None
-    if quiet:
+    if quiet:  # step processes inherit fd 2: Dagster's process-level messages go to the log file
         log_path.parent.mkdir(parents=True, exist_ok=True)
         sys.stderr.flush()
         saved, log_file = os.dup(2), open(log_path, "ab")  # noqa: SIM115 (closed in finally)
-        os.dup2(log_file.fileno(), 2)  # step processes inherit it
+        os.dup2(log_file.fileno(), 2)
     try:
-        worker = threading.Thread(target=work, name="dagster-run")
-        worker.start()
-        _progress(worker, token)
-        worker.join()
+        with DagsterInstance.get() as instance:
+            result = execute_job(
+                reconstructable(get_daily_job), instance=instance, tags=all_tags, asset_selection=asset_keys,
+                run_config={"loggers": loggers},
+            )
     finally:
         if saved is not None:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             log_file.close()
-    if "error" in box:
-        raise box["error"]
     if quiet:
         print(f"dagster log: {log_path}")
-    return box["result"]
-
-
-def _progress(worker: Any, token: str) -> None:
-    """Print one line per finished step / check evaluation until the run's thread ends."""
-    from dagster import DagsterEventType, DagsterInstance, RunsFilter
-
-    kinds = {DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE, DagsterEventType.ASSET_CHECK_EVALUATION}
-    n_seen = 0
-    run_id = None
-    t0 = time.time()
-    with DagsterInstance.get() as instance:
-        while True:
-            alive = worker.is_alive()
-            if run_id is None:
-                runs = instance.get_runs(filters=RunsFilter(tags={"portfolio_assets/cli": token}), limit=1)
-                run_id = runs[0].run_id if runs else None
-            if run_id is not None:
-                logs = instance.all_logs(run_id, of_type=kinds)
-                for record in logs[n_seen:]:
-                    ev = record.dagster_event
-                    if ev is None:
-                        continue
-                    if ev.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
-                        data = ev.event_specific_data
-                        mark = "passed" if data.passed else f"FAILED ({data.severity.value})"
-                        print(f"  [{time.time() - t0:6.1f}s] check {data.check_name}: {mark}", flush=True)
-                    else:
-                        mark = "ok" if ev.event_type == DagsterEventType.STEP_SUCCESS else "FAILED"
-                        print(f"  [{time.time() - t0:6.1f}s] {ev.step_key}: {mark}", flush=True)
-                n_seen = len(logs)
-            if not alive:
-                return
-            time.sleep(1.0)
+    return result
 
 
 def summarize_run(result: Any, partition: str) -> int:

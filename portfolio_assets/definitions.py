@@ -16,6 +16,7 @@ from dagster import (
 from portfolio_assets.assets.common import PARTITIONS
 from portfolio_assets.io import ParquetIOManager
 from portfolio_assets.jobs import DAILY_JOB, daily_job, executor_for
+from portfolio_assets.progress import progress_logger
 from portfolio_assets.resources import PortfolioSettings
 from portfolio_assets.schedules import daily_after_close
 from portfolio_assets.sensors import alert_on_check_warnings, alert_on_failed_run
@@ -42,6 +43,7 @@ defs = Definitions(
     schedules=[daily_after_close],
     sensors=[alert_on_failed_run, alert_on_check_warnings],
     resources={"settings": settings, "io_manager": ParquetIOManager(settings=settings)},
+    loggers={"progress": progress_logger},
     executor=executor_for(settings.resolved().config.executor),
 )
 
