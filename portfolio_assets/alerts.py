@@ -103,6 +103,16 @@ def deliver(alert: Alert, sinks: list[AlertSink], lake: Lakehouse) -> list[str]:
     return delivered
 
 
+def root_cause(err: Any) -> str:
+    """The innermost cause of a Dagster step error, as `Type: message` (Dagster wraps the real error)."""
+    if err is None:
+        return "unknown error"
+    while err.cause is not None:
+        err = err.cause
+    lines = err.message.strip().splitlines()
+    return lines[0] if lines else (err.cls_name or "error")
+
+
 def alerts_for_run(instance: Any, run_id: str, profile: str, on_warn: bool = True) -> list[Alert]:
     """Alerts for one finished run: each failed check evaluation (WARN too) and the run's failure."""
     from dagster import DagsterEventType, DagsterRunStatus
@@ -127,9 +137,8 @@ def alerts_for_run(instance: Any, run_id: str, profile: str, on_warn: bool = Tru
                 reason=ev.description or "check failed", run_id=run_id, profile=profile, severity=ev.severity.value,
             ))
         else:
-            err = event.event_specific_data.error
             out.append(Alert(kind="step_failure", partition=partition, subject=f"step {event.step_key}",
-                             reason=(err.message.strip().splitlines() or ["failed"])[-1] if err else "failed",
+                             reason=root_cause(event.event_specific_data.error),
                              run_id=run_id, profile=profile, severity="ERROR"))
     if run.status == DagsterRunStatus.FAILURE:
         out.append(Alert(kind="run_failure", partition=partition, subject=f"run {run.job_name}",

@@ -16,6 +16,8 @@ One table, sections:
   and turnover penalty off so that both solve the same problems; ours also runs both simulators
   and the per-window metrics); (b) HRP against riskfolio-lib's `HCPortfolio`; (c) correlation and
   Ward linkage against pandas `.corr(min_periods=...)` + scipy. Each row reports the agreement.
+- `blas`: the HRP and tournament code with the default OpenBLAS threads against the same code
+  limited to one thread (threadpoolctl): small matrices can lose to thread hand-offs.
 - `backfill`: 20 consecutive trading dates of the `development` profile through
   `dagster.materialize` (in-process executor), and `executors`: the whole demo graph once through
   Dagster, then only the `tournament` asset on the stored upstream with the in_process,
@@ -233,7 +235,10 @@ def machine_description() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return (f"nproc {os.cpu_count()}, {cpu}{mem}; Python {platform.python_version()}, "
+    load = ""
+    with contextlib.suppress(OSError, AttributeError):
+        load = ", load average {:.1f} {:.1f} {:.1f} at start (shared machine)".format(*os.getloadavg())
+    return (f"nproc {os.cpu_count()}, {cpu}{mem}{load}; Python {platform.python_version()}, "
             f"numpy {np.__version__}, pandas {pd.__version__}")
 
 
@@ -287,7 +292,6 @@ class BenchContext:
         self.cfg = self.resolved.config
         self.lake = self.settings.lakehouse()
         self.partition = self.date.isoformat()
-        self.as_of = pd.Timestamp(self.date)
 
     def event(self, kind: str, **details: Any) -> None:
         self.events.append({"kind": kind, **details})
@@ -299,11 +303,9 @@ class DemoState:
 
     cfg: Any
     universe_streams: pd.DataFrame  # synthetic-long 500-session streams of the healthy universe
-    directions: pd.Series
     buckets: pd.Series
     regime: str
     raw_history: pd.DataFrame  # raw-pool 500-session returns
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def demo_partition(rec: Recorder, settings: PortfolioSettings, date: dt.date, section: str = "demo") -> DemoState:
@@ -501,8 +503,8 @@ def demo_partition(rec: Recorder, settings: PortfolioSettings, date: dt.date, se
     total = sum(r.seconds or 0.0 for r in rec.rows[first:])
     rec.add(Row(section, "demo partition total (sum of the stages above)", ctx.resolved.profile,
                 seconds=total, note=f"{time.perf_counter() - t_start:.1f} s elapsed"))
-    return DemoState(cfg=cfg, universe_streams=streams, directions=directions, buckets=cr.clusters,
-                     regime=regime.label, raw_history=raw, tables=tables)
+    return DemoState(cfg=cfg, universe_streams=streams, buckets=cr.clusters,
+                     regime=regime.label, raw_history=raw)
 
 
 def run_engine_tournament_timed(name, streams, windows, contexts, baseline, tsettings, eparams, sim, simulators):
@@ -742,6 +744,27 @@ def compare_tournament(rec: Recorder, state: DemoState) -> None:
     rec.add(Row("ref", "(a) tournament, 4 engines (ours: 2 simulators + window metrics)", size,
                 seconds=tot["ours"], ref_seconds=tot["ref"], note="caps + turnover penalty off on both sides"))
 
+    def all_four() -> None:
+        for engine in estimators:
+            run_engine_tournament_timed(engine, data, windows, contexts, cfg.selection.baseline, tset, eparams, sim,
+                                        simulators)
+
+    blas_threads_row(rec, "tournament, 4 engines (ours)", size, all_four, repeat=1)
+
+
+def blas_threads_row(rec: Recorder, label: str, size: str, fn: Callable[[], Any], repeat: int) -> None:
+    """The same code with the default OpenBLAS threads and limited to one (threadpoolctl): small
+    matrices on a shared 2-core machine can lose more to thread hand-offs than they gain."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    threads = max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1)
+    t_default, m_default, _ = rec.measure(fn, repeat=repeat)
+    with threadpool_limits(limits=1, user_api="blas"):
+        t_one, m_one, _ = rec.measure(fn, repeat=repeat)
+    rec.add(Row("blas", f"{label}: {threads} BLAS threads (ref: 1 thread)", size, seconds=t_default,
+                peak_mb=m_default, ref_seconds=t_one, ref_peak_mb=m_one,
+                note="same code; ref limited to 1 OpenBLAS thread with threadpoolctl"))
+
 
 def hrp_inputs(raw_history: pd.DataFrame, n_symbols: int, n_sessions: int) -> pd.DataFrame:
     """The last `n_sessions` of the first `n_symbols` (sorted) symbols with complete data."""
@@ -778,6 +801,7 @@ def compare_hrp(rec: Recorder, raw_history: pd.DataFrame, n_symbols: int = HRP_S
     rec.add(Row("ref", "(b) HRP (engines.hrp_weights) vs riskfolio HCPortfolio HRP",
                 f"{returns.shape[1]} x {returns.shape[0]}", seconds=t_ours, peak_mb=m_ours, ref_seconds=t_ref,
                 ref_peak_mb=m_ref, agreement=diff, note=f"max|dw| {diff:.1e}; median of {repeat} / {max(3, repeat // 4)} calls"))
+    blas_threads_row(rec, "HRP (ours)", f"{returns.shape[1]} x {returns.shape[0]}", lambda: hrp_ours(returns), repeat)
     return diff
 
 
@@ -839,7 +863,7 @@ def _partition_assets() -> list[Any]:
     return [*defs.assets, *defs.asset_checks]
 
 
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # errors go to the table
 
 
 def materialize_partition(partition: str, instance: Any, selection: Any = None) -> Any:
@@ -858,6 +882,7 @@ def persistent_instance(home: Path) -> Any:
     from dagster import DagsterInstance
 
     home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     return DagsterInstance.local_temp(str(home))
 
 
@@ -903,15 +928,27 @@ def run_tournament_only(kind: str, partition: str, instance: Any) -> Any:
 
 
 def run_error(result: Any) -> str:
-    """The first failed step's error (last line of its message); '' for a successful run."""
+    """Why a run failed, in one line: a failed blocking check's description, else the first failed
+    step's error, else the run failure's error (e.g. an executor that could not start); '' for a
+    successful run."""
     from dagster import DagsterEventType
 
     if result.success:
         return ""
+    step, run = "", ""
     for event in result.all_events:
-        if event.event_type == DagsterEventType.STEP_FAILURE and event.event_specific_data.error:
-            return f"{event.step_key}: {event.event_specific_data.error.message.strip().splitlines()[-1]}"
-    return "run failed (no step failure recorded)"
+        data = event.event_specific_data
+        if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION and not data.passed:
+            return f"check {data.asset_key.to_user_string()}:{data.check_name} failed: {data.description}"
+        error = getattr(data, "error", None)
+        if error is None:
+            continue
+        message = error.message.strip().splitlines()[0] if error.message.strip() else error.cls_name
+        if event.event_type == DagsterEventType.STEP_FAILURE and not step:
+            step = f"{event.step_key}: {message}"
+        elif event.event_type == DagsterEventType.RUN_FAILURE and not run:
+            run = message
+    return step or run or "run failed (no error recorded)"
 
 
 def backfill_section(rec: Recorder, end: dt.date, root: Path, n_dates: int = BACKFILL_DATES) -> None:
@@ -1034,9 +1071,11 @@ def run_bench(plan: BenchPlan, root: Path, echo: bool = True) -> list[Row]:
     return rec.rows
 
 
-def render(rows: Sequence[Row], plan: BenchPlan, started: dt.datetime, elapsed: float) -> tuple[str, str]:
+def render(rows: Sequence[Row], plan: BenchPlan, started: dt.datetime, elapsed: float,
+           machine: str | None = None) -> tuple[str, str]:
+    """(aligned text, Markdown), each with a header: mode, date, duration, machine, methods."""
     head = (f"portfolio-assets bench ({'quick' if plan.scales == QUICK_SCALES and not plan.dagster else 'full'}), "
-            f"{started:%Y-%m-%d %H:%M} UTC, {elapsed:.0f} s\nmachine: {machine_description()}\n"
+            f"{started:%Y-%m-%d %H:%M} UTC, {elapsed:.0f} s\nmachine: {machine or machine_description()}\n"
             "peak MB = peak RSS above the stage's start (getrusage ru_maxrss high-water mark, else "
             "/proc/self/statm sampled every 5 ms); ratio = ours / reference (< 1: ours faster)")
     return f"{head}\n\n{format_text(rows)}", f"{head.replace(chr(10), '  ' + chr(10))}\n\n{format_markdown(rows)}"
@@ -1046,11 +1085,12 @@ def main(args: argparse.Namespace) -> int:
     """`portfolio-assets bench [--quick]`: print the table (text, then Markdown); exit 0."""
     plan = BenchPlan.from_args(args)
     started = dt.datetime.now(dt.UTC)
+    machine = machine_description()
     t0 = time.perf_counter()
     print(f"bench: {'quick' if not plan.dagster else 'full'} run; progress on stderr", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="pa-bench-") as tmp:
         rows = run_bench(plan, Path(tmp))
-    text, markdown = render(rows, plan, started, time.perf_counter() - t0)
+    text, markdown = render(rows, plan, started, time.perf_counter() - t0, machine)
     print(text)
     print("\nMarkdown:\n")
     print(markdown)

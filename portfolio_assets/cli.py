@@ -61,7 +61,26 @@ def dagster_home() -> Path:
         os.replace(tmp, target)
         _err(f"updated {target}: set {', '.join(fixed)} to false (telemetry off, no onboarding pop-up)")
     os.environ["DAGSTER_HOME"] = str(home)
+    _init_instance_storage(home)
     return home
+
+
+def _init_instance_storage(home: Path) -> None:
+    """Create the instance's SQLite storages once, under a file lock: two commands starting at the
+    same moment on a fresh DAGSTER_HOME could otherwise both stamp the schema (two alembic heads,
+    an unusable instance; dagster-io/dagster#27390)."""
+    from dagster import DagsterInstance
+
+    from portfolio_assets.lakehouse import file_lock
+
+    marker = home / ".storage-initialized"
+    if marker.exists():
+        return
+    with file_lock(marker):
+        if not marker.exists():
+            with DagsterInstance.get():
+                pass
+            marker.touch()
 
 
 def _setup_env(args: argparse.Namespace) -> Any:
@@ -158,9 +177,9 @@ def summarize_run(result: Any, partition: str) -> int:
             desc = ev.description or ""
             checks.append(f"  {ev.asset_key.to_user_string()}:{ev.check_name}: {status} {desc}".rstrip())
         elif event.event_type == DagsterEventType.STEP_FAILURE:
-            err = event.event_specific_data.error
-            msg = err.message.strip().splitlines()[-1] if err else "unknown error"
-            failures.append(f"  step {event.step_key}: {msg}")
+            from portfolio_assets.alerts import root_cause
+
+            failures.append(f"  step {event.step_key}: {root_cause(event.event_specific_data.error)}")
     print(f"\npartition {partition}: {len(materialized)} asset(s) materialized")
     if checks:
         print("checks:")
@@ -494,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_manifest_schema)
 
     be = sub.add_parser("bench", help="time the stages and compare with reference implementations")
-    be.add_argument("--quick", action="store_true", help="smaller scale universes")
+    be.add_argument("--quick", action="store_true", help="smaller scale universes, no Dagster sections")
+    be.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown to PATH")
     be.set_defaults(func=cmd_bench)
     return p
 

@@ -178,6 +178,30 @@ def recover(
     return health, log
 
 
+def fetch_and_recover(
+    source: MarketData,
+    lake: Lakehouse,
+    symbols: list[str],
+    calendars: dict[str, str],
+    window: pd.DatetimeIndex,
+    as_of: dt.date,
+    params: dict[str, HealthParams],
+    attempts: int,
+    backoff_s: float,
+) -> tuple[pd.DataFrame, pd.DataFrame, RecoveryLog]:
+    """Fetch a window for `symbols` into the cache, judge what the source delivered *this time*,
+    and repair every unhealthy symbol (`recover`). Returns (health before, health after, log).
+
+    Every window read goes through here, so a partition re-run in a lakehouse whose cache already
+    holds bars an earlier run repaired ends in the same state as a run on a fresh lakehouse."""
+    start, end = window_bounds(window)
+    fresh: dict[str, pd.DataFrame] = {}
+    fetch_into_cache(source, lake, symbols, start, end, keep=fresh)
+    before = assess_all(lake, symbols, calendars, window, start, as_of, params, fetched=fresh)
+    after, log = recover(source, lake, before, calendars, window, start, as_of, params, attempts, backoff_s)
+    return before, after, log
+
+
 def window_bounds(window: pd.DatetimeIndex) -> tuple[dt.date, dt.date]:
     """Fetch range for a master-session window: a buffer before the first session, up to the last."""
     return (window[0] - pd.Timedelta(days=FETCH_BUFFER_DAYS)).date(), window[-1].date()

@@ -20,7 +20,6 @@ import datetime as dt
 import fcntl
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,18 +176,24 @@ class Lakehouse:
         return str(self._inside(path).relative_to(self.root))
 
     def clear_partition(self, partition: str, keep_groups: tuple[str, ...] = ("run",)) -> list[str]:
-        """Remove this partition's derived artifacts (tables and reports); never the price cache."""
-        removed: list[str] = []
-        for path in self.partition_files(partition):
-            if path.parent.parent.name in keep_groups:
-                continue
-            path.unlink()
-            removed.append(self.relative(path))
-        reports = self.reports_dir(partition)
-        if reports.exists():
-            shutil.rmtree(reports)
-            removed.append(self.relative(reports) if reports.exists() else f"reports/{partition}")
-        return removed
+        """Move this partition's derived artifacts (tables, reports, gate records) out of the way,
+        into `_archive/<partition>/<UTC time>/`, so no stale file of an earlier run can be read as
+        this run's; never the price cache. Nothing is deleted: a re-run that fails part-way leaves
+        the previous partition whole in the archive. Returns the moved paths (relative)."""
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        archive = self._inside(self.root / "_archive" / _check_date(partition) / stamp)
+        moved: list[str] = []
+        targets = [p for p in self.partition_files(partition) if p.parent.parent.name not in keep_groups]
+        for extra in (self.reports_dir(partition), self.root / "state" / "gates" / partition):
+            if extra.exists():
+                targets.append(extra)
+        for path in targets:
+            rel = self.relative(path)
+            dest = archive / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+            moved.append(rel)
+        return moved
 
     # ---- price cache ------------------------------------------------------------------------
     def price_path(self, symbol: str) -> Path:

@@ -17,7 +17,13 @@ from dagster import AssetSelection
 from portfolio_assets.lakehouse import Lakehouse
 from portfolio_assets.ledger import frame_hash
 from portfolio_assets.manifest import resolve
-from portfolio_assets_tests.graph_helpers import PARTITION, check_results, materialized, run_graph, step_errors
+from portfolio_assets_tests.graph_helpers import (
+    PARTITION,
+    check_results,
+    materialized,
+    run_graph,
+    step_errors,
+)
 
 
 def test_turnover_penalty_flag_reaches_the_optimizers():

@@ -8,27 +8,12 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset, 
 from portfolio_assets.assets._step import Step, preview_md
 from portfolio_assets.assets.common import DATA_OWNERS, PARTITIONS
 from portfolio_assets.assets.gates import record_gate
-from portfolio_assets.assets.universe import calendars_of, fetch_returns
-from portfolio_assets.fetch import assess_all, coverage, fetch_into_cache, load_panel, recover, window_bounds
+from portfolio_assets.assets.universe import calendars_of, fetch_returns, health_params
+from portfolio_assets.fetch import coverage, fetch_and_recover, load_panel, window_bounds
 from portfolio_assets.partitions import sessions_window
 from portfolio_assets.quant.calendar import simple_returns
-from portfolio_assets.quant.health import HealthParams
 from portfolio_assets.reports.markdown import health_markdown
 from portfolio_assets.resources import PortfolioSettings
-
-
-def health_params(step: Step, symbols: list[str]) -> dict[str, HealthParams]:
-    data = step.cfg.data
-    meta = step.settings.source().metadata(symbols)
-    out = {}
-    for s in symbols:
-        crypto = s in meta.index and meta.at[s, "asset_class"] == "crypto"
-        out[s] = HealthParams(
-            min_days_floor=data.min_days_floor,
-            staleness=data.staleness_sessions,
-            max_abs_return=data.max_abs_return_crypto if crypto else data.max_abs_return,
-        )
-    return out
 
 
 @asset(
@@ -53,15 +38,10 @@ def history_500d(context, settings: PortfolioSettings):
         start, end = window_bounds(window)
         step.params.update(sessions=data.lookback_history, attempts=data.recovery_attempts, symbols=len(symbols))
         calendars = calendars_of(step, symbols)
-        source = step.settings.source()
-        fresh: dict[str, pd.DataFrame] = {}
-        fetch_into_cache(source, step.lake, symbols, start, end, keep=fresh)
-        params = health_params(step, symbols)
-        # Judge what the source delivered now (not the cache, which may hold bars healed by an
-        # earlier run): the same partition re-run gives the same health table and recovery.
-        before = assess_all(step.lake, symbols, calendars, window, start, step.date, params, fetched=fresh)
-        after, log = recover(source, step.lake, before, calendars, window, start, step.date, params,
-                             data.recovery_attempts, data.recovery_backoff_s)
+        before, after, log = fetch_and_recover(
+            step.settings.source(), step.lake, symbols, calendars, window, step.date,
+            health_params(step, symbols), data.recovery_attempts, data.recovery_backoff_s,
+        )
         panel = load_panel(step.lake, symbols, calendars, window, step.date)
         rets = simple_returns(panel).iloc[1:]
         health = after.assign(status_before=before["status"], issues_before=before["issues"],

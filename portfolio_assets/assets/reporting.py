@@ -115,7 +115,9 @@ def golden_artifacts(context, settings: PortfolioSettings):
     with Step(context, settings, "golden_artifacts", "reporting") as step:
         cfg = step.cfg
         root = step.lake.reports_dir(step.partition)
-        files = [p for p in root.rglob("*") if p.is_file() and "golden" not in p.relative_to(root).parts]
+        # Skip the bundle itself and hidden names (temp files and staging folders of killed writes).
+        files = [p for p in root.rglob("*") if p.is_file() and "golden" not in p.relative_to(root).parts
+                 and not any(part.startswith(".") for part in p.relative_to(root).parts)]
         selected = select_golden(files, root, cfg.reports.golden_limit, cfg.optimization.production_engine)
         golden = write_golden(root, selected, root)
         manifest = json.loads((golden / "golden_manifest.json").read_text())

@@ -9,10 +9,11 @@ from dagster import asset
 
 from portfolio_assets.assets._step import Step
 from portfolio_assets.assets.common import FAMILIES, OWNERS, PARTITIONS
-from portfolio_assets.fetch import coverage, fetch_into_cache, load_panel, window_bounds
+from portfolio_assets.fetch import coverage, fetch_and_recover, load_panel
 from portfolio_assets.manifest import Config
 from portfolio_assets.partitions import sessions_window
 from portfolio_assets.quant.calendar import simple_returns
+from portfolio_assets.quant.health import HealthParams
 from portfolio_assets.quant.rawpool import build_raw_pool
 from portfolio_assets.resources import PortfolioSettings
 from portfolio_assets.sources.base import MarketData
@@ -53,6 +54,21 @@ def calendars_of(step: Step, symbols: list[str]) -> dict[str, str]:
     return {s: str(meta.at[s, "calendar"]) for s in symbols}
 
 
+def health_params(step: Step, symbols: list[str], min_days_floor: int | None = None) -> dict[str, HealthParams]:
+    """Per-symbol health thresholds from the manifest (crypto's bad-tick threshold is wider)."""
+    data = step.cfg.data
+    meta = step.settings.source().metadata(symbols)
+    out = {}
+    for s in symbols:
+        crypto = s in meta.index and meta.at[s, "asset_class"] == "crypto"
+        out[s] = HealthParams(
+            min_days_floor=data.min_days_floor if min_days_floor is None else min_days_floor,
+            staleness=data.staleness_sessions,
+            max_abs_return=data.max_abs_return_crypto if crypto else data.max_abs_return,
+        )
+    return out
+
+
 def fetch_returns(step: Step, symbols: list[str], n_sessions: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fetch `n_sessions` master sessions of bars (+1 for the first return) into the cache; returns
     (prices panel, returns) with exactly `n_sessions` return rows.
@@ -62,12 +78,16 @@ def fetch_returns(step: Step, symbols: list[str], n_sessions: int) -> tuple[pd.D
     symbol is in `returns.attrs["masked"]` and recorded as an event.
     """
     window = sessions_window(step.date, n_sessions + 1)
-    start, end = window_bounds(window)
-    cleanups = fetch_into_cache(step.settings.source(), step.lake, symbols, start, end)
-    fixed = {s: c for s, c in cleanups.items() if any(c.values())}
-    if fixed:
-        step.event("bars_cleaned", symbols=len(fixed), detail=dict(list(fixed.items())[:10]))
     calendars = calendars_of(step, symbols)
+    data = step.cfg.data
+    # The same fetch + repair as the 500-session history (not gated here: the light prep only
+    # masks what stays bad), so a re-run finds the cache in the state a fresh run leaves it.
+    _, after, log = fetch_and_recover(step.settings.source(), step.lake, symbols, calendars, window, step.date,
+                                      health_params(step, symbols, min_days_floor=0), data.recovery_attempts,
+                                      data.recovery_backoff_s)
+    if log.rows:
+        step.event("prep_recovery", attempts=len(log.rows),
+                   still_unhealthy=after.loc[after["status"] != "OK", "status"].to_dict())
     panel = load_panel(step.lake, symbols, calendars, window, step.date)
     bad_price = panel.notna() & ~(panel > 0)
     panel = panel.where(~bad_price)

@@ -1420,10 +1420,14 @@ class SyntheticMarket:
             for m in range(int(self._factor_count[sub].max())):
                 total += factor_sums[self._factor_idx[sub, m]] * self._factor_load[sub, m]
             eps = _daily_noise(self._key_idio[sub], d0, d1, _T4_TABLE)
-            total += u.idio_vol[sub] * (self._idio_scale_by_cal[c, d0:d1 + 1, None] * eps).sum(axis=0)
+            # Sum each symbol's row on its own (a contiguous transposed copy): numpy's pairwise sum
+            # over axis 0 rounds differently with the batch width, and prices must not depend on
+            # which other symbols an instance was asked for (bit-identical across processes).
+            total += u.idio_vol[sub] * np.ascontiguousarray(
+                (self._idio_scale_by_cal[c, d0:d1 + 1, None] * eps).T).sum(axis=1)
             if self._perturb_day is not None and d1 > self._perturb_day:
                 rows = np.arange(d0, d1 + 1) > self._perturb_day
-                total += self._perturbation(sub, d0, d1)[rows].sum(axis=0)
+                total += np.ascontiguousarray(self._perturbation(sub, d0, d1)[rows].T).sum(axis=1)
             out[cols] = total
         return out
 

@@ -1,0 +1,236 @@
+"""Shared fixtures and helpers for tests that materialize the whole graph.
+
+The expensive thing is a whole-graph run (~10-20 s on the `development` profile), so one session
+fixture materializes `development` for `DEV_DATE` once into a temporary lakehouse:
+
+    def test_something(dev_lakehouse):          # read-only: never write into it
+        ...
+    def test_something_else(dev_lakehouse_copy):  # a private copy you may change or re-run
+        ...
+
+Runs go through the real CLI (`portfolio-assets run`) in a subprocess with the in-process
+executor, a temporary `PA_LAKEHOUSE` and `DAGSTER_HOME`, and none of the caller's `PA_*` settings.
+Helpers (`run_cli`, `materialize_dev`, `table_hashes`, `partition_snapshot`, ...)
+are importable: ``from portfolio_assets_tests.conftest import materialize_dev``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from portfolio_assets.ledger import file_hash
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DAGSTER_YAML = PROJECT_ROOT / "configs" / "dagster.yaml"
+CLI = Path(sys.executable).with_name("portfolio-assets")
+DEV_PROFILE = "development"
+DEV_DATE = "2026-11-25"  # a closed XNYS session (Wednesday before Thanksgiving)
+PREV_DATE = "2026-11-24"  # the session before it
+RUN_TIMEOUT_S = 300  # one whole-graph run; generous for a loaded 2-core machine
+CLI_TIMEOUT_S = 60  # CLI calls that do not materialize (bad input, verify-ledger)
+# Tables that are not in a partition's own asset folders: the shared price cache, op-to-op
+# intermediates (per Dagster run id) and the TradingView source's stored scans.
+NON_PARTITION_DIRS = ("prices", "_intermediate", "scans")
+
+
+@dataclass(frozen=True)
+class GraphRun:
+    """A lakehouse (and the Dagster home used with it) and the CLI output that produced it."""
+
+    lakehouse: Path
+    dagster_home: Path
+    profile: str = DEV_PROFILE
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def root(self) -> Path:
+        """The profile root `<lakehouse>/<profile>`."""
+        return self.lakehouse / self.profile
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a CLI call against this lakehouse."""
+        return graph_env(self.lakehouse, self.dagster_home, self.profile, **extra)
+
+    def ledger(self, partition: str = DEV_DATE) -> Path:
+        return self.root / "ledger" / partition / "audit.jsonl"
+
+
+def graph_env(lakehouse: Path, dagster_home: Path, profile: str = DEV_PROFILE, **extra: str) -> dict[str, str]:
+    """A clean environment for the CLI: no inherited `PA_*`/vendor settings, temp storage, in-process
+    executor. `extra` adds variables (e.g. `PA_SOURCE__KIND="tradingview"`)."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        shutil.copyfile(DAGSTER_YAML, dagster_home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PA_") and k not in ("DAGSTER_HOME", "TRADINGVIEW_TOKEN")}
+    env.update({
+        "PA_LAKEHOUSE": str(lakehouse),
+        "PA_PROFILE": profile,
+        "DAGSTER_HOME": str(dagster_home),
+        "PA_EXECUTOR__KIND": "in_process",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], env: Mapping[str, str], timeout: float = CLI_TIMEOUT_S,
+            python: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`portfolio-assets ARGS` (or `python SCRIPT ARGS` when `python` names a script) in a subprocess."""
+    cmd = [sys.executable, str(python), *args] if python is not None else [str(CLI), *args]
+    return subprocess.run(cmd, env=dict(env), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def run_graph_cli(run: GraphRun, partition: str = DEV_DATE, *extra_args: str,
+                  env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`portfolio-assets run --profile P --date D [extra]` against `run`'s lakehouse."""
+    return run_cli(["run", "--profile", run.profile, "--date", partition, *extra_args],
+                   env if env is not None else run.env(), timeout=RUN_TIMEOUT_S)
+
+
+def describe(proc: subprocess.CompletedProcess[str], tail: int = 4000) -> str:
+    """Exit code and the end of stdout/stderr, for assertion messages."""
+    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-tail:]}\n--- stderr ---\n{proc.stderr[-tail:]}"
+
+
+def materialize_dev(base: Path, partition: str = DEV_DATE, profile: str = DEV_PROFILE, **extra_env: str) -> GraphRun:
+    """Materialize the whole graph for `partition` into `<base>/lakehouse`; fails the test if the run fails."""
+    run = GraphRun(base / "lakehouse", base / "dagster_home", profile)
+    proc = run_graph_cli(run, partition, env=run.env(**extra_env))
+    assert proc.returncode == 0, f"whole-graph run for {partition} failed: {describe(proc)}"
+    return replace(run, stdout=proc.stdout, stderr=proc.stderr)
+
+
+def copy_run(run: GraphRun, dest: Path) -> GraphRun:
+    """A private copy of `run`'s lakehouse under `dest` with a fresh Dagster home."""
+    shutil.copytree(run.lakehouse, dest / "lakehouse", symlinks=True)
+    return GraphRun(dest / "lakehouse", dest / "dagster_home", run.profile, run.stdout, run.stderr)
+
+
+# --------------------------------------------------------------------------------------------------
+# what is stored
+
+
+def table_paths(root: Path, partition: str | None = None) -> list[Path]:
+    """Every stored asset table `<group>/<asset>/<date>.parquet` (of `partition`, if given)."""
+    name = f"{partition}.parquet" if partition else "*.parquet"
+    return sorted(p for p in root.glob(f"*/*/{name}") if p.parent.parent.name not in NON_PARTITION_DIRS)
+
+
+def table_hashes(root: Path, partition: str | None = None) -> dict[str, str]:
+    """`{relative path: ledger.file_hash}` (frame hash of the table's content) of every stored table."""
+    return {p.relative_to(root).as_posix(): file_hash(p) for p in table_paths(root, partition)}
+
+
+def byte_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def partition_snapshot(root: Path, partition: str) -> dict[str, str]:
+    """SHA-256 of the bytes of every file that belongs to `partition`: its tables, reports, ledger
+    (incl. archives) and gate records. Lock files are skipped (empty, and created by readers)."""
+    files = list(table_paths(root, partition))
+    for folder in (root / "reports" / partition, root / "ledger" / partition, root / "state" / "gates" / partition):
+        if folder.exists():
+            files += [p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    return {p.relative_to(root).as_posix(): byte_digest(p) for p in sorted(files)}
+
+
+def tree_snapshot(root: Path) -> dict[str, str]:
+    """SHA-256 of the bytes of every file below `root` (lock files skipped)."""
+    return {p.relative_to(root).as_posix(): byte_digest(p)
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+
+
+def ledger_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def ledger_output_hashes(path: Path) -> dict[tuple[str, str], str]:
+    """`{(asset, output name): data hash}` from every `outcome` record of a ledger file."""
+    out: dict[tuple[str, str], str] = {}
+    for rec in ledger_records(path):
+        if rec["kind"] == "outcome":
+            for name, entry in rec["payload"].get("outputs", {}).items():
+                key = (rec["asset"], name)
+                assert key not in out, f"{path}: output {key} recorded twice"
+                out[key] = entry["hash"]
+    return out
+
+
+def step_failure_causes(run: GraphRun, proc: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """`{step key: innermost error "Class: message"}` of the failed steps of the run the CLI started
+    (its `run id: ...` line), read from the Dagster instance in `run.dagster_home` (what the UI shows)."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    m = re.search(r"^run id: ([0-9a-f-]{36})", proc.stdout, re.M)
+    assert m, f"no run id in the CLI output: {describe(proc)}"
+    causes = {}
+    with DagsterInstance.from_config(str(run.dagster_home)) as instance:
+        for record in instance.all_logs(m.group(1), of_type=DagsterEventType.STEP_FAILURE):
+            error = record.dagster_event.event_specific_data.error
+            while error is not None and error.cause is not None:
+                error = error.cause
+            causes[record.dagster_event.step_key] = "" if error is None else error.message.strip()
+    return causes
+
+
+def code_version(root: Path, partition: str = DEV_DATE) -> str:
+    """`git:<commit>[+dirty]` recorded by the run manifest of a stored partition."""
+    return str(pd.read_parquet(root / "run" / "run_manifest" / f"{partition}.parquet")["code_version"].iloc[0])
+
+
+def skip_if_code_changed(*roots: Path, partition: str = DEV_DATE) -> None:
+    """Comparing two runs only means something for the same code: skip if the checkout moved
+    between them (other work committed while the suite ran)."""
+    versions = {code_version(root, partition) for root in roots}
+    if len(versions) > 1:
+        pytest.skip(f"the checkout changed between the compared runs: {sorted(versions)}")
+
+
+def check_lines(stdout: str) -> dict[str, str]:
+    """`{"asset:check": "passed ..." | "FAILED ..."}` from the CLI's run summary."""
+    found = {}
+    for line in stdout.splitlines():
+        m = re.match(r"^  (\w+:\w+): (.*)$", line)
+        if m:
+            found[m.group(1)] = m.group(2)
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="session")
+def dev_lakehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GraphRun]:
+    """The `development` profile materialized once for DEV_DATE (fresh lakehouse, separate process).
+
+    Shared by every test of the session: treat it as read-only (use `dev_lakehouse_copy` to change
+    or re-run). Teardown fails if anything below it changed.
+    """
+    run = materialize_dev(tmp_path_factory.mktemp("dev_lakehouse"))
+    before = tree_snapshot(run.root)
+    yield run
+    after = tree_snapshot(run.root)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a test wrote into the shared dev_lakehouse (use dev_lakehouse_copy): {changed[:10]}"
+
+
+@pytest.fixture
+def dev_lakehouse_copy(dev_lakehouse: GraphRun, tmp_path: Path) -> GraphRun:
+    """A private copy of `dev_lakehouse` (own Dagster home) that a test may change or re-run."""
+    return copy_run(dev_lakehouse, tmp_path / "copy")
