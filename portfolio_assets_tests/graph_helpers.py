@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
 
+from portfolio_assets.bench import environment
+
 PARTITION = "2026-11-25"
 
 
-@contextlib.contextmanager
-def env(**values: str | None) -> Iterator[None]:
-    """Temporarily set (or with None, unset) environment variables."""
-    old = {k: os.environ.get(k) for k in values}
-    try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+env = environment  # the one helper, shared with the bench
 
 
 def run_graph(lake: Path, profile: str = "development", partition: str = PARTITION,
