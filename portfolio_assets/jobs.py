@@ -21,15 +21,13 @@ def executor_for(cfg: ExecutorConfig) -> ExecutorDefinition:
     if cfg.kind == "in_process":
         return in_process_executor
     if cfg.kind == "dask":
-        from dagster_dask import dask_executor
+        from portfolio_assets.dask_executor import dask_step_executor
 
-        cluster = (
-            {"existing": {"address": cfg.dask.scheduler_address}}
-            if cfg.dask.scheduler_address
-            else {"local": {"n_workers": cfg.dask.n_workers, "threads_per_worker": cfg.dask.threads_per_worker,
-                            "processes": True, "dashboard_address": None}}
-        )
-        return dask_executor.configured({"cluster": cluster})
+        return dask_step_executor.configured({
+            "scheduler_address": cfg.dask.scheduler_address or "",
+            "n_workers": cfg.dask.n_workers,
+            "threads_per_worker": cfg.dask.threads_per_worker,
+        })
     # forkserver with the code location preloaded: each step process forks from a warm server
     # instead of re-importing dagster, pandas and the definitions (seconds per step otherwise).
     return multiprocess_executor.configured({
