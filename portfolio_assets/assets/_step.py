@@ -118,7 +118,7 @@ class Step:
             return
         payload: dict[str, Any] = {"inputs": self.inputs, "outputs": self.outputs, "events": self.events}
         if exc is None:
-            payload.update(status="ok", metrics=self._jsonable(self.metadata.get("_metrics", {})))
+            payload.update(status="ok", metrics=jsonable(self.metadata.get("_metrics", {})))
         else:
             payload.update(status="failed", error=f"{exc_type.__name__}: {exc}"[:2000],
                            where=traceback.format_tb(tb)[-1][:500] if tb else "")
@@ -163,7 +163,7 @@ class Step:
 
     def event(self, kind: str, **details: Any) -> None:
         """A recorded event (fallback, dropped symbol, recovery ...): ledger + UI log."""
-        item = {"kind": kind, **self._jsonable(details)}
+        item = {"kind": kind, **jsonable(details)}
         self.events.append(item)
         self.context.log.warning(f"{self.asset}: {kind}: {json.dumps(item, default=str)[:400]}")
 
@@ -187,15 +187,13 @@ class Step:
             md["path"] = MetadataValue.path(str(self.lake.root / main["path"]))
             md["data_hash"] = main["hash"]
         for key, value in (metrics or {}).items():
-            md[key] = value if isinstance(value, int | float | str | bool) else MetadataValue.json(self._jsonable(value))
+            md[key] = value if isinstance(value, int | float | str | bool) else MetadataValue.json(jsonable(value))
         if preview is not None:
             md["preview"] = preview_md(preview)
         if self.events:
             md["events"] = MetadataValue.json(self.events)
         md.update(extra or {})
         return md
-
-    _jsonable = staticmethod(lambda obj: jsonable(obj))
 
 
 def jsonable(obj: Any) -> Any:

@@ -17,9 +17,9 @@ def _files_table(step: Step, paths: list) -> pd.DataFrame:
     root = step.lake.reports_dir(step.partition)
     rows = []
     for path in paths:
-        step.outputs[f"reports/{path.relative_to(root)}"] = {"path": step.lake.relative(path), "hash": file_hash(path)}
-        rows.append({"file": str(path.relative_to(root)), "bytes": path.stat().st_size,
-                     "hash": step.outputs[f"reports/{path.relative_to(root)}"]["hash"]})
+        name, digest = str(path.relative_to(root)), file_hash(path)
+        step.outputs[f"reports/{name}"] = {"path": step.lake.relative(path), "hash": digest}
+        rows.append({"file": name, "bytes": path.stat().st_size, "hash": digest})
     return pd.DataFrame(rows, columns=["file", "bytes", "hash"])
 
 
