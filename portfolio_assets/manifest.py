@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from portfolio_assets.constants import DEFAULT_AGGRESSOR_BUDGET, DEFAULT_FALLBACK_CHAIN, ENGINE_NAMES
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = PROJECT_ROOT / "configs" / "manifest.json"
 DEFAULT_SCHEMA = PROJECT_ROOT / "configs" / "manifest.schema.json"
@@ -117,29 +119,15 @@ class RegimeConfig(_Section):
 
 
 class OptimizationConfig(_Section):
-    engines: list[str] = Field(
-        default_factory=lambda: [
-            "market", "raw_pool_ew", "equal_weight", "inverse_vol", "min_variance",
-            "risk_parity", "hrp", "herc", "max_sharpe", "barbell",
-        ]
-    )
+    engines: list[str] = Field(default_factory=lambda: list(ENGINE_NAMES))
     production_engine: str = "barbell"
     kappa: float = Field(0.001, ge=0, description="turnover penalty per unit L1 turnover")
     max_sharpe_l2: float = Field(0.1, ge=0)
     barbell_top_k: int = Field(3, ge=1)
-    aggressor_budget: dict[str, float] = Field(
-        default_factory=lambda: {"QUIET": 0.15, "NORMAL": 0.10, "TURBULENT": 0.08, "CRISIS": 0.05}
-    )
+    aggressor_budget: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_AGGRESSOR_BUDGET))
     max_beta_min_variance: float = Field(1.0, gt=0, description="weights_sanity: |beta| limit for min_variance")
     fallback_chain: dict[str, list[str]] = Field(
-        default_factory=lambda: {
-            "max_sharpe": ["min_variance", "inverse_vol"],
-            "min_variance": ["inverse_vol"],
-            "risk_parity": ["inverse_vol"],
-            "hrp": ["inverse_vol"],
-            "herc": ["inverse_vol"],
-            "barbell": ["hrp", "inverse_vol"],
-        }
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_FALLBACK_CHAIN.items()}
     )
     force_fail: list[str] = Field(default_factory=list, description="ops/test hook: engines made to fail")
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TRADING_DAYS_PER_YEAR = 252
+from portfolio_assets.constants import PERIODS_PER_YEAR
+
 # Symbols in a dendrogram / clustermap above which tick labels are dropped (unreadable anyway).
 MAX_PLOT_LABELS = 80
 # Row-block size of the correlation kernel: bounds the temporaries to ~5 (block x n) matrices.
@@ -292,7 +293,7 @@ def bucket_stats(returns: pd.DataFrame, clusters: pd.Series, corr: pd.DataFrame)
                 "size": len(members),
                 "members": ",".join(members),
                 "mean_intra_corr": mean_intra_corr(corr, members),
-                "ann_vol": float(ew.std(ddof=1) * np.sqrt(TRADING_DAYS_PER_YEAR)),
+                "ann_vol": float(ew.std(ddof=1) * np.sqrt(PERIODS_PER_YEAR)),
                 "lead": lead,
             }
         )

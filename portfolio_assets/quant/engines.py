@@ -70,23 +70,16 @@ import pandas as pd
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
-REGIMES = ("QUIET", "NORMAL", "TURBULENT", "CRISIS")
-
-ENGINE_NAMES: tuple[str, ...] = (
-    "market",
-    "raw_pool_ew",
-    "equal_weight",
-    "inverse_vol",
-    "min_variance",
-    "risk_parity",
-    "hrp",
-    "herc",
-    "max_sharpe",
-    "barbell",
+from portfolio_assets.constants import (
+    BENCHMARK_ENGINES,
+    DEFAULT_AGGRESSOR_BUDGET,
+    DEFAULT_FALLBACK_CHAIN,
+    ENGINE_NAMES,
+    SOLVER_ENGINES,
 )
+from portfolio_assets.constants import REGIME_LABELS as REGIMES
 
-BENCHMARK_ENGINES = frozenset({"market", "raw_pool_ew", "equal_weight"})
-SOLVER_ENGINES = frozenset({"min_variance", "risk_parity", "max_sharpe"})
+__all__ = ["BENCHMARK_ENGINES", "ENGINE_NAMES", "REGIMES", "SOLVER_ENGINES"]
 
 # Tighter than Clarabel's 1e-8 defaults: risk-parity contributions are then equal to ~1e-8 and
 # min-variance weights (flat objective near the optimum) are stable to ~1e-6.
@@ -168,18 +161,11 @@ class EngineInputs:
 
 
 def _default_budget() -> dict[str, float]:
-    return {"QUIET": 0.15, "NORMAL": 0.10, "TURBULENT": 0.08, "CRISIS": 0.05}
+    return dict(DEFAULT_AGGRESSOR_BUDGET)
 
 
 def _default_chain() -> dict[str, list[str]]:
-    return {
-        "max_sharpe": ["min_variance", "inverse_vol"],
-        "min_variance": ["inverse_vol"],
-        "risk_parity": ["inverse_vol"],
-        "hrp": ["inverse_vol"],
-        "herc": ["inverse_vol"],
-        "barbell": ["hrp", "inverse_vol"],
-    }
+    return {k: list(v) for k, v in DEFAULT_FALLBACK_CHAIN.items()}
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-PERIODS_PER_YEAR = 252
+from portfolio_assets.constants import PERIODS_PER_YEAR
+
+__all__ = ["PERIODS_PER_YEAR"]
+
 VAR_CONFIDENCE = 0.95
 
 METRIC_COLUMNS = (

@@ -104,10 +104,9 @@ import numpy as np
 import pandas as pd
 import pywt
 
-QUIET, NORMAL, TURBULENT, CRISIS = "QUIET", "NORMAL", "TURBULENT", "CRISIS"
-REGIME_LABELS: tuple[str, ...] = (QUIET, NORMAL, TURBULENT, CRISIS)
+from portfolio_assets.constants import CRISIS, NORMAL, PERIODS_PER_YEAR, QUIET, REGIME_LABELS, TURBULENT
+
 SEVERITY: dict[str, int] = {label: i for i, label in enumerate(REGIME_LABELS)}
-ANNUALIZATION = 252
 
 FEATURE_COLUMNS: tuple[str, ...] = (
     "vol_ann",
@@ -545,7 +544,7 @@ def regime_features(
     x = r.to_numpy()
     out = pd.DataFrame(np.nan, index=index, columns=list(FEATURE_COLUMNS))
 
-    vol = r.rolling(params.vol_window, min_periods=params.vol_window).std(ddof=1) * math.sqrt(ANNUALIZATION)
+    vol = r.rolling(params.vol_window, min_periods=params.vol_window).std(ddof=1) * math.sqrt(PERIODS_PER_YEAR)
     out.loc[r.index, "vol_ann"] = vol
     out.loc[r.index, "vol_pct"] = _trailing_pct(vol, params.vol_history, params.pct_min_history)
 

@@ -51,12 +51,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from portfolio_assets.constants import PERIODS_PER_YEAR, SIMULATORS
 from portfolio_assets.quant.convention import _check_directions
 
 if TYPE_CHECKING:
     from portfolio_assets.quant.walkforward import Window
 
-SIMULATORS = ("idealized", "realized")
 WEIGHT_SUM_TOLERANCE = 1e-6
 
 
@@ -87,7 +87,7 @@ class SimulatorParams:
     @property
     def borrow_rate_daily(self) -> float:
         """Daily borrow cost per unit of short weight, `borrow_bps_annual / 1e4 / 252` (fraction)."""
-        return self.borrow_bps_annual / 1e4 / 252
+        return self.borrow_bps_annual / 1e4 / PERIODS_PER_YEAR
 
 
 @dataclass(frozen=True)

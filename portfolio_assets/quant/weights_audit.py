@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-UNCAPPED_ENGINES = frozenset({"market", "raw_pool_ew", "equal_weight"})
+from portfolio_assets.constants import BENCHMARK_ENGINES, DEFAULT_AGGRESSOR_BUDGET
+
+UNCAPPED_ENGINES = BENCHMARK_ENGINES
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class AuditRules:
     max_beta: float = 1.0
     tol: float = 1e-6
     aggressor_budget: Mapping[str, float] = field(
-        default_factory=lambda: {"QUIET": 0.15, "NORMAL": 0.10, "TURBULENT": 0.08, "CRISIS": 0.05}
+        default_factory=lambda: dict(DEFAULT_AGGRESSOR_BUDGET)
     )
     spectral_regimes: bool = True
 
