@@ -1,0 +1,1 @@
+"""Figures for the reports (matplotlib, imported lazily by the callers)."""
