@@ -186,13 +186,8 @@ def selected_universe(context, settings: PortfolioSettings):
     from portfolio_assets.quant.selection import SelectionParams, select_universe
 
     with Step(context, settings, "selected_universe", "universe") as step:
-        sel, data = step.cfg.selection, step.cfg.data
-        params = SelectionParams(
-            threshold=sel.threshold, max_clusters=sel.max_clusters, top_n=sel.top_n,
-            min_momentum=sel.min_momentum, min_overlap=data.min_overlap,
-            xs_momentum=step.cfg.features.feat_xs_momentum, baseline=sel.baseline,
-        )
-        step.params.update(params.__dict__)
+        params = SelectionParams.from_config(step.cfg)
+        step.params.update(params.record())
         pool = step.read("universe", "raw_pool").set_index("symbol")
         rets = step.read("universe", "returns_60d")
         candidates = pool[["direction", "identity", "asset_class"]].assign(value_traded=pool["Value.Traded"])
