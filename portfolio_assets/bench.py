@@ -537,7 +537,11 @@ def scale_point(rec: Recorder, n: int, cfg: Any, date: dt.date, root: Path, keep
     from portfolio_assets.lakehouse import Lakehouse
     from portfolio_assets.partitions import sessions_window
     from portfolio_assets.quant.calendar import simple_returns
-    from portfolio_assets.quant.clustering import condensed_angular_distance, pairwise_correlation, ward_linkage
+    from portfolio_assets.quant.clustering import (
+        condensed_angular_distance,
+        pairwise_correlation,
+        ward_linkage,
+    )
     from portfolio_assets.quant.rawpool import build_raw_pool
     from portfolio_assets.quant.selection import SelectionParams, select_universe
     from portfolio_assets.sources.synthetic import SyntheticMarket
