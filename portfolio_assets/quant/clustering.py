@@ -111,22 +111,37 @@ def _masked_rows(
     1e-12 of its sum of squares: the one-pass sums leave rounding residue on a constant stream).
     """
     xr, mr, xc, mc = x0[:, rows], m[:, rows], x0[:, cols], m[:, cols]
-    x2r, x2c = xr * xr, xc * xc
     n = mr.T @ mc
     sx = xr.T @ mc
     sy = mr.T @ xc
-    sxx = x2r.T @ mc
-    syy = mr.T @ x2c
+    sxx = (xr * xr).T @ mc
+    syy = mr.T @ (xc * xc)
     sxy = xr.T @ xc
+    invalid = n < min_overlap
+    # In place on the six products (each block x cols): fresh temporaries of that size cost
+    # page faults and memory traffic, which dominate the arithmetic here.
     with np.errstate(invalid="ignore", divide="ignore"):
-        inv_n = 1.0 / n
-        cov = sxy - sx * sy * inv_n
-        var_x = sxx - sx * sx * inv_n
-        var_y = syy - sy * sy * inv_n
-        degenerate = (var_x <= 1e-12 * sxx) | (var_y <= 1e-12 * syy)
-        rho = cov / np.sqrt(var_x * var_y)
-    rho[(n < min_overlap) | degenerate] = np.nan
+        inv = np.divide(1.0, n, out=n)
+        mx = sx * inv  # mean of x_i over S_ij
+        my = np.multiply(sy, inv, out=inv)  # mean of x_j over S_ij
+        np.multiply(mx, sx, out=sx)  # Sx^2 / n
+        np.multiply(mx, sy, out=mx)  # Sx Sy / n
+        np.subtract(sxy, mx, out=sxy)  # covariance sum
+        np.multiply(my, sy, out=sy)  # Sy^2 / n
+        var_x = np.subtract(sxx, sx, out=sx)
+        invalid |= var_x <= np.multiply(sxx, 1e-12, out=sxx)
+        var_y = np.subtract(syy, sy, out=sy)
+        invalid |= var_y <= np.multiply(syy, 1e-12, out=syy)
+        rho = np.divide(sxy, np.sqrt(np.multiply(var_x, var_y, out=var_x), out=var_x), out=sxy)
+    rho[invalid] = np.nan
     return rho
+
+
+def _as_slice(ix: np.ndarray) -> slice | np.ndarray:
+    """`ix` as a slice when it is a contiguous ascending range (basic indexing, no gather)."""
+    if len(ix) and ix[-1] - ix[0] == len(ix) - 1:
+        return slice(int(ix[0]), int(ix[-1]) + 1)
+    return ix
 
 
 def correlation_matrix(x: np.ndarray, min_overlap: int, dtype: type | np.dtype = np.float64) -> np.ndarray:
@@ -135,12 +150,14 @@ def correlation_matrix(x: np.ndarray, min_overlap: int, dtype: type | np.dtype =
     Same definition as `pairwise_correlation` (which wraps this in a frame); returns a C-ordered
     n x n array of `dtype`, exactly symmetric, clipped to [-1, 1], diagonal 1.
 
-    Columns with a return in all T sessions ("complete") are standardized once,
+    When at least half of the columns have a return in all T sessions ("complete"), they are
+    standardized once,
     z = (x - mean) / ||x - mean||, and their correlations are the one product Z'Z (two-pass
     centring, so it equals the pairwise formula to rounding); a complete column that is constant
     has NaN correlations, and with T < min_overlap every off-diagonal entry is NaN. Rows of the
     columns with gaps are then overwritten (and mirrored into their columns) by the masked kernel,
-    each block of gappy rows against the complete columns and the gappy columns not yet done.
+    each block of gappy rows against the complete columns and the gappy columns not yet done;
+    with fewer complete columns every column goes through the masked kernel.
     """
     if int(min_overlap) < 2:
         raise ValueError(f"min_overlap must be >= 2 sessions, got {min_overlap}")
@@ -153,6 +170,10 @@ def correlation_matrix(x: np.ndarray, min_overlap: int, dtype: type | np.dtype =
     mask = ~np.isnan(x)
     counts = mask.sum(axis=0)
     complete = counts == t
+    if 2 * complete.sum() < n:
+        # The product would spend most of its flops on the zero columns of the gappy symbols:
+        # the masked kernel (correct for complete columns too) does all of it instead.
+        complete[:] = False
     gappy = np.flatnonzero(~complete)
 
     if complete.any():
@@ -190,8 +211,13 @@ def correlation_matrix(x: np.ndarray, min_overlap: int, dtype: type | np.dtype =
             upper = np.triu_indices(len(rows), 1)
             own[upper[1], upper[0]] = own[upper]
             rho[:, np.searchsorted(cols, rows)] = own
-            out[np.ix_(rows, cols)] = rho
-            out[np.ix_(cols, rows)] = rho.T
+            r, c = _as_slice(rows), _as_slice(cols)
+            if isinstance(r, slice) and isinstance(c, slice):  # e.g. every column gappy
+                out[r, c] = rho
+                out[c, r] = rho.T
+            else:
+                out[np.ix_(rows, cols)] = rho
+                out[np.ix_(cols, rows)] = rho.T
     np.clip(out, -1.0, 1.0, out=out)
     np.fill_diagonal(out, 1.0)
     return out
