@@ -369,3 +369,17 @@ def test_correlation_not_slower_than_pandas_on_a_full_window():
     ours = best(lambda: pairwise_correlation(r, min_overlap=20))
     ref = best(lambda: r.corr(min_periods=20))
     assert ours <= ref, (ours, ref)
+
+
+def test_ward_equals_scipy_and_leaves_the_callers_distance_alone():
+    r = _mixed_returns(300, 0.1, seed=12)
+    cond, _ = condensed_angular_distance(pairwise_correlation(r, min_overlap=20).to_numpy())
+    before = cond.copy()
+    z = ward_linkage(cond)
+    z_ref = linkage(before, method="ward")
+    assert np.array_equal(cond, before)  # the public function copies; only the internal path reuses
+    assert np.array_equal(z[:, [0, 1, 3]], z_ref[:, [0, 1, 3]])  # same merges, same sizes
+    assert np.abs(z[:, 2] - z_ref[:, 2]).max() < 1e-12
+    for t in (0.3, 0.45, 0.6):
+        assert np.array_equal(fcluster(z, t, "distance"), fcluster(z_ref, t, "distance"))
+    assert np.array_equal(fcluster(z, 25, "maxclust"), fcluster(z_ref, 25, "maxclust"))
