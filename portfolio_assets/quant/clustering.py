@@ -19,8 +19,8 @@ Scale (5,000-20,000 symbols x 60 sessions): the correlation of the symbols with 
 session is one BLAS product of the standardized returns (`syrk`, the lower triangle only, then
 mirrored); only the symbols with gaps go through the masked pairwise-complete kernel, in row
 blocks. The distance is written straight into scipy's condensed vector, row by row, with no
-square distance matrix and no full-matrix temporaries, and Ward then works on that vector in
-place. With `dtype=np.float32` the correlation
+square distance matrix and no full-matrix temporaries (Ward then works on one copy of it).
+With `dtype=np.float32` the correlation
 matrix (the one n x n array that is kept) is float32: the product runs in float32 on returns
 standardized in float64, the gappy rows are computed in float64 and stored as float32, and the
 distance is float64 again. Tolerance: |rho_float32 - rho_float64| <= `FLOAT32_RHO_TOL` (1e-5;
@@ -340,7 +340,7 @@ def ward_linkage(distance: pd.DataFrame | np.ndarray) -> np.ndarray:
     """Ward linkage matrix of a square distance matrix or of a condensed distance vector.
 
     Ward by nearest-neighbour chain (`_ward`; the square form is condensed with
-    `squareform(d, checks=False)`, a condensed input is copied first, never changed): an
+    `squareform(d, checks=False)`; the input is never changed): an
     (n - 1) x 4 array [left, right, height, size], as `scipy.cluster.hierarchy.linkage(condensed,
     method="ward")` returns. Fewer than two symbols give an empty (0, 4) array.
     """
@@ -352,7 +352,6 @@ def ward_linkage(distance: pd.DataFrame | np.ndarray) -> np.ndarray:
         d = squareform(d, checks=False) if n >= 2 else np.empty(0)
     elif d.ndim == 1:
         n = num_obs_y(d) if d.size else 1
-        d = d.copy()  # _ward works in place
     else:
         raise ValueError(f"distance must be a square matrix or a condensed vector, got shape {d.shape}")
     if np.isnan(d).any():
@@ -361,18 +360,19 @@ def ward_linkage(distance: pd.DataFrame | np.ndarray) -> np.ndarray:
 
 
 def _ward(condensed: np.ndarray, n: int) -> np.ndarray:
-    """Ward linkage of a condensed float64 distance vector, which it overwrites.
+    """Ward linkage of a condensed float64 distance vector.
 
     fastcluster's nearest-neighbour chain (Muellner's, the algorithm scipy ported): the same
-    linkage matrix as `scipy.cluster.hierarchy.linkage(condensed, "ward")` (heights to ~1e-15,
-    tested), about twice as fast at 19,000 symbols (16-18 s vs 32 s on the bench machine) and
-    in place, where scipy first copies the n(n-1)/2 distances (1.4 GB at 19,000 symbols).
+    linkage matrix as `scipy.cluster.hierarchy.linkage(condensed, "ward")` (same merges, heights
+    to ~1e-15; tested), about twice as fast at 19,000 symbols (16-18 s vs 32 s on the bench
+    machine). Like scipy it works on one copy of the n(n-1)/2 distances (fastcluster 1.3 copies
+    even with `preserve_input=False`), so the caller's vector is left as it was.
     """
     import fastcluster
 
     if n < 2:
         return np.empty((0, 4))
-    return fastcluster.linkage(condensed, method="ward", preserve_input=False)
+    return fastcluster.linkage(condensed, method="ward")
 
 
 def _cut(z: np.ndarray, n_leaves: int, threshold: float, max_clusters: int) -> tuple[np.ndarray, str]:
@@ -443,8 +443,8 @@ def hierarchical_clusters(
     Columns are sorted by symbol first, so the result does not depend on the column order of
     `returns` (deterministic). Works for any number of symbols >= 1 (one symbol -> cluster 1).
     `dtype` is the precision of the correlation matrix (see the module docstring).
-    Peak memory ~ n^2 * (itemsize of `dtype` + 4) bytes: the correlation and the condensed
-    float64 distance, which Ward reuses in place (2.9 GB at 19,000 symbols in float32).
+    Peak memory ~ n^2 * (itemsize of `dtype` + 8) bytes: the correlation, the condensed float64
+    distance and Ward's working copy of it (4.3 GB at 19,000 symbols in float32).
     """
     x = _returns_matrix(returns)
     if x.shape[1] == 0:
