@@ -13,11 +13,9 @@ from scipy.spatial.distance import squareform
 
 from portfolio_assets.quant import clustering
 from portfolio_assets.quant.clustering import (
-    FLOAT32_RHO_TOL,
     angular_distance,
     bucket_stats,
     condensed_angular_distance,
-    correlation_matrix,
     cut_clusters,
     hierarchical_clusters,
     mean_intra_corr,
@@ -25,22 +23,9 @@ from portfolio_assets.quant.clustering import (
     top_correlated_pairs,
     ward_linkage,
 )
+from portfolio_assets_tests.quant.returns_panels import SESSIONS, mixed_returns
 
-SESSIONS = pd.bdate_range("2024-01-02", periods=60, name="session")
 CUT = {"threshold": 0.45, "max_clusters": 25, "min_overlap": 20}  # the manifest defaults
-
-
-def _holey_returns(seed: int = 0, n: int = 30) -> pd.DataFrame:
-    """Random returns with scattered NaN holes, late listings, an early delisting and a flat stream."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0.0005, 0.02, (len(SESSIONS), n))
-    x[rng.random(x.shape) < 0.12] = np.nan
-    x[:35, 1] = np.nan  # late listing: 25 sessions
-    x[30:, 2] = np.nan  # delisted after 30 sessions -> overlap with column 1 is 0
-    x[:45, 3] = np.nan  # listed too late: < 20 sessions at all
-    x[:, 4] = 0.01  # constant stream (stale price with a fixed drift): correlation undefined
-    x[:, 5] = 1.5 + x[:, 6] * 1e-3  # large mean, small spread: cancellation-prone
-    return pd.DataFrame(x, index=SESSIONS, columns=[f"NYSE:S{i:02d}" for i in range(n)])
 
 
 def _factor_returns(
@@ -56,48 +41,6 @@ def _factor_returns(
             cols[sym] = f[:, k] + 0.5 * rng.normal(0.0, 0.01, len(SESSIONS))
             truth[sym] = k
     return pd.DataFrame(cols, index=SESSIONS), truth
-
-
-def test_pairwise_correlation_matches_pandas_with_holes_and_late_listings():
-    r = _holey_returns()
-    got = pairwise_correlation(r, min_overlap=20)
-    ref = r.corr(min_periods=20)
-    off = ~np.eye(r.shape[1], dtype=bool)
-    g, e = got.to_numpy()[off], ref.to_numpy()[off]
-    assert np.array_equal(np.isnan(g), np.isnan(e))
-    assert np.nanmax(np.abs(g - e)) < 1e-10
-    # the cases that make this coverage-aware rather than zero-filled
-    assert np.isnan(got.loc["NYSE:S01", "NYSE:S02"])  # no common sessions
-    assert got["NYSE:S03"].drop("NYSE:S03").isna().all()  # listed with < 20 sessions
-    assert got["NYSE:S04"].drop("NYSE:S04").isna().all()  # constant stream
-    assert got.loc["NYSE:S05", "NYSE:S06"] == pytest.approx(ref.loc["NYSE:S05", "NYSE:S06"], abs=1e-10)
-    # diagonal is 1 by definition, also where pandas says NaN (too few sessions / constant)
-    assert np.all(np.diag(got.to_numpy()) == 1.0)
-    assert got.index.equals(r.columns) and got.columns.equals(r.columns)
-    assert np.allclose(got.to_numpy(), got.to_numpy().T, equal_nan=True)
-
-
-def test_pairwise_correlation_min_overlap_is_inclusive():
-    rng = np.random.default_rng(1)
-    x = rng.normal(0.0, 0.01, (60, 3))
-    x[:40, 1] = np.nan  # 20 common sessions with column 0
-    x[:41, 2] = np.nan  # 19 common sessions with column 0
-    r = pd.DataFrame(x, index=SESSIONS, columns=["A:A", "A:B", "A:C"])
-    c = pairwise_correlation(r, min_overlap=20)
-    assert c.loc["A:A", "A:B"] == pytest.approx(np.corrcoef(x[40:, 0], x[40:, 1])[0, 1], abs=1e-12)
-    assert np.isnan(c.loc["A:A", "A:C"])
-    assert np.isnan(c.loc["A:B", "A:C"])
-
-
-def test_pairwise_correlation_rejects_bad_input():
-    r = _holey_returns(n=8)
-    with pytest.raises(ValueError, match=re.escape("min_overlap must be >= 2 sessions, got 1")):
-        pairwise_correlation(r, min_overlap=1)
-    dup = pd.concat([r["NYSE:S00"], r["NYSE:S00"]], axis=1)
-    with pytest.raises(ValueError, match=re.escape("returns has duplicate symbol columns: ['NYSE:S00']")):
-        pairwise_correlation(dup, min_overlap=20)
-    with pytest.raises(ValueError, match=re.escape("dtype must be float64 or float32, got float16")):
-        pairwise_correlation(r, min_overlap=20, dtype=np.float16)
 
 
 def test_angular_distance_formula_and_imputed_pairs():
@@ -254,61 +197,7 @@ def test_top_correlated_pairs_each_pair_once_sorted():
     assert len(top_correlated_pairs(pd.DataFrame(rho, index=syms, columns=syms), n=2)) == 2
 
 
-def _mixed_returns(n: int, gappy_share: float, seed: int = 8) -> pd.DataFrame:
-    """Two factors + noise; `gappy_share` of the columns get holes or late listings, two complete
-    columns are constant and one gappy column is constant over its sessions."""
-    rng = np.random.default_rng(seed)
-    f = rng.normal(0.0, 0.01, (len(SESSIONS), 2))
-    x = f[:, rng.integers(0, 2, n)] + rng.normal(0.0, 0.01, (len(SESSIONS), n))
-    gappy = rng.random(n) < gappy_share
-    holes = rng.random(x.shape) < 0.15
-    x[holes & gappy] = np.nan
-    late = np.flatnonzero(gappy)[::5]
-    for k, j in enumerate(late):
-        x[: 25 + k % 30, j] = np.nan  # late listings: from 35 down to 6 sessions
-    complete = np.flatnonzero(~gappy)
-    if len(complete) >= 2:
-        x[:, complete[:2]] = [0.01, -0.02]  # constant complete streams
-    if gappy.any():
-        x[:, np.flatnonzero(gappy)[0]] = np.where(np.isnan(x[:, np.flatnonzero(gappy)[0]]), np.nan, 0.003)
-    return pd.DataFrame(x, index=SESSIONS, columns=[f"NYSE:S{i:03d}" for i in range(n)])
-
-
-@pytest.mark.parametrize("gappy_share", [0.0, 0.2, 0.9, 1.0])
-def test_correlation_equals_pandas_to_1e10_across_blocks_and_paths(monkeypatch, gappy_share):
-    """The product path (mostly complete columns), the masked path (mostly gappy) and their mix,
-    with blocks small enough that the masked kernel and the mirror pass run over many blocks."""
-    monkeypatch.setattr(clustering, "_MASKED_BLOCK_ELEMENTS", 700)  # 4 rows per block at n = 160
-    monkeypatch.setattr(clustering, "_MIRROR_BLOCK", 7)
-    r = _mixed_returns(160, gappy_share)
-    got = pairwise_correlation(r, min_overlap=20).to_numpy()
-    ref = r.corr(min_periods=20).to_numpy()
-    np.fill_diagonal(ref, 1.0)  # ours defines the diagonal as 1
-    assert np.array_equal(np.isnan(got), np.isnan(ref))
-    assert np.nanmax(np.abs(got - ref)) <= 1e-10
-    assert np.array_equal(got, got.T, equal_nan=True)  # exactly symmetric
-    constant = np.flatnonzero((r.max() == r.min()).to_numpy())
-    assert len(constant) >= 1
-    for j in constant:  # constant over its sessions: no correlation with anything
-        assert np.isnan(np.delete(got[j], j)).all()
-    assert got.flags["C_CONTIGUOUS"] and got.dtype == np.float64
-
-
-def test_fewer_sessions_than_min_overlap_gives_only_nan_pairs():
-    r = _mixed_returns(6, 0.0).iloc[:19]
-    got = pairwise_correlation(r, min_overlap=20).to_numpy()
-    assert np.isnan(got[~np.eye(6, dtype=bool)]).all() and (np.diag(got) == 1.0).all()
-    assert np.array_equal(np.isnan(got), np.isnan(r.corr(min_periods=20).to_numpy()) & ~np.eye(6, dtype=bool))
-
-
-def test_float32_within_documented_tolerance_and_same_clusters():
-    r = _mixed_returns(300, 0.2, seed=4)
-    c64 = correlation_matrix(r.to_numpy(), 20, np.float64)
-    c32 = correlation_matrix(r.to_numpy(), 20, np.float32)
-    assert c32.dtype == np.float32 and c32.nbytes * 2 == c64.nbytes
-    assert np.array_equal(np.isnan(c32), np.isnan(c64))
-    err = np.nanmax(np.abs(c32.astype(float) - c64))
-    assert 0 < err <= FLOAT32_RHO_TOL  # really float32 (not a copy of float64), within the bound
+def test_float32_gives_the_same_clusters_as_float64():
     f, _ = _factor_returns(seed=6, n_factors=5, members=30)
     h64 = hierarchical_clusters(f, **CUT)
     h32 = hierarchical_clusters(f, **CUT, dtype=np.float32)
@@ -318,7 +207,7 @@ def test_float32_within_documented_tolerance_and_same_clusters():
 
 
 def test_condensed_distance_is_the_square_one_and_gives_the_same_ward():
-    r = _mixed_returns(40, 0.5, seed=2)
+    r = mixed_returns(40, 0.5, seed=2)
     corr = pairwise_correlation(r, min_overlap=20)
     cond, n_imputed = condensed_angular_distance(corr.to_numpy())
     square = angular_distance(corr)
@@ -338,8 +227,8 @@ def test_condensed_distance_is_the_square_one_and_gives_the_same_ward():
 
 
 def test_mean_intra_corr_blockwise_equals_explicit_pair_mean(monkeypatch):
-    monkeypatch.setattr(clustering, "_MASKED_BLOCK_ELEMENTS", 30)  # 1-3 member rows per block
-    r = _mixed_returns(25, 0.6, seed=9)
+    monkeypatch.setattr(clustering, "_INTRA_BLOCK_ELEMENTS", 30)  # 1-3 member rows per block
+    r = mixed_returns(25, 0.6, seed=9)
     corr = pairwise_correlation(r, min_overlap=20)
     members = list(corr.index[[3, 0, 7, 11, 12, 20, 24, 1]])  # unsorted, with NaN pairs (column 0, 1)
     sub = corr.loc[members, members].to_numpy()
@@ -351,28 +240,8 @@ def test_mean_intra_corr_blockwise_equals_explicit_pair_mean(monkeypatch):
         mean_intra_corr(corr, ["X:NONE", members[0]])
 
 
-def test_correlation_not_slower_than_pandas_on_a_full_window():
-    """The product path at a realistic shape (60 sessions, every symbol complete): pandas'
-    pairwise loop is O(n^2 T) in Python-free C too, so a regression to a per-pair method shows."""
-    import time
-
-    r = _mixed_returns(1500, 0.02, seed=1)
-
-    def best(fn) -> float:
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    ours = best(lambda: pairwise_correlation(r, min_overlap=20))
-    ref = best(lambda: r.corr(min_periods=20))
-    assert ours <= ref, (ours, ref)
-
-
 def test_ward_equals_scipy_and_leaves_the_callers_distance_alone():
-    r = _mixed_returns(300, 0.1, seed=12)
+    r = mixed_returns(300, 0.1, seed=12)
     cond, _ = condensed_angular_distance(pairwise_correlation(r, min_overlap=20).to_numpy())
     before = cond.copy()
     z = ward_linkage(cond)
