@@ -609,12 +609,12 @@ def test_sp500_asset_window_gives_the_full_history_label(sp500, day: str) -> Non
 
 
 def test_sp500_labels_are_causal(sp500) -> None:
-    """Cut at 2008-10-01 and at 2020-03-02: the rows up to the cut are the full run's rows."""
+    """Cut in the middle of the 2008 crash: the rows up to the cut are the full run's rows."""
     baseline, universe = sp500["baseline"], sp500["universe"]
     full = sp500["results"][True].features
-    for cut in ("2008-10-01", "2020-03-02"):
-        part = detect_regime(baseline.loc[:cut], universe.loc[:cut], CFG, spectral=True).features
-        pd.testing.assert_frame_equal(part, full.loc[:cut])
+    cut = "2008-10-01"
+    part = detect_regime(baseline.loc[:cut], universe.loc[:cut], CFG, spectral=True).features
+    pd.testing.assert_frame_equal(part, full.loc[:cut])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -660,3 +660,17 @@ def test_module_import_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"
+
+
+def test_docs_calibration_tables_are_current(sp500) -> None:
+    """docs/regimes.md's generated section is what benchmarks/regimes_report.py writes for the
+    current defaults (regenerate it after changing a rule or a default)."""
+    import importlib.util
+
+    path = PROJECT_ROOT / "benchmarks" / "regimes_report.py"
+    spec = importlib.util.spec_from_file_location("regimes_report", path)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    results = {s: report.clip(r, report.FIRST, report.LAST) for s, r in sp500["results"].items()}
+    generated = report.generated_markdown(results, CFG)
+    assert generated in report.DOC.read_text(), "docs/regimes.md is stale: run benchmarks/regimes_report.py"

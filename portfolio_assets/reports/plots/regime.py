@@ -68,6 +68,17 @@ def _volatility_panel(ax: Any, result: RegimeResult) -> None:
     ax.legend(loc="upper left", fontsize=7, ncol=5)
 
 
+def _log_axis(ax: Any) -> None:
+    """Log-scale y axis labelled in plain numbers (1,000 rather than 10^3)."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda value, _pos: f"{value:,.4g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+
+
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -105,7 +116,7 @@ def plot_regime(
         _shade(ax_price, frame)
         ax_price.plot(price.index, price.to_numpy(), color="black", linewidth=1.0, label="baseline")
         if log_scale:
-            ax_price.set_yscale("log")
+            _log_axis(ax_price)
         ax_price.set_ylabel("cumulative price")
         ax_price.set_title(f"Market regime as of {result.as_of:%Y-%m-%d}: {result.label}"
                            f"{' (warm-up)' if result.is_warmup else ''}"
@@ -147,7 +158,7 @@ def plot_regime_history(
             price = _price(prices, frame.index, "prices")
             _shade(ax, frame, legend=i == 0)
             ax.plot(price.index, price.to_numpy(), color="black", linewidth=0.8)
-            ax.set_yscale("log")
+            _log_axis(ax)
             shares = " · ".join(f"{k.title()} {v:.0%}" for k, v in result.fractions.items())
             ax.set_title(f"{name}: {shares}", fontsize=10)
             ax.set_ylabel("index (log)")
