@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from portfolio_assets.constants import CRISIS, NORMAL, QUIET, REGIME_LABELS, TURBULENT
-from portfolio_assets.manifest import PROJECT_ROOT, RegimeConfig, resolve
+from portfolio_assets.manifest import PROJECT_ROOT, ManifestError, RegimeConfig, resolve
 from portfolio_assets.quant.regimes import (
     FEATURE_COLUMNS,
     RULES,
@@ -500,6 +500,8 @@ def test_manifest_regime_section_is_the_model_defaults() -> None:
         assert resolve(profile, environ={}).config.regime == RegimeConfig()
     over = resolve("demo", environ={}, cli_overrides={"regime.turbulent_vol_ann": 0.3}).config.regime
     assert over.turbulent_vol_ann == 0.3
+    with pytest.raises(ManifestError, match=r"\$\.regime: Value error, need quiet_vol_ann < turbulent_vol_ann"):
+        resolve("demo", environ={}, cli_overrides={"regime.quiet_vol_ann": 0.3})
 
 
 @pytest.mark.parametrize(("update", "message"), [
