@@ -16,13 +16,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from portfolio_assets.constants import DEFAULT_AGGRESSOR_BUDGET, DEFAULT_FALLBACK_CHAIN, ENGINE_NAMES
 
@@ -104,18 +105,95 @@ class RiskConfig(_Section):
 
 
 class RegimeConfig(_Section):
-    vol_window: int = 21
-    vol_history: int = 252
-    turbulence_window: int = 252
-    drawdown_window: int = 252
-    wavelet: str = "haar"
-    wavelet_level: int = 4
-    wavelet_window: int = 64
-    perm_order: int = 3
-    perm_delay: int = 1
-    perm_window: int = 63
-    persistence: int = 3
-    min_dwell: int = 5
+    """Regime detector (`quant/regimes`, step 10). Windows are in sessions; volatilities are
+    annualized fractions (0.25 = 25 %/yr); percentiles and shares are fractions in (0, 1); drawdowns
+    are fractions below the trailing high (-0.15 = 15 % below). The rules and the reasons for these
+    defaults (calibrated on the S&P 500, 1995-2022) are in `docs/regimes.md`."""
+
+    # --- level features -------------------------------------------------------------------------
+    vol_window: int = Field(21, ge=2, description="realized-volatility window (vol_ann)")
+    vol_history: int = Field(252, ge=1, description="trailing window of the volatility percentile (vol_pct)")
+    vol_reference_window: int = Field(
+        756, ge=1, description="trailing window of the long-run volatility reference vol_ref (median of vol_ann)")
+    pct_min_history: int = Field(63, ge=1, description="fewest values for a percentile or for vol_ref")
+    drawdown_window: int = Field(252, ge=1, description="drawdown is measured from the high of this window")
+    turbulence_window: int = Field(252, ge=2, description="rows before t for the turbulence mean/covariance")
+    turbulence_history: int = Field(252, ge=1, description="trailing window of the turbulence percentile")
+    turbulence_min_symbols: int = Field(5, ge=1, description="fewest full-coverage symbols for a turbulence reading")
+    # --- spectral features (feat_spectral_regimes) ----------------------------------------------
+    wavelet: str = Field("haar", description="orthogonal discrete PyWavelets wavelet")
+    wavelet_level: int = Field(4, ge=1, description="DWT decomposition levels")
+    wavelet_window: int = Field(64, ge=2, description="DWT window; a multiple of 2**wavelet_level")
+    hf_levels: int = Field(1, ge=1, description="finest detail levels counted as high frequency")
+    burst_fraction: float = Field(0.25, gt=0, lt=1, description="most recent share of the window for dwt_hf_burst")
+    perm_order: int = Field(3, ge=2, le=7, description="permutation-entropy embedding dimension")
+    perm_delay: int = Field(1, ge=1, description="permutation-entropy delay")
+    perm_window: int = Field(63, ge=3, description="permutation-entropy window")
+    spectral_alpha: float = Field(0.05, gt=0, lt=0.5, description="white-noise false-alarm rate of each spectral test")
+    # --- hysteresis -------------------------------------------------------------------------------
+    persistence: int = Field(3, ge=1, description="consecutive worse raw labels needed to enter a worse state")
+    min_dwell: int = Field(5, ge=1, description="sessions a state is held before any move")
+    # --- QUIET ------------------------------------------------------------------------------------
+    quiet_vol_pct: float = Field(0.25, gt=0, lt=1, description="QUIET: vol_pct at most this ...")
+    quiet_vol_ann: float = Field(0.15, gt=0, description="... and vol_ann at most this")
+    quiet_turbulence_pct: float = Field(0.50, gt=0, lt=1, description="... and turbulence_pct below this (or none)")
+    # --- TURBULENT --------------------------------------------------------------------------------
+    turbulent_vol_ann: float = Field(0.25, gt=0, description="TURBULENT: vol_ann at least this ...")
+    turbulent_vol_ratio: float = Field(2.0, gt=1, description="... or vol_ann / vol_ref at least this")
+    spectral_vol_pct: float = Field(0.80, gt=0, lt=1, description="spectral TURBULENT: vol_pct at least this ...")
+    spectral_turbulence_pct: float = Field(0.90, gt=0, lt=1, description="... or turbulence_pct at least this ...")
+    spectral_min_vol_ratio: float = Field(
+        1.25, gt=0, description="... and vol_ann / vol_ref at least this, with spectral evidence")
+    # --- CRISIS -----------------------------------------------------------------------------------
+    crisis_drawdown: float = Field(-0.15, gt=-1, lt=0, description="CRISIS: drawdown at most this and ...")
+    crisis_vol_pct: float = Field(0.90, gt=0, lt=1, description="... vol_pct at least this, or ...")
+    crisis_vol_ann: float = Field(0.40, gt=0, description="... vol_ann at least this, or ...")
+    crisis_vol_ratio: float = Field(2.5, gt=1, description="... vol_ann / vol_ref at least this")
+    crisis_turbulence_pct: float = Field(0.95, gt=0, lt=1, description="CRISIS: turbulence_pct at least this and ...")
+    crisis_turbulence_drawdown: float = Field(-0.10, gt=-1, lt=0, description="... drawdown at most this")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RegimeConfig:
+        """Windows that fit together and thresholds in severity order (the rules assume both)."""
+        import pywt  # light, but only the regime section needs it
+
+        problems = []
+        if self.wavelet not in pywt.wavelist(kind="discrete") or not pywt.Wavelet(self.wavelet).orthogonal:
+            problems.append(f"wavelet={self.wavelet!r} must be an orthogonal discrete PyWavelets wavelet "
+                            "(e.g. 'haar', 'db4')")
+        if self.wavelet_window % (2**self.wavelet_level):
+            problems.append(f"wavelet_window={self.wavelet_window} must be a multiple of "
+                            f"2**wavelet_level = {2**self.wavelet_level}")
+        if self.hf_levels > self.wavelet_level:
+            problems.append(f"hf_levels={self.hf_levels} must not exceed wavelet_level={self.wavelet_level}")
+        elif math.ceil(self.burst_fraction * (self.wavelet_window >> 1)) >= self.wavelet_window >> 1:
+            problems.append(f"burst_fraction={self.burst_fraction} leaves no older finest-level coefficient "
+                            f"in a wavelet_window of {self.wavelet_window}")
+        if self.perm_window < (self.perm_order - 1) * self.perm_delay + 2:
+            problems.append(f"perm_window={self.perm_window} must hold at least two ordinal patterns "
+                            f"(>= (perm_order - 1) * perm_delay + 2)")
+        if self.pct_min_history > min(self.vol_history, self.turbulence_history):
+            problems.append(f"pct_min_history={self.pct_min_history} must not exceed vol_history and "
+                            "turbulence_history")
+        if self.vol_reference_window < self.vol_history:
+            problems.append(f"vol_reference_window={self.vol_reference_window} must be at least "
+                            f"vol_history={self.vol_history} (the long-run reference outlasts the relative one)")
+        if not self.quiet_vol_ann < self.turbulent_vol_ann <= self.crisis_vol_ann:
+            problems.append("need quiet_vol_ann < turbulent_vol_ann <= crisis_vol_ann, got "
+                            f"{self.quiet_vol_ann}, {self.turbulent_vol_ann}, {self.crisis_vol_ann}")
+        if not self.spectral_min_vol_ratio <= self.turbulent_vol_ratio <= self.crisis_vol_ratio:
+            problems.append("need spectral_min_vol_ratio <= turbulent_vol_ratio <= crisis_vol_ratio, got "
+                            f"{self.spectral_min_vol_ratio}, {self.turbulent_vol_ratio}, {self.crisis_vol_ratio}")
+        if not self.quiet_vol_pct < self.spectral_vol_pct <= self.crisis_vol_pct:
+            problems.append("need quiet_vol_pct < spectral_vol_pct <= crisis_vol_pct, got "
+                            f"{self.quiet_vol_pct}, {self.spectral_vol_pct}, {self.crisis_vol_pct}")
+        if not self.quiet_turbulence_pct < self.spectral_turbulence_pct <= self.crisis_turbulence_pct:
+            problems.append("need quiet_turbulence_pct < spectral_turbulence_pct <= crisis_turbulence_pct, got "
+                            f"{self.quiet_turbulence_pct}, {self.spectral_turbulence_pct}, "
+                            f"{self.crisis_turbulence_pct}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class OptimizationConfig(_Section):
