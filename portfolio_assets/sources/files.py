@@ -30,7 +30,7 @@ asset class: XNYS for equity/etf/bond_etf, 24/7 crypto, 24/5 forex), `sector`, `
 bond = bond_etf, ...) that have a bar at or before `as_of` and whose last such bar is at most
 `max_staleness_days` calendar days old (older ones count as delisted), computes the scanner fields
 from their bars <= as_of (`indicators.scanner_fields`) and applies the preset
-(`synthetic.apply_preset`); a universe `direction` restricts the symbol to screens of that direction.
+(`scanner_query.apply_preset`); a universe `direction` restricts the symbol to screens of that direction.
 
 Settings: `path` (required, the directory), `today` (date; default the current UTC date: bars after
 it are an error), `max_staleness_days` (int, default 10).
@@ -54,7 +54,7 @@ from portfolio_assets.sources.base import (
     SourceError,
 )
 from portfolio_assets.sources.indicators import scanner_fields
-from portfolio_assets.sources.synthetic import (
+from portfolio_assets.sources.scanner_query import (
     FAMILIES,
     FAMILY_CLASSES,
     SCAN_RESULT_COLUMNS,
