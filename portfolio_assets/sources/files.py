@@ -32,8 +32,8 @@ bond = bond_etf, ...) that have a bar at or before `as_of` and whose last such b
 from their bars <= as_of (`indicators.scanner_fields`) and applies the preset
 (`scanner_query.apply_preset`); a universe `direction` restricts the symbol to screens of that direction.
 
-Settings: `path` (required, the directory), `today` (date; default the current UTC date: bars after
-it are an error), `max_staleness_days` (int, default 10).
+Settings: `settings.FilesSettings` (`path`, the directory, required; `today`, bars after it are an
+error, unset = the current UTC date; `max_staleness_days`).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from portfolio_assets.sources.scanner_query import (
     TYPE_BY_CLASS,
     apply_preset,
 )
+from portfolio_assets.sources.settings import FilesSettings, parse_source_settings
 from portfolio_assets.symbols import InvalidSymbolError, symbol_filename, validate_symbol
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -212,28 +213,13 @@ class FilesSource:
 
     name = "files"
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        settings = dict(settings or {})
-        unknown = sorted(set(settings) - {"path", "today", "max_staleness_days"})
-        if unknown:
-            raise ValueError(f"unknown files-source settings {unknown}; known: path, today, max_staleness_days")
-        if not settings.get("path"):
-            raise ValueError("files source needs settings.path (the directory with bars/ and universe.csv)")
-        self.path = Path(settings["path"]).expanduser().resolve()
+    def __init__(self, settings: FilesSettings | Mapping[str, Any]) -> None:
+        self.settings: FilesSettings = parse_source_settings("files", settings)
+        self.path = self.settings.path.expanduser().resolve()
         if not self.path.is_dir():
             raise SourceError(f"files source directory {self.path} does not exist")
-        today = settings.get("today")
-        if today is None:
-            self.today = dt.datetime.now(dt.UTC).date()
-        else:
-            try:
-                self.today = pd.Timestamp(today).date()
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"files setting 'today' must be a date, got {today!r}") from exc
-        staleness = settings.get("max_staleness_days", 10)
-        if not isinstance(staleness, int) or isinstance(staleness, bool) or staleness < 0:
-            raise ValueError(f"files setting 'max_staleness_days' must be an integer >= 0, got {staleness!r}")
-        self.max_staleness_days = staleness
+        self.today = self.settings.today or dt.datetime.now(dt.UTC).date()
+        self.max_staleness_days = self.settings.max_staleness_days
         universe_file = self.path / "universe.csv"
         self._universe = read_universe(universe_file) if universe_file.exists() else None
         self._cache: dict[Path, tuple[int, int, pd.DataFrame]] = {}

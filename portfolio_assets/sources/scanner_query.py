@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
 
 from portfolio_assets.sources.base import SCAN_COLUMNS
+from portfolio_assets.sources.settings import FamilyName
 
-FAMILIES = ("equity", "crypto", "bond", "forex", "futures")
+FAMILIES: tuple[str, ...] = get_args(FamilyName)
 FAMILY_CLASSES: dict[str, tuple[str, ...]] = {
     "equity": ("equity", "etf"), "bond": ("bond_etf",), "crypto": ("crypto",),
     "forex": ("forex",), "futures": ("futures",),

@@ -36,36 +36,26 @@ past again: cumulative log returns are kept as checkpoints every 64 days, and ev
 Nothing for day D reads a day after D; `perturb_after` changes every return strictly after a date
 and is what the point-in-time tests use.
 
-Settings (all optional)
------------------------
-- `seed` (int, 7): the market's seed.
-- `n_equities` (int, 240): number of US stocks.
-- `n_etfs` (int, 40): ETFs including bond ETFs (at least 1: `AMEX:SPY`).
-- `n_bond_etfs` (int, n_etfs // 4): how many of the ETFs are bond ETFs.
-- `n_crypto` (int, 40): crypto listings; n_crypto // 5 of them are extra venues of the top coins.
-- `n_forex` (int, 20): forex listings; n_forex // 5 of them are broker duplicates of top pairs
-  (at most 136 distinct pairs).
-- `n_futures` (int, 0): continuous futures (at most 14).
-- `start` ("2019-01-02"), `end` ("2027-12-31"): the generated calendar-day range. Answers for D
-  use data <= D only; scans after `end` are refused.
-- `faults` (dict, `DEFAULT_FAULTS`; `{}` disables): see "Faults". The default plan shrinks to the
-  eligible symbols of a small universe; an explicit plan that asks for too many is an error.
-- `perturb_after` (date or None): if set, every return strictly after this day is changed.
+Settings and faults
+-------------------
+`settings.SyntheticSettings` holds every setting with its default and bounds (seed, listings per
+asset class, the generated `start`..`end` range, `faults`, `perturb_after`). Answers for D use data
+<= D only; scans after `end` are refused.
 
-Faults
-------
-`faults = {"seed": 11, "missing_bars": {...}, "stale": {...}, "bad_ticks": {...}}`. Each kind takes
-`symbols` (an explicit list, any class) and/or `n` (default 1 without `symbols`, else 0): that many
-symbols taken from the top of the liquidity ranking of equities/ETFs/bond ETFs listed for the whole
-range (`AMEX:SPY` excluded), assigned to kinds in a seeded random order; and `heal_after` (default
-1): the fault is present on fetch attempts `attempt < heal_after` (`None` = never heals, 0 = never
-present). Kind parameters:
-- `missing_bars`: `sessions` (3) consecutive bars withheld every `period` (250) bars of the
-  symbol's calendar (a seeded phase), so every 500-session history shows at least one gap.
-- `stale`: the last `bars` (3) bars at or before the requested `end` are withheld.
-- `bad_ticks`: one bar every `period` (250) bars gets a bad close: `kind` "zero" (close = low = 0),
+`faults` (`settings.FaultsSettings`; `{}` disables them) has a `seed` and up to three kinds. Each
+kind takes `symbols` (an explicit list, any class) and/or `n` (unset: 1 without `symbols`, else 0):
+that many symbols taken from the top of the liquidity ranking of equities/ETFs/bond ETFs listed for
+the whole range (`AMEX:SPY` excluded), assigned to kinds in a seeded random order; and `heal_after`:
+the fault is present on fetch attempts `attempt < heal_after` (`null` = never heals, 0 = never
+present). Kinds:
+- `missing_bars`: `sessions` consecutive bars withheld every `period` bars of the symbol's
+  calendar (a seeded phase), so every 500-session history shows at least one gap;
+- `stale`: the last `bars` bars at or before the requested `end` are withheld;
+- `bad_ticks`: one bar every `period` bars gets a bad close: `kind` "zero" (close = low = 0),
   "negative" (close = low = -close) or "spike" (close = high = 25 x close); a seeded choice if unset.
-The resolved plan is `SyntheticMarket.fault_plan` (symbol -> parameters). Scans are not affected.
+The default plan (`settings.DEFAULT_FAULTS`) shrinks to the eligible symbols of a small universe;
+an explicit plan that asks for too many is an error. The resolved plan is
+`SyntheticMarket.fault_plan` (symbol -> parameters). Scans are not affected.
 
 Scanner presets
 ---------------
@@ -85,7 +75,7 @@ from portfolio_assets.sources.scanner_query import (
     apply_scanner_query,
     timeframe_mask,
 )
-from portfolio_assets.sources.synthetic.config import DEFAULT_FAULTS, DEFAULT_SETTINGS, SyntheticConfig
+from portfolio_assets.sources.settings import DEFAULT_FAULTS, SyntheticSettings
 from portfolio_assets.sources.synthetic.description import (
     BASELINE,
     CALENDARS,
@@ -94,13 +84,13 @@ from portfolio_assets.sources.synthetic.description import (
     SECTORS,
 )
 from portfolio_assets.sources.synthetic.factors import EPISODES, REGIME_OVERRIDES, REGIMES
-from portfolio_assets.sources.synthetic.faults import BAD_TICK_KINDS, build_fault_plan
+from portfolio_assets.sources.synthetic.faults import build_fault_plan
 from portfolio_assets.sources.synthetic.market import SyntheticMarket
 from portfolio_assets.sources.synthetic.noise import stable_key
 
 __all__ = [
-    "BAD_TICK_KINDS", "BASELINE", "CALENDARS", "CURRENCIES", "DEFAULT_FAULTS", "DEFAULT_SETTINGS", "EPISODES",
-    "FACTOR_NAMES", "FAMILIES", "FAMILY_CLASSES", "REGIMES", "REGIME_OVERRIDES", "SCAN_RESULT_COLUMNS", "SECTORS",
-    "TYPE_BY_CLASS", "SyntheticConfig", "SyntheticMarket", "apply_preset", "apply_scanner_query",
+    "BASELINE", "CALENDARS", "CURRENCIES", "DEFAULT_FAULTS", "EPISODES", "FACTOR_NAMES", "FAMILIES",
+    "FAMILY_CLASSES", "REGIMES", "REGIME_OVERRIDES", "SCAN_RESULT_COLUMNS", "SECTORS", "TYPE_BY_CLASS",
+    "SyntheticMarket", "SyntheticSettings", "apply_preset", "apply_scanner_query",
     "build_fault_plan", "stable_key", "timeframe_mask",
 ]

@@ -1,70 +1,47 @@
 """Injected data faults of the synthetic market: missing bars, stale tails and bad ticks.
 
-`build_fault_plan` resolves the `faults` setting into symbol -> parameters (see the package
-docstring, "Faults"); the market applies an active fault to the bars it returns.
+`build_fault_plan` resolves the `faults` setting (`settings.FaultsSettings`) into symbol ->
+parameters (see the package docstring, "Faults"); `apply_fault` applies an active fault to the
+bars the market returns. Scans are not affected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from portfolio_assets.sources.settings import BAD_TICK_KINDS, FaultsSettings
 from portfolio_assets.sources.synthetic.description import BASELINE
 from portfolio_assets.symbols import validate_symbol
 
-_FAULT_KINDS = {
-    "missing_bars": {"n", "symbols", "heal_after", "sessions", "period"},
-    "stale": {"n", "symbols", "heal_after", "bars"},
-    "bad_ticks": {"n", "symbols", "heal_after", "period", "kind"},
-}
-BAD_TICK_KINDS = ("zero", "negative", "spike")
+FAULT_KINDS = ("missing_bars", "stale", "bad_ticks")
 
 
-def _fault_int(spec: Mapping[str, Any], key: str, default: int, kind: str, minimum: int) -> int:
-    value = spec.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"faults.{kind}.{key} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def build_fault_plan(faults: Mapping[str, Any], universe: pd.DataFrame, full_history: np.ndarray,
-                     strict: bool = True) -> dict[str, dict]:
-    """Resolve the `faults` setting into symbol -> fault parameters (see the module docstring).
+def build_fault_plan(faults: FaultsSettings, universe: pd.DataFrame, full_history: np.ndarray,
+                     strict: bool = True) -> dict[str, dict[str, Any]]:
+    """Resolve the `faults` setting into symbol -> fault parameters (see the package docstring).
 
     `universe` is the market's symbol table (index symbol, `asset_class`, `typical_value_traded`);
     `full_history` marks symbols listed for the whole generated range (count-based picks need it).
     With `strict`, asking for more count-based picks than there are eligible symbols is an error;
-    otherwise (the default plan of a small universe) the counts are cut, in kind order.
+    otherwise (the default plan of a small universe) the counts are cut, in kind order. The draws
+    (pick order, then per symbol in sorted order: phase, and the bad-tick kind when unset) come
+    from one `numpy.random.default_rng(faults.seed)` stream.
     """
-    unknown = sorted(set(faults) - set(_FAULT_KINDS) - {"seed"})
-    if unknown:
-        raise ValueError(f"unknown fault kinds {unknown}; known: {sorted(_FAULT_KINDS)} and 'seed'")
-    seed = faults.get("seed", 11)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"faults.seed must be a non-negative integer, got {seed!r}")
-    rng = np.random.default_rng(seed)
-    plan: dict[str, dict] = {}
+    rng = np.random.default_rng(faults.seed)
+    plan: dict[str, dict[str, Any]] = {}
     counts: dict[str, int] = {}
-    for kind, allowed in _FAULT_KINDS.items():
-        spec = faults.get(kind)
+    for kind in FAULT_KINDS:
+        spec = getattr(faults, kind)
         if spec is None:
             continue
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"faults.{kind} must be an object, got {spec!r}")
-        extra = sorted(set(spec) - allowed)
-        if extra:
-            raise ValueError(f"faults.{kind}: unknown keys {extra}; allowed: {sorted(allowed)}")
-        explicit = spec.get("symbols") or []
-        counts[kind] = _fault_int(spec, "n", 0 if explicit else 1, kind, 0)
-        for symbol in explicit:
+        counts[kind] = spec.n if spec.n is not None else (0 if spec.symbols else 1)
+        for symbol in spec.symbols:
             validate_symbol(symbol)
             if symbol not in universe.index:
                 raise ValueError(f"faults.{kind}.symbols: {symbol!r} is not in the synthetic universe")
-            if symbol in plan:
-                raise ValueError(f"faults: {symbol!r} is listed under two fault kinds")
             plan[symbol] = {"kind": kind}
     eligible = universe.loc[
         universe["asset_class"].isin(["equity", "etf", "bond_etf"]).to_numpy() & full_history
@@ -87,25 +64,42 @@ def build_fault_plan(faults: Mapping[str, Any], universe: pd.DataFrame, full_his
         picks = picks[n:]
     for symbol in sorted(plan):  # parameters in a fixed order, independent of dict insertion
         kind = plan[symbol]["kind"]
-        spec = faults[kind]
-        heal = spec.get("heal_after", 1)
-        if heal is not None and (not isinstance(heal, int) or isinstance(heal, bool) or heal < 0):
-            raise ValueError(f"faults.{kind}.heal_after must be None or an integer >= 0, got {heal!r}")
-        entry: dict[str, Any] = {"kind": kind, "heal_after": heal}
+        spec = getattr(faults, kind)
+        entry: dict[str, Any] = {"kind": kind, "heal_after": spec.heal_after}
         if kind == "missing_bars":
-            entry["sessions"] = _fault_int(spec, "sessions", 3, kind, 1)
-            entry["period"] = _fault_int(spec, "period", 250, kind, entry["sessions"] + 1)
+            entry["sessions"] = spec.sessions
+            entry["period"] = spec.period
             entry["phase"] = int(rng.integers(entry["period"]))
         elif kind == "stale":
-            entry["bars"] = _fault_int(spec, "bars", 3, kind, 1)
+            entry["bars"] = spec.bars
         else:
-            entry["period"] = _fault_int(spec, "period", 250, kind, 1)
+            entry["period"] = spec.period
             entry["phase"] = int(rng.integers(entry["period"]))
-            tick = spec.get("kind")
+            tick = spec.kind
             if tick is None:
                 tick = BAD_TICK_KINDS[int(rng.integers(len(BAD_TICK_KINDS)))]
-            if tick not in BAD_TICK_KINDS:
-                raise ValueError(f"faults.bad_ticks.kind must be one of {BAD_TICK_KINDS}, got {tick!r}")
             entry["tick"] = tick
         plan[symbol] = entry
     return plan
+
+
+def apply_fault(frame: pd.DataFrame, fault: dict[str, Any], pos: np.ndarray, open_days: np.ndarray,
+                last_day: int) -> pd.DataFrame:
+    """Apply one active fault to a symbol's bars (`pos` = each bar's position on its calendar)."""
+    kind = fault["kind"]
+    if kind == "missing_bars":
+        return frame.loc[(pos - fault["phase"]) % fault["period"] >= fault["sessions"]]
+    if kind == "stale":
+        last_pos = np.searchsorted(open_days, last_day, side="right") - 1
+        return frame.loc[pos <= last_pos - fault["bars"]]
+    hit = ((pos - fault["phase"]) % fault["period"] == 0)
+    frame = frame.copy()
+    if fault["tick"] == "zero":
+        frame.loc[hit, ["close", "low"]] = 0.0
+    elif fault["tick"] == "negative":
+        frame.loc[hit, "close"] = -frame.loc[hit, "close"]
+        frame.loc[hit, "low"] = frame.loc[hit, "close"]
+    else:
+        frame.loc[hit, "close"] = 25.0 * frame.loc[hit, "close"]
+        frame.loc[hit, "high"] = frame.loc[hit, "close"]
+    return frame

@@ -21,7 +21,7 @@ import pandas as pd
 from portfolio_assets.sources.base import BAR_COLUMNS, SourceError
 from portfolio_assets.sources.indicators import WINDOW, indicator_matrix
 from portfolio_assets.sources.scanner_query import FAMILIES, SCAN_RESULT_COLUMNS, apply_preset
-from portfolio_assets.sources.synthetic.config import SyntheticConfig, to_date
+from portfolio_assets.sources.settings import SyntheticSettings, parse_source_settings
 from portfolio_assets.sources.synthetic.description import (
     BLOCK,
     CAL_XNYS,
@@ -41,7 +41,7 @@ from portfolio_assets.sources.synthetic.factors import (
     open_masks,
     regime_path,
 )
-from portfolio_assets.sources.synthetic.faults import build_fault_plan
+from portfolio_assets.sources.synthetic.faults import apply_fault, build_fault_plan
 from portfolio_assets.sources.synthetic.noise import (
     NORMAL_TABLE,
     S_BAR,
@@ -65,8 +65,8 @@ class SyntheticMarket:
 
     name = "synthetic"
 
-    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        cfg = SyntheticConfig.from_settings(settings)
+    def __init__(self, settings: SyntheticSettings | Mapping[str, Any] | None = None) -> None:
+        cfg: SyntheticSettings = parse_source_settings("synthetic", settings)
         self.config = cfg
         self._days = pd.date_range(cfg.start, cfg.end, freq="D")
         n_days = len(self._days)
@@ -144,8 +144,8 @@ class SyntheticMarket:
             raise SourceError(f"unknown symbol {symbol!r}: not in the synthetic universe")
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
             raise ValueError(f"attempt must be a non-negative integer, got {attempt!r}")
-        first = (to_date(start, "bars start") - self.config.start).days
-        last_requested = (to_date(end, "bars end") - self.config.start).days
+        first = (_to_date(start, "bars start") - self.config.start).days
+        last_requested = (_to_date(end, "bars end") - self.config.start).days
         if last_requested < first:
             raise ValueError(f"bars for {symbol}: start {start} is after end {end}")
         u = self._u
@@ -164,7 +164,7 @@ class SyntheticMarket:
         })
         fault = self._fault_plan.get(symbol)
         if fault is not None and (fault["heal_after"] is None or attempt < fault["heal_after"]):
-            frame = self._apply_fault(frame, fault, np.searchsorted(open_days, days), open_days, last)
+            frame = apply_fault(frame, fault, np.searchsorted(open_days, days), open_days, last)
         return frame.reset_index(drop=True)
 
     def scan(self, family: str, as_of: dt.date, preset: dict) -> pd.DataFrame:
@@ -172,7 +172,7 @@ class SyntheticMarket:
         sorted and cut by `preset` (see `apply_preset`). Columns: `SCAN_RESULT_COLUMNS`."""
         if family not in FAMILIES:
             raise ValueError(f"unknown scanner family {family!r}; expected one of {', '.join(FAMILIES)}")
-        day = (to_date(as_of, "scan as_of") - self.config.start).days
+        day = (_to_date(as_of, "scan as_of") - self.config.start).days
         if day >= len(self._days):
             raise SourceError(f"synthetic market ends {self.config.end}; cannot scan as of {as_of}")
         key = (family, day)
@@ -365,27 +365,22 @@ class SyntheticMarket:
         volume = np.round(np.exp(log_volume))
         return open_, high, low, close, volume
 
-    @staticmethod
-    def _apply_fault(frame: pd.DataFrame, fault: dict, pos: np.ndarray, open_days: np.ndarray,
-                     last_day: int) -> pd.DataFrame:
-        """Apply one active fault to a symbol's bars (`pos` = each bar's position on its calendar)."""
-        kind = fault["kind"]
-        if kind == "missing_bars":
-            return frame.loc[(pos - fault["phase"]) % fault["period"] >= fault["sessions"]]
-        if kind == "stale":
-            last_pos = np.searchsorted(open_days, last_day, side="right") - 1
-            return frame.loc[pos <= last_pos - fault["bars"]]
-        hit = ((pos - fault["phase"]) % fault["period"] == 0)
-        frame = frame.copy()
-        if fault["tick"] == "zero":
-            frame.loc[hit, ["close", "low"]] = 0.0
-        elif fault["tick"] == "negative":
-            frame.loc[hit, "close"] = -frame.loc[hit, "close"]
-            frame.loc[hit, "low"] = frame.loc[hit, "close"]
-        else:
-            frame.loc[hit, "close"] = 25.0 * frame.loc[hit, "close"]
-            frame.loc[hit, "high"] = frame.loc[hit, "close"]
-        return frame
+
+def _to_date(value: object, what: str) -> dt.date:
+    """A date from a date, datetime, Timestamp or ISO string; ValueError naming `what` otherwise."""
+    if isinstance(value, dt.datetime | pd.Timestamp):
+        ts = pd.Timestamp(value)
+        if ts.tzinfo is not None:
+            ts = ts.tz_convert("UTC")
+        return ts.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            pass
+    raise ValueError(f"{what} must be a date or an ISO date string, got {value!r}")
 
 
 def _chunks(idx: np.ndarray) -> list[np.ndarray]:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from portfolio_assets.sources.scanner_query import FAMILY_CLASSES, TYPE_BY_CLASS
-from portfolio_assets.sources.synthetic.config import SyntheticConfig
+from portfolio_assets.sources.settings import SyntheticSettings
 from portfolio_assets.sources.synthetic.description import (
     BOND_ETFS,
     CAL_245,
@@ -129,7 +129,7 @@ class _Universe:
     venue_key: np.ndarray  # per listing
 
 
-def _equity_group(cfg: SyntheticConfig, n_days: int, reserved: set[str], group: _Group) -> None:
+def _equity_group(cfg: SyntheticSettings, n_days: int, reserved: set[str], group: _Group) -> None:
     n = cfg.n_equities
     if n == 0:
         return
@@ -162,8 +162,8 @@ def _equity_group(cfg: SyntheticConfig, n_days: int, reserved: set[str], group: 
         )
 
 
-def _etf_group(cfg: SyntheticConfig, reserved: set[str], group: _Group) -> None:
-    n_equity_etfs = cfg.n_etfs - cfg.n_bond_etfs
+def _etf_group(cfg: SyntheticSettings, reserved: set[str], group: _Group) -> None:
+    n_equity_etfs = cfg.n_etfs - cfg.bond_etfs
     named = list(EQUITY_ETFS[:n_equity_etfs])
     extra = _generated_tickers("etf", max(0, n_equity_etfs - len(named)), reserved)
     u_extra = _static_uniforms(_keys(cfg.seed, [f"etf:{t}" for t in extra]), 4) if extra else None
@@ -179,8 +179,8 @@ def _etf_group(cfg: SyntheticConfig, reserved: set[str], group: _Group) -> None:
                   cal=CAL_XNYS, loadings=dict(loadings), idio_vol=idio, drift_base=0.0,
                   drift_spread=0.03, log_p0=math.log(p0), log_dv=math.log(dv), basis_vol=0.0,
                   listed=0, delisted=-1)
-    bonds = list(BOND_ETFS[:cfg.n_bond_etfs])
-    extra = _generated_tickers("bond", max(0, cfg.n_bond_etfs - len(bonds)), reserved)
+    bonds = list(BOND_ETFS[:cfg.bond_etfs])
+    extra = _generated_tickers("bond", max(0, cfg.bond_etfs - len(bonds)), reserved)
     u_extra = _static_uniforms(_keys(cfg.seed, [f"bond:{t}" for t in extra]), 3) if extra else None
     for i, ticker in enumerate(extra):
         duration = 1.0 + 19.0 * u_extra[0, i]
@@ -207,7 +207,7 @@ def _venue_duplicates(n_primary: int, venues: Sequence[Any], n_dup: int) -> list
     return [(int(rank), venue) for rank, venue in pairs[:n_dup]]
 
 
-def _crypto_group(cfg: SyntheticConfig, day_of: Any, n_days: int, reserved: set[str], group: _Group) -> None:
+def _crypto_group(cfg: SyntheticSettings, day_of: Any, n_days: int, reserved: set[str], group: _Group) -> None:
     if cfg.n_crypto == 0:
         return
     n_dup = cfg.n_crypto // 5
@@ -272,7 +272,7 @@ def _forex_pairs() -> list[tuple[str, str]]:
     return [tuple(sorted(ab, key=priority.index)) for ab in combos]
 
 
-def _forex_group(cfg: SyntheticConfig, group: _Group) -> None:
+def _forex_group(cfg: SyntheticSettings, group: _Group) -> None:
     if cfg.n_forex == 0:
         return
     n_dup = cfg.n_forex // 5
@@ -297,7 +297,7 @@ def _forex_group(cfg: SyntheticConfig, group: _Group) -> None:
                   **{**rows[rank], "log_dv": math.log(1e9)})
 
 
-def _futures_group(cfg: SyntheticConfig, group: _Group) -> None:
+def _futures_group(cfg: SyntheticSettings, group: _Group) -> None:
     for symbol, description, loadings, idio, p0, dv in FUTURES[:cfg.n_futures]:
         exchange, ticker = symbol.split(":")
         group.add(symbol=symbol, exchange=exchange, ticker=ticker, asset_class="futures", sector=np.nan,
@@ -306,7 +306,7 @@ def _futures_group(cfg: SyntheticConfig, group: _Group) -> None:
                   log_p0=math.log(p0), log_dv=math.log(dv), basis_vol=0.0, listed=0, delisted=-1)
 
 
-def build_universe(cfg: SyntheticConfig, days: pd.DatetimeIndex, open_masks: np.ndarray) -> _Universe:
+def build_universe(cfg: SyntheticSettings, days: pd.DatetimeIndex, open_masks: np.ndarray) -> _Universe:
     """Every symbol of the market with its static parameters, in a fixed order."""
     n_days = len(days)
 

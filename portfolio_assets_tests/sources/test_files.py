@@ -192,8 +192,13 @@ def test_missing_ambiguous_and_invalid_symbols(tmp_path: Path) -> None:
         source.bars("../../etc:passwd", dt.date(2024, 1, 1), dt.date(2024, 1, 31))
     with pytest.raises(SourceError, match="does not exist"):
         FilesSource({"path": tmp_path / "nowhere"})
-    with pytest.raises(ValueError, match="needs settings.path"):
+    with pytest.raises(ValueError) as err:
         FilesSource({})
+    assert str(err.value) == "files settings: path: Field required"
+    with pytest.raises(ValueError) as err:
+        FilesSource({"path": str(tmp_path), "seed": 7, "faults": {}})
+    assert str(err.value) == ("files settings: seed: unknown key (not in the schema); "
+                              "faults: unknown key (not in the schema)")
 
 
 @pytest.mark.parametrize(("text", "message"), [
