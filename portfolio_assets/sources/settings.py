@@ -11,17 +11,32 @@ reject NaN/infinite numbers, and take integers strictly (no `true`, `"7"` or `7.
 
 `parse_source_settings(kind, mapping)` validates a plain mapping (direct construction of a source)
 and raises `SourceSettingsError` naming the key and the problem.
+
+The manifest's `source` section lives here too: `SourceConfig` (resolved: `kind` + its typed
+settings), `SourceDelta` (a profile's delta) and `merge_source_layers`, the per-kind merge of the
+resolution layers (see `manifest` and the README, "Switching vendors").
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 SourceKind = Literal["synthetic", "files", "tradingview"]
@@ -244,3 +259,117 @@ def parse_source_settings(kind: str, settings: SourceSettings | Mapping[str, Any
         problems = [": ".join([*([".".join(str(p) for p in err["loc"])] if err["loc"] else []), describe_error(err)])
                     for err in exc.errors()]
         raise SourceSettingsError(f"{kind} settings: {'; '.join(problems)}") from None
+
+
+# --------------------------------------------------------------------- the manifest's `source` section
+def _typed_settings(value: Any, kind: str | None) -> Any:
+    """`value` validated against the settings model of `kind` (errors keep their path below `settings`)."""
+    if kind is None or value is None:
+        return value
+    model = SETTINGS_MODELS[kind]
+    return value if isinstance(value, model) else model.model_validate(value)
+
+
+class SourceConfig(BaseModel):
+    """The market-data vendor (`kind`) and its typed settings (`SETTINGS_MODELS[kind]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: SourceKind = "synthetic"
+    settings: SourceSettings = Field(default_factory=dict, validate_default=True,  # type: ignore[arg-type]
+                                     description="the settings of `kind` (see sources/settings.py)")
+
+    @field_validator("settings", mode="before")
+    @classmethod
+    def _settings_of_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        return _typed_settings(value, info.data.get("kind"))
+
+    @field_serializer("settings")
+    def _given_settings(self, value: SourceSettings) -> dict[str, Any]:
+        """The settings as given (defaults stay in the models), so the recorded config and its hash
+        do not change when a model gains a default."""
+        return value.model_dump(mode="json", exclude_unset=True)
+
+
+class SourceDelta(BaseModel):
+    """A profile's `source`: without `kind` the settings belong to the inherited kind (checked when
+    the profile is resolved); with `kind` they are checked against its model when the file is read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: SourceKind | None = None
+    settings: dict[str, Any] | None = None
+
+    @field_validator("settings", mode="after")
+    @classmethod
+    def _settings_of_kind(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        _typed_settings(value, info.data.get("kind"))
+        return value
+
+
+def source_json_schema(schema: dict[str, Any]) -> None:
+    """Make a manifest JSON schema (in place) check `settings` against the model of the `kind` given
+    (and, in `SourceConfig`, of the default kind when none is given)."""
+    defs = schema["$defs"]
+    for name, default in (("SourceConfig", SourceConfig.model_fields["kind"].default), ("SourceDelta", None)):
+        rules: list[dict[str, Any]] = [
+            {"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+             "then": {"properties": {"settings": {"$ref": f"#/$defs/{model.__name__}"}}}}
+            for kind, model in SETTINGS_MODELS.items()]
+        if default is not None:
+            rules.append({"if": {"not": {"required": ["kind"]}},
+                          "then": {"properties": {"settings": {"$ref": f"#/$defs/{SETTINGS_MODELS[default].__name__}"}}}})
+        defs[name]["allOf"] = rules
+
+
+class SourceLayerError(ValueError):
+    """An override path that cannot be applied (`origin`, dotted key, problem)."""
+
+    def __init__(self, origin: str, dotted: str, problem: str) -> None:
+        self.origin, self.dotted, self.problem = origin, dotted, problem
+        super().__init__(f"{origin}: {dotted}: {problem}")
+
+
+def _set_path(target: dict[str, Any], path: list[str], value: Any, origin: str, dotted: str) -> None:
+    node = target
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SourceLayerError(origin, dotted, f"{part!r} is not a section")
+    node[path[-1]] = value
+
+
+def merge_source_layers(layers: list[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """The `source` section resolved from its layers, lowest first, merged per kind.
+
+    A layer is `("file", section)` (the `source` object of `defaults` or of a profile: its
+    `settings` merge key by key) or `(origin, {"source.kind": ..., "source.settings": ...,
+    "source.settings.a.b": ..., ...})` (one override origin, CLI or environment: `source.settings`
+    replaces, `source.settings.a.b` sets one value). Each layer's settings belong to the kind in force
+    at that layer (its own `kind`, else the one below); the result carries the final kind and only
+    the settings given for that kind. Other keys pass through for validation to judge.
+    """
+    kind: Any = SourceConfig.model_fields["kind"].default
+    by_kind: dict[Any, Any] = {}
+    extra: dict[str, Any] = {}
+    for origin, layer in layers:
+        if origin == "file":
+            kind = layer.get("kind", kind)
+            if "settings" in layer:
+                old, new = by_kind.get(kind, {}), copy.deepcopy(layer["settings"])
+                by_kind[kind] = {**old, **new} if isinstance(old, dict) and isinstance(new, Mapping) else new
+            extra.update({k: copy.deepcopy(v) for k, v in layer.items() if k not in ("kind", "settings")})
+            continue
+        kind = layer.get("source.kind", kind)
+        if "source.settings" in layer:
+            by_kind[kind] = copy.deepcopy(layer["source.settings"])
+        for dotted, value in layer.items():
+            parts = dotted.split(".")
+            if parts[1] == "settings" and len(parts) > 2:
+                settings = by_kind.setdefault(kind, {})
+                if not isinstance(settings, dict):
+                    raise SourceLayerError(origin, dotted, "'settings' is not a section")
+                _set_path(settings, parts[2:], value, origin, dotted)
+            elif parts[1] not in ("kind", "settings"):
+                _set_path(extra, parts[1:], value, origin, dotted)
+    return {**extra, "kind": kind, "settings": by_kind.get(kind, {})}
