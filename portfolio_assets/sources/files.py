@@ -12,13 +12,14 @@ Bar files have the columns `time, open, high, low, close, volume` (other columns
   in Parquet, timestamps (tz-naive ones are taken as UTC). A bar's day is the UTC date of its time;
   `bars()` returns `time` as that day's 00:00 UTC.
 - one row per day, strictly increasing; no day after `today`.
-- open, high, low, close: numbers > 0 with low <= open, close <= high (relative tolerance 1e-9).
-- volume: a number >= 0, or empty (unknown, kept as NaN).
+- open, high, low, close: finite numbers > 0 with low <= open, close <= high (relative tolerance
+  1e-9). Closes-only data (e.g. adjusted closes) is written with open = high = low = close.
+- volume: a finite number >= 0, or empty (unknown, kept as NaN; see "Unknown volume" below).
 
 A file that breaks any rule is rejected as a whole with a `BarFileError` naming the file, the first
 offending row (1-based data row: CSV line = row + 1) and the problem: missing columns, unparseable
-or missing timestamps, duplicate days, unsorted rows, future timestamps, missing (NaN) or
-non-positive prices, inconsistent OHLC, negative volume. Nothing is sorted, dropped or repaired
+or missing timestamps, duplicate days, unsorted rows, future timestamps, missing (NaN), infinite or
+non-positive prices, inconsistent OHLC, infinite or negative volume. Nothing is sorted, dropped or repaired
 silently. `attempt` is accepted and ignored: files do not heal.
 
 `universe.csv` columns: `symbol` (required) and optionally `asset_class` (equity | etf | bond_etf |
@@ -143,6 +144,10 @@ def read_bar_file(file: Path, today: dt.date) -> pd.DataFrame:
         nan = col.isna().to_numpy()
         if nan.any():
             raise BarFileError(f"{file}: {_rows(nan)}: {name} is missing (NaN) or not a number")
+        infinite = np.isinf(col.to_numpy())
+        if infinite.any():
+            value = col.iloc[int(np.flatnonzero(infinite)[0])]
+            raise BarFileError(f"{file}: {_rows(infinite)}: {name} is not finite ({value})")
         bad = (col <= 0).to_numpy()
         if bad.any():
             value = col.iloc[int(np.flatnonzero(bad)[0])]
@@ -159,6 +164,9 @@ def read_bar_file(file: Path, today: dt.date) -> pd.DataFrame:
     not_number = (volume.isna() & raw["volume"].notna() & (raw["volume"].astype(str).str.strip() != "")).to_numpy()
     if not_number.any():
         raise BarFileError(f"{file}: {_rows(not_number)}: volume is not a number")
+    infinite = np.isinf(volume.to_numpy())
+    if infinite.any():
+        raise BarFileError(f"{file}: {_rows(infinite)}: volume is not finite ({volume.iloc[int(np.flatnonzero(infinite)[0])]})")
     negative = (volume < 0).to_numpy()
     if negative.any():
         raise BarFileError(f"{file}: {_rows(negative)}: negative volume")

@@ -153,6 +153,9 @@ MALFORMED = [
      r"rows 2, 3: duplicate timestamp for day 2024-01-03"),
     ("unsorted", _replace_line(3, "2024-01-01,11,12,10.5,11.5,900"), r"row 3: rows are not sorted by time"),
     ("inconsistent OHLC", _replace_line(1, "2024-01-02,10,10.2,9,10.5,1000"), r"row 1: inconsistent OHLC"),
+    ("infinite close", _replace_line(2, "2024-01-03,10.5,inf,10,inf,1200"), r"row 2: high is not finite \(inf\)$"),
+    ("minus infinite low", _replace_line(2, "2024-01-03,10.5,11.5,-inf,11,1200"), r"row 2: low is not finite \(-inf\)$"),
+    ("infinite volume", _replace_line(3, "2024-01-04,11,12,10.5,11.5,inf"), r"row 3: volume is not finite \(inf\)$"),
     ("negative volume", _replace_line(3, "2024-01-04,11,12,10.5,11.5,-5"), r"row 3: negative volume"),
     ("non-numeric volume", _replace_line(3, "2024-01-04,11,12,10.5,11.5,lots"), r"row 3: volume is not a number"),
     ("epoch timestamps", GOOD_CSV.replace("2024-01-02", "1704153600").replace("2024-01-03", "1704240000")
