@@ -33,6 +33,11 @@ bond = bond_etf, ...) that have a bar at or before `as_of` and whose last such b
 from their bars <= as_of (`indicators.scanner_fields`) and applies the preset
 (`scanner_query.apply_preset`); a universe `direction` restricts the symbol to screens of that direction.
 
+Unknown volume: a symbol whose last bar has no volume (closes-only data) gets `volume` and
+`Value.Traded` NaN and `liquidity_known = False`; the preset's liquidity conditions are skipped for
+it and listed in its `filters_skipped` (never passed or failed on an invented number, see
+`scanner_query`).
+
 Settings: `settings.FilesSettings` (`path`, the directory, required; `today`, bars after it are an
 error, unset = the current UTC date; `max_staleness_days`).
 """
@@ -302,4 +307,5 @@ class FilesSource:
         })
         for name in fields.columns.drop("last_bar"):
             frame[name] = fields[name].to_numpy(dtype=np.float64)
+        frame["liquidity_known"] = np.isfinite(frame["volume"].to_numpy())  # the last bar's volume is known
         return apply_preset(frame, preset)[list(SCAN_RESULT_COLUMNS)]

@@ -7,8 +7,17 @@ multi-timeframe screens, symbols, filter, sort, limit, several screens). The Tra
 sends the query to the vendor instead and only shares the families.
 
 - `FAMILIES`: the scanner families; `FAMILY_CLASSES`: the asset classes each family lists.
-- `SCAN_RESULT_COLUMNS`: what a computed scan returns (`base.SCAN_COLUMNS` + `change`, `direction`).
+- `SCAN_RESULT_COLUMNS`: what a computed scan returns: `base.SCAN_COLUMNS` + `change`, `direction`,
+  `liquidity_known` and `filters_skipped`.
 - `TYPE_BY_CLASS`: the scanner's `type` for each asset class.
+
+Unknown liquidity. Data without volume (closes-only exports, see `docs/real-data.md`) has no
+`volume` and no `Value.Traded`: the source marks such rows `liquidity_known = False`. A filter
+condition on a liquidity field (`LIQUIDITY_FIELDS`) is then *not applied* to those rows (it neither
+passes nor fails them on an invented number) and is written into the row's `filters_skipped`
+(`"Value.Traded greater 20000000"`, several joined by `"; "`). Rows whose liquidity is known keep
+TradingView's rule: a missing value fails every operation except `empty`. A sort on an unknown
+value puts the row last (ties keep the input order).
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ FAMILY_CLASSES: dict[str, tuple[str, ...]] = {
     "equity": ("equity", "etf"), "bond": ("bond_etf",), "crypto": ("crypto",),
     "forex": ("forex",), "futures": ("futures",),
 }
-SCAN_RESULT_COLUMNS: tuple[str, ...] = (*SCAN_COLUMNS, "change", "direction")
+SCAN_RESULT_COLUMNS: tuple[str, ...] = (*SCAN_COLUMNS, "change", "direction", "liquidity_known", "filters_skipped")
+LIQUIDITY_FIELDS = ("volume", "Value.Traded")
 TYPE_BY_CLASS = {"equity": "stock", "etf": "fund", "bond_etf": "fund", "crypto": "crypto",
                  "forex": "forex", "futures": "futures"}
 _COMPARISONS = {"greater": np.greater, "less": np.less, "egreater": np.greater_equal, "eless": np.less_equal}
@@ -99,14 +109,27 @@ def apply_scanner_query(
     - `sort`: `{sortBy, sortOrder: "asc" | "desc" (default), nullsFirst: false}`; stable, so ties
       keep the input order; missing values last unless `nullsFirst`.
     - `range`: `[offset, end]` -> rows offset..end-1 after filtering and sorting.
+    With a `liquidity_known` column, a condition on a `LIQUIDITY_FIELDS` column is skipped for the
+    rows whose liquidity is unknown and recorded in their `filters_skipped` (module docstring).
     Unknown columns or operations raise ValueError naming them. Returns a new frame (fresh index).
     """
     mask = np.ones(len(df), dtype=bool)
+    if "liquidity_known" in df.columns:
+        unknown = ~df["liquidity_known"].to_numpy(dtype=bool)
+        skipped = df["filters_skipped"].tolist() if "filters_skipped" in df.columns else [""] * len(df)
     if filter is not None:
         if not isinstance(filter, Sequence) or isinstance(filter, str | bytes):
             raise ValueError(f"filter must be a list of conditions, got {type(filter).__name__}")
         for position, cond in enumerate(filter):
-            mask &= _condition_mask(df, cond, position)
+            hit = _condition_mask(df, cond, position)
+            if "liquidity_known" in df.columns and cond["left"] in LIQUIDITY_FIELDS and unknown.any():
+                text = " ".join(str(cond[k]) for k in ("left", "operation", "right") if k in cond)
+                for i in np.flatnonzero(unknown):
+                    skipped[i] = f"{skipped[i]}; {text}" if skipped[i] else text
+                hit = hit | unknown
+            mask &= hit
+    if "liquidity_known" in df.columns:
+        df = df.assign(filters_skipped=skipped)
     out = df.loc[mask]
     if sort:
         by = sort.get("sortBy")

@@ -218,6 +218,7 @@ class SyntheticMarket:
         for name in ("close", "volume", "Value.Traded", "ADX", "ATR", "Recommend.All", "Perf.W", "Perf.1M",
                      "Perf.3M", "Perf.6M", "Perf.Y", "Volatility.D", "change"):
             out[name] = np.concatenate(fields[name]) if name in fields else np.full(len(out), np.nan)
+        out["liquidity_known"] = np.isfinite(out["volume"].to_numpy(dtype=np.float64))  # every bar has a volume
         return out
 
     def _drift_z(self, idx: np.ndarray, epochs: np.ndarray) -> np.ndarray:
