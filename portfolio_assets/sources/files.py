@@ -185,27 +185,34 @@ def read_universe(file: Path) -> pd.DataFrame:
         raw = pd.read_csv(file, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise BarFileError(f"{file}: cannot be read: {exc}") from exc
+    return validate_universe(raw, file)
+
+
+def validate_universe(raw: pd.DataFrame, where: Path | str) -> pd.DataFrame:
+    """Validate a universe table of text cells (`symbol` + any of UNIVERSE_COLUMNS; "" = unknown):
+    index = symbol, columns = UNIVERSE_COLUMNS, NaN = unknown, `calendar` defaulted by asset class.
+    Errors are `BarFileError`s naming `where`, the 1-based row and the problem."""
     if "symbol" not in raw.columns:
-        raise BarFileError(f"{file}: missing column 'symbol' (found {list(raw.columns)})")
-    raw = raw.apply(lambda col: col.str.strip()).replace("", np.nan)
+        raise BarFileError(f"{where}: missing column 'symbol' (found {list(raw.columns)})")
+    raw = raw.apply(lambda col: col.astype(str).str.strip()).replace("", np.nan)
     for i, symbol in enumerate(raw["symbol"], start=1):
         try:
             validate_symbol(symbol)
         except InvalidSymbolError as exc:
-            raise BarFileError(f"{file}: row {i}: {exc}") from exc
+            raise BarFileError(f"{where}: row {i}: {exc}") from exc
     duplicate = raw["symbol"].duplicated(keep=False).to_numpy()
     if duplicate.any():
-        raise BarFileError(f"{file}: {_rows(duplicate)}: duplicate symbol {raw['symbol'][duplicate].iloc[0]!r}")
+        raise BarFileError(f"{where}: {_rows(duplicate)}: duplicate symbol {raw['symbol'][duplicate].iloc[0]!r}")
     out = pd.DataFrame(index=pd.Index(raw["symbol"], name="symbol"))
     for name in UNIVERSE_COLUMNS:
         out[name] = raw[name].to_numpy() if name in raw.columns else np.nan
     bad = (~out["asset_class"].isna() & ~out["asset_class"].isin(ASSET_CLASSES)).to_numpy()
     if bad.any():
-        raise BarFileError(f"{file}: {_rows(bad)}: asset_class {out['asset_class'][bad].iloc[0]!r} "
+        raise BarFileError(f"{where}: {_rows(bad)}: asset_class {out['asset_class'][bad].iloc[0]!r} "
                            f"is not one of {', '.join(ASSET_CLASSES)}")
     bad = (~out["direction"].isna() & ~out["direction"].isin(["long", "short"])).to_numpy()
     if bad.any():
-        raise BarFileError(f"{file}: {_rows(bad)}: direction {out['direction'][bad].iloc[0]!r} "
+        raise BarFileError(f"{where}: {_rows(bad)}: direction {out['direction'][bad].iloc[0]!r} "
                            "is not 'long' or 'short'")
     given = out["calendar"].dropna()
     if len(given):
@@ -214,7 +221,7 @@ def read_universe(file: Path) -> pd.DataFrame:
         known = set(exchange_calendars.get_calendar_names()) | {CALENDAR_24_7, CALENDAR_24_5}
         bad = (~out["calendar"].isna() & ~out["calendar"].isin(known)).to_numpy()
         if bad.any():
-            raise BarFileError(f"{file}: {_rows(bad)}: unknown calendar {out['calendar'][bad].iloc[0]!r} "
+            raise BarFileError(f"{where}: {_rows(bad)}: unknown calendar {out['calendar'][bad].iloc[0]!r} "
                                "(an exchange_calendars name, '24/7' or '24/5')")
     defaults = out["asset_class"].map(DEFAULT_CALENDAR)
     out["calendar"] = out["calendar"].fillna(defaults)
