@@ -53,8 +53,9 @@ def export_closes(closes: pd.DataFrame, dest: Path, universe: pd.DataFrame | Non
         bad = given & (~np.isfinite(values) | (values <= 0))
     if bad.any():
         i, j = (int(x[0]) for x in np.nonzero(bad))
-        raise ValueError(f"closes: {symbols[j]} on {days[i].date()}: close {closes.iat[i, j]!r} "
-                         "is not a finite number > 0")
+        value = closes.iat[i, j]
+        shown = repr(value) if isinstance(value, str) else repr(float(value))
+        raise ValueError(f"closes: {symbols[j]} on {days[i].date()}: close {shown} is not a finite number > 0")
     table = _universe_table(symbols, universe)
     existing = sorted(filename_symbol(p.stem) for p in (dest / "bars").glob("*.*") if p.suffix in (".csv", ".parquet"))
     foreign = sorted(set(existing) - set(symbols))
