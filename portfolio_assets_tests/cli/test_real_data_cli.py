@@ -18,9 +18,11 @@ from portfolio_assets_tests.conftest import describe, graph_env, run_cli
 WEEKEND = "2021-06-13"  # a Sunday: refused whatever the partitions' range
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return graph_env(tmp_path / "lakehouse", tmp_path / "dagster_home", "demo")
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One temporary lakehouse and Dagster home for the module (its storage is created once)."""
+    base = tmp_path_factory.mktemp("real_data_cli")
+    return graph_env(base / "lakehouse", base / "dagster_home", "demo")
 
 
 @pytest.mark.parametrize("settings", [["--set", "source.settings.path=DIR"], ["--set", 'source.settings={"path": "DIR"}']])
@@ -40,7 +42,7 @@ def test_run_with_a_bad_source_setting_exits_2_before_any_work(tmp_path: Path, e
     assert proc.stderr.strip() == (
         f"portfolio-assets: {DEFAULT_MANIFEST}: $.source.settings.path: Field required (from CLI/environment "
         "override); also $.source.settings.pathh: unknown key (not in the schema)")
-    assert not (tmp_path / "lakehouse").exists()
+    assert not Path(env["PA_LAKEHOUSE"]).exists()  # nothing was written
 
 
 def test_import_closes_writes_the_files_layout(tmp_path: Path, env: dict) -> None:
