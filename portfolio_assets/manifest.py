@@ -7,6 +7,12 @@ of another profile). Resolution, highest first:
     CLI overrides  >  PA_<SECTION>__<KEY>=<json> environment  >  profile (and what it extends)
     >  defaults  >  the code defaults of the models below.
 
+`source.settings` merge per kind: a layer's settings belong to the `source.kind` in force at that
+layer (its own, else the one below), and the resolved settings are those of the final kind only
+(key by key over the layers that gave settings for it; a CLI/environment `source.settings=...`
+replaces them). So `--set source.kind=files --set source.settings.path=DIR` drops the profile's
+synthetic settings. They are validated against the kind's model (`sources.settings`).
+
 The file is checked against `configs/manifest.schema.json` (generated from these models by
 `portfolio-assets manifest-schema`), so an error names the file, the JSON path and the problem.
 """
@@ -26,6 +32,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from portfolio_assets.constants import DEFAULT_AGGRESSOR_BUDGET, DEFAULT_FALLBACK_CHAIN, ENGINE_NAMES
+from portfolio_assets.sources.settings import (
+    SourceConfig,
+    SourceDelta,
+    SourceLayerError,
+    describe_error,
+    merge_source_layers,
+    source_json_schema,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = PROJECT_ROOT / "configs" / "manifest.json"
@@ -59,11 +73,6 @@ class DataConfig(_Section):
     recovery_backoff_s: float = Field(0.05, ge=0, description="first backoff; doubles per attempt")
     max_abs_return: float = Field(0.6, gt=0, description="|daily return| above this is a bad tick (non-crypto)")
     max_abs_return_crypto: float = Field(0.9, gt=0, description="bad-tick threshold for crypto")
-
-
-class SourceConfig(_Section):
-    kind: Literal["synthetic", "files", "tradingview"] = "synthetic"
-    settings: dict[str, Any] = Field(default_factory=dict)
 
 
 class ScannerPreset(_Section):
@@ -296,6 +305,7 @@ class Config(_Section):
 class ProfileDelta(Config):
     """A profile object: a delta over `defaults`, optionally extending another profile."""
 
+    source: SourceDelta = Field(default_factory=SourceDelta)  # type: ignore[assignment]
     extends: str | None = None
     description: str | None = None
 
@@ -342,6 +352,7 @@ class ResolvedManifest(BaseModel):
 def json_schema() -> dict[str, Any]:
     """The JSON schema of the manifest file, generated from the models (committed as a file)."""
     schema = ManifestFile.model_json_schema()
+    source_json_schema(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "portfolio_assets manifest"
     return schema
@@ -357,10 +368,8 @@ def _json_path(parts: list[Any] | tuple[Any, ...]) -> str:
 def _deep_merge(base: dict[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in delta.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict) and key != "settings":
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = _deep_merge(out[key], value)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **copy.deepcopy(dict(value))}
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -421,13 +430,13 @@ def load_manifest_file(path: Path | str = DEFAULT_MANIFEST) -> tuple[dict[str, A
     return raw, hashlib.sha256(data).hexdigest()
 
 
-def _problem(err: Mapping[str, Any]) -> str:
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        return "unknown key (not in the schema)"
-    if "input" in err and not isinstance(err["input"], dict | list):
-        return f"{msg} (got {err['input']!r})"
-    return msg
+_problem = describe_error
+
+
+def _related(a: list[str], b: list[str]) -> bool:
+    """Whether one dotted path is the other or lies below it."""
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
 
 
 def _profile_chain(
@@ -477,21 +486,33 @@ def resolve(
     if not PROFILE_RE.fullmatch(name):
         raise ManifestError(path, requested_by, f"invalid profile name {name!r} (lower-case letters, digits, _)")
     chain, deltas = _profile_chain(raw, name, path, requested_by)
-    merged: dict[str, Any] = copy.deepcopy(raw.get("defaults", {}))
-    for delta in deltas:
-        merged = _deep_merge(merged, delta)
+    file_layers = [raw.get("defaults", {}), *deltas]
+    merged: dict[str, Any] = {}
+    for delta in file_layers:
+        merged = _deep_merge(merged, {k: v for k, v in delta.items() if k != "source"})
+    source_layers: list[tuple[str, Mapping[str, Any]]] = [("file", layer.get("source") or {}) for layer in file_layers]
     overrides: dict[str, Any] = {}
     for origin, items in (("environment (PA_*)", env_overrides(environ)), ("CLI", dict(cli_overrides or {}))):
         for dotted, value in items.items():
-            _set_dotted(merged, dotted, value, origin)
+            if not dotted.startswith("source."):
+                _set_dotted(merged, dotted, value, origin)
             overrides[dotted] = value
+        source_layers.append((origin, {k: v for k, v in items.items() if k.startswith("source.")}))
+    try:
+        merged["source"] = merge_source_layers(source_layers)
+    except SourceLayerError as exc:
+        raise ManifestError(exc.origin, exc.dotted, exc.problem) from None
     try:
         config = Config.model_validate(merged)
     except ValidationError as exc:
         err = exc.errors()[0]
-        dotted = ".".join(str(p) for p in err["loc"])
-        origin = "CLI/environment override" if dotted in overrides else f"profile {name!r}"
-        raise ManifestError(path, _json_path(list(err["loc"])), f"{_problem(err)} (from {origin})") from None
+        loc = [str(p) for p in err["loc"]]
+        by_override = any(_related(loc, key.split(".")) for key in overrides) or (
+            loc[:2] == ["source", "settings"] and "source.kind" in overrides)
+        origin = "CLI/environment override" if by_override else f"profile {name!r}"
+        also = "".join(f"; also {_json_path(list(e['loc']))}: {_problem(e)}" for e in exc.errors()[1:4]
+                       if [str(p) for p in e["loc"][:2]] == loc[:2] == ["source", "settings"])
+        raise ManifestError(path, _json_path(list(err["loc"])), f"{_problem(err)} (from {origin}){also}") from None
     _check_semantics(config, path)
     return ResolvedManifest(
         profile=name,
@@ -505,6 +526,10 @@ def resolve(
 
 def _check_semantics(config: Config, path: Path) -> None:
     """Cross-field rules the schema cannot express."""
+    source = config.source
+    if source.kind == "files" and not source.settings.path.expanduser().is_dir():
+        raise ManifestError(path, "$.source.settings.path",
+                            f"{str(source.settings.path)!r} is not a directory (the exported bars, docs/real-data.md)")
     opt = config.optimization
     if opt.production_engine not in opt.engines:
         raise ManifestError(
