@@ -13,15 +13,16 @@ install: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.9
-	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/uv pip install -q -r requirements.lock
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/uv pip install -q --compile-bytecode -r requirements.lock
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/uv pip install -q --no-deps -e .
+	$(BIN)/python -m compileall -q -j 0 portfolio_assets >/dev/null
 	touch $(STAMP)
 
 run: install
 	$(BIN)/portfolio-assets run --profile $(PROFILE)
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -ra --durations=10
 
 lint: install
 	$(BIN)/ruff check portfolio_assets portfolio_assets_tests

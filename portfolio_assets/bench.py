@@ -323,7 +323,7 @@ def demo_partition(rec: Recorder, settings: PortfolioSettings, date: dt.date, se
     from portfolio_assets.quant.convention import publish_net_weights, synthetic_long
     from portfolio_assets.quant.engines import EngineInputs, run_engine
     from portfolio_assets.quant.enrichment import enrich
-    from portfolio_assets.quant.regimes import RegimeParams, detect_regime
+    from portfolio_assets.quant.regimes import detect_regime
     from portfolio_assets.quant.selection import select_universe
     from portfolio_assets.quant.tournament import (
         TodayContext,
@@ -414,8 +414,7 @@ def demo_partition(rec: Recorder, settings: PortfolioSettings, date: dt.date, se
         row.note = f"{cr.n_clusters} buckets; no images"
 
     with rec.stage(section, "regime (quant.regimes.detect_regime)") as row:
-        rparams = RegimeParams.from_mapping(cfg.regime.model_dump())
-        regime = detect_regime(hist[baseline], hist[ok].drop(columns=[baseline]), rparams,
+        regime = detect_regime(hist[baseline], hist[ok].drop(columns=[baseline]), cfg.regime,
                                spectral=cfg.features.feat_spectral_regimes)
         row.size = f"{len(regime.features)} sessions"
         row.note = regime.label

@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -449,6 +450,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def cmd_import_closes(args: argparse.Namespace) -> int:
+    """A CSV of closes (+ optional universe CSV) into the files-source layout (docs/real-data.md)."""
+    from portfolio_assets.sources.files_export import export_closes, read_closes_csv, read_universe_csv
+
+    closes = read_closes_csv(Path(args.csv))
+    universe = read_universe_csv(Path(args.universe)) if args.universe else None
+    dest = export_closes(closes, Path(args.dest), universe)
+    counts = closes.notna().sum()
+    classes = "every symbol an equity (no --universe)" if universe is None else "universe.csv from --universe"
+    print(f"wrote {len(counts)} symbol(s), {int(counts.sum())} bars ({closes.index[0]} .. {closes.index[-1]}) "
+          f"to {dest / 'bars'}; {classes}")
+    print("closes only: open = high = low = close, volume unknown (liquidity filters are skipped and recorded)")
+    print("run on it (D: a trading date your data covers): portfolio-assets run --date D "
+          f"--set source.kind=files --set source.settings.path={shlex.quote(str(dest))}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="portfolio-assets", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -511,6 +529,13 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("manifest-schema", help="write (or --check) configs/manifest.schema.json")
     m.add_argument("--check", action="store_true")
     m.set_defaults(func=cmd_manifest_schema)
+
+    ic = sub.add_parser("import-closes", help="convert a CSV of closes into the files source's layout")
+    ic.add_argument("csv", help="first column a date, one column per EXCHANGE:TICKER symbol")
+    ic.add_argument("dest", help="the directory to write (bars/ and universe.csv)")
+    ic.add_argument("--universe", help="CSV: symbol, asset_class, calendar, sector, industry, description, "
+                                       "currency, direction (default: every symbol an equity on XNYS)")
+    ic.set_defaults(func=cmd_import_closes)
 
     be = sub.add_parser("bench", help="time the stages and compare with reference implementations")
     be.add_argument("--quick", action="store_true", help="smaller scale universes, no Dagster sections")

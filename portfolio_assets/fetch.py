@@ -11,6 +11,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from portfolio_assets.lakehouse import Lakehouse
@@ -28,8 +29,15 @@ def clean_bars(symbol: str, bars: pd.DataFrame, as_of: dt.date) -> tuple[pd.Data
     """Structural checks on fetched bars; returns sorted, de-duplicated bars <= as_of and counts.
 
     Missing columns or unparseable timestamps raise `BarsError` naming the symbol. Duplicated
-    timestamps keep the last row; rows after `as_of` are dropped (point in time). Price values are
-    left as they are: non-positive or absurd prices are the health gate's BAD_TICKS.
+    timestamps keep the last row; rows after `as_of` are dropped (point in time). Counts:
+    `unsorted`, `duplicates`, `future` and `bad_prices` (kept rows whose open, high, low or close is
+    NaN, infinite or <= 0).
+
+    Bad prices, non-finite ones included, are one rule for every source: they are kept (the cache
+    holds what the vendor said), counted here, and judged by the health gate (`quant.health`): a
+    bar with a non-finite or non-positive price is a BAD_TICKS day, which triggers repair fetches
+    and, if it stays, fails the blocking gate or drops the symbol. They never pass as good data.
+    (The files source refuses them earlier, per file and row: a user's own export can be fixed.)
     """
     missing = [c for c in BAR_COLUMNS if c not in bars.columns]
     if missing:
@@ -49,7 +57,11 @@ def clean_bars(symbol: str, bars: pd.DataFrame, as_of: dt.date) -> tuple[pd.Data
     out = out[~dup]
     future = out["time"].dt.tz_localize(None) > pd.Timestamp(as_of)
     counts["future"] = int(future.sum())
-    return out[~future].reset_index(drop=True), counts
+    out = out[~future].reset_index(drop=True)
+    prices = out[["open", "high", "low", "close"]].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        counts["bad_prices"] = int((~np.isfinite(prices) | (prices <= 0)).any(axis=1).sum())
+    return out, counts
 
 
 def fetch_into_cache(

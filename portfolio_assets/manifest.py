@@ -7,6 +7,12 @@ of another profile). Resolution, highest first:
     CLI overrides  >  PA_<SECTION>__<KEY>=<json> environment  >  profile (and what it extends)
     >  defaults  >  the code defaults of the models below.
 
+`source.settings` merge per kind: a layer's settings belong to the `source.kind` in force at that
+layer (its own, else the one below), and the resolved settings are those of the final kind only
+(key by key over the layers that gave settings for it; a CLI/environment `source.settings=...`
+replaces them). So `--set source.kind=files --set source.settings.path=DIR` drops the profile's
+synthetic settings. They are validated against the kind's model (`sources.settings`).
+
 The file is checked against `configs/manifest.schema.json` (generated from these models by
 `portfolio-assets manifest-schema`), so an error names the file, the JSON path and the problem.
 """
@@ -16,15 +22,24 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from portfolio_assets.constants import DEFAULT_AGGRESSOR_BUDGET, DEFAULT_FALLBACK_CHAIN, ENGINE_NAMES
+from portfolio_assets.sources.settings import (
+    SourceConfig,
+    SourceDelta,
+    SourceLayerError,
+    describe_error,
+    merge_source_layers,
+    source_json_schema,
+)
 from portfolio_assets.symbols import SYMBOL_RE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -59,11 +74,6 @@ class DataConfig(_Section):
     recovery_backoff_s: float = Field(0.05, ge=0, description="first backoff; doubles per attempt")
     max_abs_return: float = Field(0.6, gt=0, description="|daily return| above this is a bad tick (non-crypto)")
     max_abs_return_crypto: float = Field(0.9, gt=0, description="bad-tick threshold for crypto")
-
-
-class SourceConfig(_Section):
-    kind: Literal["synthetic", "files", "tradingview"] = "synthetic"
-    settings: dict[str, Any] = Field(default_factory=dict)
 
 
 class ScannerPreset(_Section):
@@ -113,18 +123,95 @@ class RiskConfig(_Section):
 
 
 class RegimeConfig(_Section):
-    vol_window: int = 21
-    vol_history: int = 252
-    turbulence_window: int = 252
-    drawdown_window: int = 252
-    wavelet: str = "haar"
-    wavelet_level: int = 4
-    wavelet_window: int = 64
-    perm_order: int = 3
-    perm_delay: int = 1
-    perm_window: int = 63
-    persistence: int = 3
-    min_dwell: int = 5
+    """Regime detector (`quant/regimes`, step 10). Windows are in sessions; volatilities are
+    annualized fractions (0.25 = 25 %/yr); percentiles and shares are fractions in (0, 1); drawdowns
+    are fractions below the trailing high (-0.15 = 15 % below). The rules and the reasons for these
+    defaults (calibrated on the S&P 500, 1995-2022) are in `docs/regimes.md`."""
+
+    # --- level features -------------------------------------------------------------------------
+    vol_window: int = Field(21, ge=2, description="realized-volatility window (vol_ann)")
+    vol_history: int = Field(252, ge=1, description="trailing window of the volatility percentile (vol_pct)")
+    vol_reference_window: int = Field(
+        756, ge=1, description="trailing window of the long-run volatility reference vol_ref (median of vol_ann)")
+    pct_min_history: int = Field(63, ge=1, description="fewest values for a percentile or for vol_ref")
+    drawdown_window: int = Field(252, ge=1, description="drawdown is measured from the high of this window")
+    turbulence_window: int = Field(252, ge=2, description="rows before t for the turbulence mean/covariance")
+    turbulence_history: int = Field(252, ge=1, description="trailing window of the turbulence percentile")
+    turbulence_min_symbols: int = Field(5, ge=1, description="fewest full-coverage symbols for a turbulence reading")
+    # --- spectral features (feat_spectral_regimes) ----------------------------------------------
+    wavelet: str = Field("haar", description="orthogonal discrete PyWavelets wavelet")
+    wavelet_level: int = Field(4, ge=1, description="DWT decomposition levels")
+    wavelet_window: int = Field(64, ge=2, description="DWT window; a multiple of 2**wavelet_level")
+    hf_levels: int = Field(1, ge=1, description="finest detail levels counted as high frequency")
+    burst_fraction: float = Field(0.25, gt=0, lt=1, description="most recent share of the window for dwt_hf_burst")
+    perm_order: int = Field(3, ge=2, le=7, description="permutation-entropy embedding dimension")
+    perm_delay: int = Field(1, ge=1, description="permutation-entropy delay")
+    perm_window: int = Field(63, ge=3, description="permutation-entropy window")
+    spectral_alpha: float = Field(0.05, gt=0, lt=0.5, description="white-noise false-alarm rate of each spectral test")
+    # --- hysteresis -------------------------------------------------------------------------------
+    persistence: int = Field(3, ge=1, description="consecutive worse raw labels needed to enter a worse state")
+    min_dwell: int = Field(5, ge=1, description="sessions a state is held before any move")
+    # --- QUIET ------------------------------------------------------------------------------------
+    quiet_vol_pct: float = Field(0.25, gt=0, lt=1, description="QUIET: vol_pct at most this ...")
+    quiet_vol_ann: float = Field(0.15, gt=0, description="... and vol_ann at most this")
+    quiet_turbulence_pct: float = Field(0.50, gt=0, lt=1, description="... and turbulence_pct below this (or none)")
+    # --- TURBULENT --------------------------------------------------------------------------------
+    turbulent_vol_ann: float = Field(0.25, gt=0, description="TURBULENT: vol_ann at least this ...")
+    turbulent_vol_ratio: float = Field(2.0, gt=1, description="... or vol_ann / vol_ref at least this")
+    spectral_vol_pct: float = Field(0.80, gt=0, lt=1, description="spectral TURBULENT: vol_pct at least this ...")
+    spectral_turbulence_pct: float = Field(0.90, gt=0, lt=1, description="... or turbulence_pct at least this ...")
+    spectral_min_vol_ratio: float = Field(
+        1.25, gt=0, description="... and vol_ann / vol_ref at least this, with spectral evidence")
+    # --- CRISIS -----------------------------------------------------------------------------------
+    crisis_drawdown: float = Field(-0.15, gt=-1, lt=0, description="CRISIS: drawdown at most this and ...")
+    crisis_vol_pct: float = Field(0.90, gt=0, lt=1, description="... vol_pct at least this, or ...")
+    crisis_vol_ann: float = Field(0.40, gt=0, description="... vol_ann at least this, or ...")
+    crisis_vol_ratio: float = Field(2.5, gt=1, description="... vol_ann / vol_ref at least this")
+    crisis_turbulence_pct: float = Field(0.95, gt=0, lt=1, description="CRISIS: turbulence_pct at least this and ...")
+    crisis_turbulence_drawdown: float = Field(-0.10, gt=-1, lt=0, description="... drawdown at most this")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RegimeConfig:
+        """Windows that fit together and thresholds in severity order (the rules assume both)."""
+        import pywt  # light, but only the regime section needs it
+
+        problems = []
+        if self.wavelet not in pywt.wavelist(kind="discrete") or not pywt.Wavelet(self.wavelet).orthogonal:
+            problems.append(f"wavelet={self.wavelet!r} must be an orthogonal discrete PyWavelets wavelet "
+                            "(e.g. 'haar', 'db4')")
+        if self.wavelet_window % (2**self.wavelet_level):
+            problems.append(f"wavelet_window={self.wavelet_window} must be a multiple of "
+                            f"2**wavelet_level = {2**self.wavelet_level}")
+        if self.hf_levels > self.wavelet_level:
+            problems.append(f"hf_levels={self.hf_levels} must not exceed wavelet_level={self.wavelet_level}")
+        elif math.ceil(self.burst_fraction * (self.wavelet_window >> 1)) >= self.wavelet_window >> 1:
+            problems.append(f"burst_fraction={self.burst_fraction} leaves no older finest-level coefficient "
+                            f"in a wavelet_window of {self.wavelet_window}")
+        if self.perm_window < (self.perm_order - 1) * self.perm_delay + 2:
+            problems.append(f"perm_window={self.perm_window} must hold at least two ordinal patterns "
+                            f"(>= (perm_order - 1) * perm_delay + 2)")
+        if self.pct_min_history > min(self.vol_history, self.turbulence_history):
+            problems.append(f"pct_min_history={self.pct_min_history} must not exceed vol_history and "
+                            "turbulence_history")
+        if self.vol_reference_window < self.vol_history:
+            problems.append(f"vol_reference_window={self.vol_reference_window} must be at least "
+                            f"vol_history={self.vol_history} (the long-run reference outlasts the relative one)")
+        if not self.quiet_vol_ann < self.turbulent_vol_ann <= self.crisis_vol_ann:
+            problems.append("need quiet_vol_ann < turbulent_vol_ann <= crisis_vol_ann, got "
+                            f"{self.quiet_vol_ann}, {self.turbulent_vol_ann}, {self.crisis_vol_ann}")
+        if not self.spectral_min_vol_ratio <= self.turbulent_vol_ratio <= self.crisis_vol_ratio:
+            problems.append("need spectral_min_vol_ratio <= turbulent_vol_ratio <= crisis_vol_ratio, got "
+                            f"{self.spectral_min_vol_ratio}, {self.turbulent_vol_ratio}, {self.crisis_vol_ratio}")
+        if not self.quiet_vol_pct < self.spectral_vol_pct <= self.crisis_vol_pct:
+            problems.append("need quiet_vol_pct < spectral_vol_pct <= crisis_vol_pct, got "
+                            f"{self.quiet_vol_pct}, {self.spectral_vol_pct}, {self.crisis_vol_pct}")
+        if not self.quiet_turbulence_pct < self.spectral_turbulence_pct <= self.crisis_turbulence_pct:
+            problems.append("need quiet_turbulence_pct < spectral_turbulence_pct <= crisis_turbulence_pct, got "
+                            f"{self.quiet_turbulence_pct}, {self.spectral_turbulence_pct}, "
+                            f"{self.crisis_turbulence_pct}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class OptimizationConfig(_Section):
@@ -227,6 +314,7 @@ class Config(_Section):
 class ProfileDelta(Config):
     """A profile object: a delta over `defaults`, optionally extending another profile."""
 
+    source: SourceDelta = Field(default_factory=SourceDelta)  # type: ignore[assignment]
     extends: str | None = None
     description: str | None = None
 
@@ -273,6 +361,7 @@ class ResolvedManifest(BaseModel):
 def json_schema() -> dict[str, Any]:
     """The JSON schema of the manifest file, generated from the models (committed as a file)."""
     schema = ManifestFile.model_json_schema()
+    source_json_schema(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "portfolio_assets manifest"
     return schema
@@ -288,10 +377,8 @@ def _json_path(parts: list[Any] | tuple[Any, ...]) -> str:
 def _deep_merge(base: dict[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in delta.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict) and key != "settings":
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = _deep_merge(out[key], value)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **copy.deepcopy(dict(value))}
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -352,13 +439,13 @@ def load_manifest_file(path: Path | str = DEFAULT_MANIFEST) -> tuple[dict[str, A
     return raw, hashlib.sha256(data).hexdigest()
 
 
-def _problem(err: Mapping[str, Any]) -> str:
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        return "unknown key (not in the schema)"
-    if "input" in err and not isinstance(err["input"], dict | list):
-        return f"{msg} (got {err['input']!r})"
-    return msg
+_problem = describe_error
+
+
+def _related(a: list[str], b: list[str]) -> bool:
+    """Whether one dotted path is the other or lies below it."""
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
 
 
 def _profile_chain(
@@ -408,21 +495,33 @@ def resolve(
     if not PROFILE_RE.fullmatch(name):
         raise ManifestError(path, requested_by, f"invalid profile name {name!r} (lower-case letters, digits, _)")
     chain, deltas = _profile_chain(raw, name, path, requested_by)
-    merged: dict[str, Any] = copy.deepcopy(raw.get("defaults", {}))
-    for delta in deltas:
-        merged = _deep_merge(merged, delta)
+    file_layers = [raw.get("defaults", {}), *deltas]
+    merged: dict[str, Any] = {}
+    for delta in file_layers:
+        merged = _deep_merge(merged, {k: v for k, v in delta.items() if k != "source"})
+    source_layers: list[tuple[str, Mapping[str, Any]]] = [("file", layer.get("source") or {}) for layer in file_layers]
     overrides: dict[str, Any] = {}
     for origin, items in (("environment (PA_*)", env_overrides(environ)), ("CLI", dict(cli_overrides or {}))):
         for dotted, value in items.items():
-            _set_dotted(merged, dotted, value, origin)
+            if not dotted.startswith("source."):
+                _set_dotted(merged, dotted, value, origin)
             overrides[dotted] = value
+        source_layers.append((origin, {k: v for k, v in items.items() if k.startswith("source.")}))
+    try:
+        merged["source"] = merge_source_layers(source_layers)
+    except SourceLayerError as exc:
+        raise ManifestError(exc.origin, exc.dotted, exc.problem) from None
     try:
         config = Config.model_validate(merged)
     except ValidationError as exc:
         err = exc.errors()[0]
-        dotted = ".".join(str(p) for p in err["loc"])
-        origin = "CLI/environment override" if dotted in overrides else f"profile {name!r}"
-        raise ManifestError(path, _json_path(list(err["loc"])), f"{_problem(err)} (from {origin})") from None
+        loc = [str(p) for p in err["loc"]]
+        by_override = any(_related(loc, key.split(".")) for key in overrides) or (
+            loc[:2] == ["source", "settings"] and "source.kind" in overrides)
+        origin = "CLI/environment override" if by_override else f"profile {name!r}"
+        also = "".join(f"; also {_json_path(list(e['loc']))}: {_problem(e)}" for e in exc.errors()[1:4]
+                       if [str(p) for p in e["loc"][:2]] == loc[:2] == ["source", "settings"])
+        raise ManifestError(path, _json_path(list(err["loc"])), f"{_problem(err)} (from {origin}){also}") from None
     _check_semantics(config, path)
     return ResolvedManifest(
         profile=name,
@@ -436,6 +535,10 @@ def resolve(
 
 def _check_semantics(config: Config, path: Path) -> None:
     """Cross-field rules the schema cannot express."""
+    source = config.source
+    if source.kind == "files" and not source.settings.path.expanduser().is_dir():
+        raise ManifestError(path, "$.source.settings.path",
+                            f"{str(source.settings.path)!r} is not a directory (the exported bars, docs/real-data.md)")
     opt = config.optimization
     if opt.production_engine not in opt.engines:
         raise ManifestError(

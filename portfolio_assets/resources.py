@@ -26,6 +26,8 @@ def _env_key() -> str:
 
 @lru_cache(maxsize=8)
 def _source_cached(kind: str, settings_json: str, lakehouse_root: str) -> MarketData:
+    """One source per (kind, settings as given, lakehouse) and process; `settings_json` is what
+    `SourceConfig` dumps, so the source validates the same keys into its typed model."""
     from portfolio_assets.sources import make_source
 
     settings = json.loads(settings_json)
@@ -52,4 +54,5 @@ class PortfolioSettings(ConfigurableResource):
 
     def source(self) -> MarketData:
         cfg = self.resolved().config.source
-        return _source_cached(cfg.kind, json.dumps(cfg.settings, sort_keys=True), str(self.lakehouse().root))
+        given = cfg.model_dump(mode="json")["settings"]
+        return _source_cached(cfg.kind, json.dumps(given, sort_keys=True), str(self.lakehouse().root))

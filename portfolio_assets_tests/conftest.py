@@ -234,3 +234,13 @@ def dev_lakehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GraphRun
 def dev_lakehouse_copy(dev_lakehouse: GraphRun, tmp_path: Path) -> GraphRun:
     """A private copy of `dev_lakehouse` (own Dagster home) that a test may change or re-run."""
     return copy_run(dev_lakehouse, tmp_path / "copy")
+
+
+@pytest.fixture(scope="session")
+def realdata(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """skfolio's real closes (20 S&P 500 stocks, `SP:SPX`, 5 factor ETFs; 1990-2022) exported once
+    per session through `files_export` into the files layout (`portfolio_assets_tests/realdata.py`).
+    Read-only: treat it as shared."""
+    from portfolio_assets_tests.realdata import export_skfolio
+
+    return export_skfolio(tmp_path_factory.mktemp("realdata"))

@@ -286,7 +286,7 @@ def test_clean_bars_repairs_order_duplicates_and_future_rows_and_counts_them():
     days = ["2026-11-20", "2026-11-19", "2026-11-23", "2026-11-23", "2026-11-24", "2026-11-27"]
     raw = _bars(days, [2.0, 1.0, 3.0, 3.5, 4.0, 9.0])
     out, counts = clean_bars("AMEX:SPY", raw, AS_OF)
-    assert counts == {"unsorted": 1, "duplicates": 1, "future": 1}
+    assert counts == {"unsorted": 1, "duplicates": 1, "future": 1, "bad_prices": 0}
     assert out["time"].dt.strftime("%Y-%m-%d").tolist() == ["2026-11-19", "2026-11-20", "2026-11-23", "2026-11-24"]
     assert out["close"].tolist() == [1.0, 2.0, 3.5, 4.0]  # the later duplicate wins
 
@@ -294,7 +294,7 @@ def test_clean_bars_repairs_order_duplicates_and_future_rows_and_counts_them():
 def test_clean_bars_leaves_bad_prices_to_the_health_gate():
     raw = _bars(["2026-11-19", "2026-11-20", "2026-11-23"], [np.nan, 0.0, -5.0])
     out, counts = clean_bars("AMEX:SPY", raw, AS_OF)
-    assert counts == {"unsorted": 0, "duplicates": 0, "future": 0}
+    assert counts == {"unsorted": 0, "duplicates": 0, "future": 0, "bad_prices": 3}
     np.testing.assert_array_equal(out["close"].to_numpy(), [np.nan, 0.0, -5.0])
 
 

@@ -3,8 +3,8 @@
 Covered here: feat_turnover_penalty (manifest -> engines), feat_partial_rebalance (orders),
 feat_pit_fidelity (tournament contexts and results), feat_audit_ledger (whole run). Covered next to
 their algorithms: feat_xs_momentum (test_quant_selection: on/off picks different winners),
-feat_spectral_regimes (test_quant_regimes: TURBULENT only with the flag; test_quant_engines: the
-barbell budget), feat_decay_audit (test_reports: the slippage report only with the flag).
+feat_spectral_regimes (quant/test_regimes: the spectral route into TURBULENT only with the flag,
+entering earlier on real history; test_quant_engines: the barbell budget), feat_decay_audit (test_reports: the slippage report only with the flag).
 """
 
 from __future__ import annotations

@@ -70,20 +70,22 @@ def risk_buckets(context, settings: PortfolioSettings):
         "percentile, turbulence (Mahalanobis distance of the cross-section, percentile), drawdown "
         "from the 252-session high, causal DWT energy shares and wavelet entropy, permutation entropy "
         "— each spectral threshold calibrated against white noise. Labels QUIET/NORMAL/TURBULENT/"
-        "CRISIS with hysteresis; TURBULENT only with feat_spectral_regimes."
+        "CRISIS with hysteresis; volatility judged against its trailing year and against fixed bands and "
+        "its 3-year median; feat_spectral_regimes adds an earlier, spectral route into TURBULENT."
     ),
 )
 def market_regime(context, settings: PortfolioSettings):
-    from portfolio_assets.quant.regimes import RegimeParams, detect_regime, plot_regime
+    from portfolio_assets.quant.regimes import detect_regime, history_sessions
+    from portfolio_assets.reports.plots.regime import plot_regime
 
     with Step(context, settings, "market_regime", "risk") as step:
         rets, _, _ = healthy_returns(step)
         baseline = step.cfg.selection.baseline
-        params = RegimeParams.from_mapping(step.cfg.regime.model_dump())
+        params = step.cfg.regime
         spectral = step.cfg.features.feat_spectral_regimes
         # The baseline's own history reaches a warm-up further back than the 500-session window
-        # (volatility percentile and drawdown need a trailing year), still data <= D only.
-        warmup = max(params.vol_history, params.drawdown_window) + params.vol_window
+        # (volatility percentile, 3-year reference and drawdown need full windows), still data <= D only.
+        warmup = history_sessions(params)
         _, base = fetch_returns(step, [baseline], len(rets) + warmup)
         base = base[baseline]
         base = base.loc[base.first_valid_index():]

@@ -34,7 +34,6 @@ UPSTREAM = ("history_500d", "raw_pool_history", "risk_buckets", "market_regime",
 def tournament_settings(cfg: Config):
     """Walk-forward settings, engine and simulator parameters from the manifest."""
     from portfolio_assets.assets.allocation import audit_rules, engine_params
-    from portfolio_assets.quant.regimes import RegimeParams
     from portfolio_assets.quant.selection import SelectionParams
     from portfolio_assets.quant.simulate import SimulatorParams
     from portfolio_assets.quant.tournament import TournamentSettings
@@ -44,7 +43,7 @@ def tournament_settings(cfg: Config):
         pit=cfg.features.feat_pit_fidelity, prep=cfg.data.lookback_prep,
         selection=SelectionParams.from_config(cfg),
         risk_threshold=cfg.risk.threshold, risk_max_clusters=cfg.risk.max_clusters, min_overlap=cfg.data.min_overlap,
-        regime=RegimeParams.from_mapping(cfg.regime.model_dump()), spectral=cfg.features.feat_spectral_regimes,
+        regime=cfg.regime, spectral=cfg.features.feat_spectral_regimes,
         audit=audit_rules(cfg),
     )
     sim = SimulatorParams(slippage_bps=bt.slippage_bps, commission_bps=bt.commission_bps,

@@ -9,7 +9,10 @@
 2. Score per row within its asset class: the mean of percentile ranks of liquidity
    (`Value.Traded`), trend strength (`ADX`), momentum (mean of `Perf.3M` and `Perf.6M`, sign-flipped
    for shorts) and volatility sanity (`-|log(Volatility.D / class median)|`: neither dead nor wild).
-   A missing field ranks lowest for that component.
+   A missing field ranks lowest for that component, except liquidity: a row without `Value.Traded`
+   (no volume, e.g. closes-only data) has unknown liquidity (`liquidity_known` False, `rank_liquidity`
+   NaN), is ranked among the others on nothing, and is scored on the three other components only
+   (neutral: neither rewarded nor punished for a number nobody has).
 3. Best venue per identity (highest score; ties by liquidity then symbol); the others are listed in
    `alternates`. A symbol scanned in both directions keeps the better-scoring direction.
 4. Cap each asset class at `class_cap` by score; force the baseline in.
@@ -52,8 +55,8 @@ def asset_class_of(family: str, scan_type: object) -> str:
 
 
 def _pct_rank(values: pd.Series) -> pd.Series:
-    """Percentile rank in (0, 1]; NaN -> 0 (ranks lowest)."""
-    return values.rank(pct=True, method="average").fillna(0.0)
+    """Percentile rank in (0, 1] among the known values; NaN stays NaN."""
+    return values.rank(pct=True, method="average")
 
 
 def score_rows(pool: pd.DataFrame) -> pd.DataFrame:
@@ -71,8 +74,11 @@ def score_rows(pool: pd.DataFrame) -> pd.DataFrame:
         "vol_sanity": out["vol_sanity"],
     }
     ranks = pd.DataFrame({f"rank_{k}": v.groupby(out["asset_class"]).transform(_pct_rank) for k, v in comps.items()})
+    missing_lowest = [f"rank_{k}" for k in comps if k != "liquidity"]
+    ranks[missing_lowest] = ranks[missing_lowest].fillna(0.0)
+    out["liquidity_known"] = out["Value.Traded"].astype(float).notna()
     out = pd.concat([out, ranks], axis=1)
-    out["score"] = ranks.mean(axis=1)
+    out["score"] = ranks.mean(axis=1)  # skips an unknown liquidity rank (module docstring)
     return out
 
 

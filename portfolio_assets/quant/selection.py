@@ -140,7 +140,7 @@ def alpha_components(streams: pd.DataFrame, value_traded: pd.Series) -> pd.DataF
       zero-variance, e.g. stale, stream so it cannot win by being flat);
     - `antifragility`: see `antifragility`;
     - `liquidity`: log1p(value_traded) (value traded in the scanner's currency units; NaN stays
-      NaN and ranks lowest in `alpha_scores`).
+      NaN: unknown, left out of the score in `alpha_scores`).
     """
     std = streams.std(ddof=1)
     out = pd.DataFrame(
@@ -168,8 +168,10 @@ def alpha_scores(components: pd.DataFrame, clusters: pd.Series, xs_momentum: boo
     With `xs_momentum`, each component c becomes its global percentile rank over all rows,
     `c.rank(pct=True)` (average ties); otherwise within each cluster k,
     (c - min_k c) / (max_k c - min_k c), and 0.5 when the component is constant within the
-    cluster (a singleton included). A NaN component scores 0 (lowest). The four components are
-    *equal-weighted*: score = mean(ret_score, inv_vol_score, antifragility_score,
+    cluster (a singleton included). A NaN component scores 0 (lowest), except an unknown liquidity
+    (no value traded, e.g. closes-only data): its `liquidity_score` stays NaN and the symbol's score
+    is the mean of its three other components (neutral; counted as `liquidity_missing`). The
+    components are *equal-weighted*: score = mean(ret_score, inv_vol_score, antifragility_score,
     liquidity_score). Returns columns `<component>_score` and `score`.
     """
     missing = [c for c in COMPONENTS if c not in components.columns]
@@ -185,8 +187,8 @@ def alpha_scores(components: pd.DataFrame, clusters: pd.Series, xs_momentum: boo
             if groups.isna().any():
                 raise ValueError("every scored symbol needs a cluster id for within-cluster scaling")
             s = x.groupby(groups).transform(_minmax)
-        out[f"{c}_score"] = s.fillna(0.0)
-    out["score"] = out[[f"{c}_score" for c in COMPONENTS]].mean(axis=1)
+        out[f"{c}_score"] = s if c == "liquidity" else s.fillna(0.0)
+    out["score"] = out[[f"{c}_score" for c in COMPONENTS]].mean(axis=1)  # skips an unknown liquidity
     return out
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from portfolio_assets.manifest import RegimeConfig
 from portfolio_assets.quant.convention import synthetic_long
 from portfolio_assets.quant.walkforward import WeightsDecision, Window, run_engine_walkforward
 from portfolio_assets.quant.weights_audit import AuditRules, audit_weights
@@ -66,7 +67,7 @@ class TournamentSettings:
     risk_threshold: float = 0.45
     risk_max_clusters: int = 25
     min_overlap: int = 20
-    regime: object | None = None  # quant.regimes.RegimeParams
+    regime: RegimeConfig | None = None  # None: the manifest's defaults
     spectral: bool = False
     audit: AuditRules = field(default_factory=AuditRules)
 

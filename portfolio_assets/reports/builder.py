@@ -610,7 +610,8 @@ def _weights(inputs: ReportInputs) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-_FEATURE_COLUMNS = ("vol_pct", "turbulence_pct", "drawdown", "dwt_hf_share", "wavelet_entropy", "perm_entropy")
+_FEATURE_COLUMNS = ("vol_ann", "vol_pct", "vol_ratio", "turbulence_pct", "drawdown", "dwt_hf_share",
+                    "wavelet_entropy", "perm_entropy")
 
 
 def _regime_distribution(regime: pd.DataFrame) -> pd.DataFrame:
@@ -627,7 +628,7 @@ def _regime(inputs: ReportInputs, bundle: _Bundle) -> str:
     reg = inputs.regime
     as_of = pd.Timestamp(reg.index[-1]).strftime("%Y-%m-%d") if len(reg) else "n/a"
     feats = [c for c in _FEATURE_COLUMNS if c in reg.columns]
-    recent_cols = [c for c in ("label", "raw_label", *feats) if c in reg.columns]
+    recent_cols = [c for c in ("label", "raw_label", "raw_rule", *feats) if c in reg.columns]
     parts = [
         f"# Market regime, {inputs.partition}",
         f"Current label: **{inputs.regime_label}** (as of {as_of}).",

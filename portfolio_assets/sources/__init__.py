@@ -2,7 +2,8 @@
 
 `make_source(kind, settings)` builds one: "synthetic" (`synthetic.SyntheticMarket`, the embedded
 default), "files" (`files.FilesSource`) or "tradingview" (`tradingview.TradingViewSource`). Each is
-imported only when asked for, so importing this package stays cheap.
+imported only when asked for, so importing this package stays cheap. Each kind's settings are a
+typed model (`settings.SETTINGS_MODELS`); computed scans share `scanner_query`.
 """
 
 from __future__ import annotations
@@ -17,17 +18,16 @@ from portfolio_assets.sources.base import (
     MarketData,
     SourceError,
 )
-
-SOURCE_KINDS = ("synthetic", "files", "tradingview")
+from portfolio_assets.sources.settings import SOURCE_KINDS, SourceSettings, parse_source_settings
 
 __all__ = ["ASSET_CLASSES", "BAR_COLUMNS", "SCAN_COLUMNS", "SOURCE_KINDS", "MarketData", "SourceError",
-           "make_source"]
+           "SourceSettings", "make_source"]
 
 
-def make_source(kind: str, settings: Mapping[str, Any] | None = None) -> MarketData:
+def make_source(kind: str, settings: SourceSettings | Mapping[str, Any] | None = None) -> MarketData:
     """The `MarketData` source of `kind` ("synthetic" | "files" | "tradingview") built from `settings`
-    (that source's settings object from the manifest). Unknown kinds raise ValueError."""
-    settings = dict(settings or {})
+    (that kind's model from `settings`, or a mapping validated into it). Unknown kinds raise ValueError."""
+    settings = parse_source_settings(kind, settings)  # refuses an unknown kind
     if kind == "synthetic":
         from portfolio_assets.sources.synthetic import SyntheticMarket
 
@@ -36,8 +36,6 @@ def make_source(kind: str, settings: Mapping[str, Any] | None = None) -> MarketD
         from portfolio_assets.sources.files import FilesSource
 
         return FilesSource(settings)
-    if kind == "tradingview":
-        from portfolio_assets.sources.tradingview import TradingViewSource
+    from portfolio_assets.sources.tradingview import TradingViewSource
 
-        return TradingViewSource(settings)
-    raise ValueError(f"unknown source kind {kind!r}; expected one of {', '.join(SOURCE_KINDS)}")
+    return TradingViewSource(settings)

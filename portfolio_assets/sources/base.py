@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import pandas as pd
+if TYPE_CHECKING:  # annotations only: importing the sources package (and the manifest) stays light
+    import pandas as pd
 
 # Scanner columns every source returns (TradingView scanner names). Missing values are NaN/None,
 # never invented. `symbol` is EXCHANGE:TICKER.

@@ -12,13 +12,14 @@ Bar files have the columns `time, open, high, low, close, volume` (other columns
   in Parquet, timestamps (tz-naive ones are taken as UTC). A bar's day is the UTC date of its time;
   `bars()` returns `time` as that day's 00:00 UTC.
 - one row per day, strictly increasing; no day after `today`.
-- open, high, low, close: numbers > 0 with low <= open, close <= high (relative tolerance 1e-9).
-- volume: a number >= 0, or empty (unknown, kept as NaN).
+- open, high, low, close: finite numbers > 0 with low <= open, close <= high (relative tolerance
+  1e-9). Closes-only data (e.g. adjusted closes) is written with open = high = low = close.
+- volume: a finite number >= 0, or empty (unknown, kept as NaN; see "Unknown volume" below).
 
 A file that breaks any rule is rejected as a whole with a `BarFileError` naming the file, the first
 offending row (1-based data row: CSV line = row + 1) and the problem: missing columns, unparseable
-or missing timestamps, duplicate days, unsorted rows, future timestamps, missing (NaN) or
-non-positive prices, inconsistent OHLC, negative volume. Nothing is sorted, dropped or repaired
+or missing timestamps, duplicate days, unsorted rows, future timestamps, missing (NaN), infinite or
+non-positive prices, inconsistent OHLC, infinite or negative volume. Nothing is sorted, dropped or repaired
 silently. `attempt` is accepted and ignored: files do not heal.
 
 `universe.csv` columns: `symbol` (required) and optionally `asset_class` (equity | etf | bond_etf |
@@ -30,10 +31,15 @@ asset class: XNYS for equity/etf/bond_etf, 24/7 crypto, 24/5 forex), `sector`, `
 bond = bond_etf, ...) that have a bar at or before `as_of` and whose last such bar is at most
 `max_staleness_days` calendar days old (older ones count as delisted), computes the scanner fields
 from their bars <= as_of (`indicators.scanner_fields`) and applies the preset
-(`synthetic.apply_preset`); a universe `direction` restricts the symbol to screens of that direction.
+(`scanner_query.apply_preset`); a universe `direction` restricts the symbol to screens of that direction.
 
-Settings: `path` (required, the directory), `today` (date; default the current UTC date: bars after
-it are an error), `max_staleness_days` (int, default 10).
+Unknown volume: a symbol whose last bar has no volume (closes-only data) gets `volume` and
+`Value.Traded` NaN and `liquidity_known = False`; the preset's liquidity conditions are skipped for
+it and listed in its `filters_skipped` (never passed or failed on an invented number, see
+`scanner_query`).
+
+Settings: `settings.FilesSettings` (`path`, the directory, required; `today`, bars after it are an
+error, unset = the current UTC date; `max_staleness_days`).
 """
 
 from __future__ import annotations
@@ -54,13 +60,14 @@ from portfolio_assets.sources.base import (
     SourceError,
 )
 from portfolio_assets.sources.indicators import scanner_fields
-from portfolio_assets.sources.synthetic import (
+from portfolio_assets.sources.scanner_query import (
     FAMILIES,
     FAMILY_CLASSES,
     SCAN_RESULT_COLUMNS,
     TYPE_BY_CLASS,
     apply_preset,
 )
+from portfolio_assets.sources.settings import FilesSettings, parse_source_settings
 from portfolio_assets.symbols import InvalidSymbolError, symbol_filename, validate_symbol
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -142,6 +149,10 @@ def read_bar_file(file: Path, today: dt.date) -> pd.DataFrame:
         nan = col.isna().to_numpy()
         if nan.any():
             raise BarFileError(f"{file}: {_rows(nan)}: {name} is missing (NaN) or not a number")
+        infinite = np.isinf(col.to_numpy())
+        if infinite.any():
+            value = col.iloc[int(np.flatnonzero(infinite)[0])]
+            raise BarFileError(f"{file}: {_rows(infinite)}: {name} is not finite ({value})")
         bad = (col <= 0).to_numpy()
         if bad.any():
             value = col.iloc[int(np.flatnonzero(bad)[0])]
@@ -158,6 +169,9 @@ def read_bar_file(file: Path, today: dt.date) -> pd.DataFrame:
     not_number = (volume.isna() & raw["volume"].notna() & (raw["volume"].astype(str).str.strip() != "")).to_numpy()
     if not_number.any():
         raise BarFileError(f"{file}: {_rows(not_number)}: volume is not a number")
+    infinite = np.isinf(volume.to_numpy())
+    if infinite.any():
+        raise BarFileError(f"{file}: {_rows(infinite)}: volume is not finite ({volume.iloc[int(np.flatnonzero(infinite)[0])]})")
     negative = (volume < 0).to_numpy()
     if negative.any():
         raise BarFileError(f"{file}: {_rows(negative)}: negative volume")
@@ -171,27 +185,34 @@ def read_universe(file: Path) -> pd.DataFrame:
         raw = pd.read_csv(file, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise BarFileError(f"{file}: cannot be read: {exc}") from exc
+    return validate_universe(raw, file)
+
+
+def validate_universe(raw: pd.DataFrame, where: Path | str) -> pd.DataFrame:
+    """Validate a universe table of text cells (`symbol` + any of UNIVERSE_COLUMNS; "" = unknown):
+    index = symbol, columns = UNIVERSE_COLUMNS, NaN = unknown, `calendar` defaulted by asset class.
+    Errors are `BarFileError`s naming `where`, the 1-based row and the problem."""
     if "symbol" not in raw.columns:
-        raise BarFileError(f"{file}: missing column 'symbol' (found {list(raw.columns)})")
-    raw = raw.apply(lambda col: col.str.strip()).replace("", np.nan)
+        raise BarFileError(f"{where}: missing column 'symbol' (found {list(raw.columns)})")
+    raw = raw.apply(lambda col: col.astype(str).str.strip()).replace("", np.nan)
     for i, symbol in enumerate(raw["symbol"], start=1):
         try:
             validate_symbol(symbol)
         except InvalidSymbolError as exc:
-            raise BarFileError(f"{file}: row {i}: {exc}") from exc
+            raise BarFileError(f"{where}: row {i}: {exc}") from exc
     duplicate = raw["symbol"].duplicated(keep=False).to_numpy()
     if duplicate.any():
-        raise BarFileError(f"{file}: {_rows(duplicate)}: duplicate symbol {raw['symbol'][duplicate].iloc[0]!r}")
+        raise BarFileError(f"{where}: {_rows(duplicate)}: duplicate symbol {raw['symbol'][duplicate].iloc[0]!r}")
     out = pd.DataFrame(index=pd.Index(raw["symbol"], name="symbol"))
     for name in UNIVERSE_COLUMNS:
         out[name] = raw[name].to_numpy() if name in raw.columns else np.nan
     bad = (~out["asset_class"].isna() & ~out["asset_class"].isin(ASSET_CLASSES)).to_numpy()
     if bad.any():
-        raise BarFileError(f"{file}: {_rows(bad)}: asset_class {out['asset_class'][bad].iloc[0]!r} "
+        raise BarFileError(f"{where}: {_rows(bad)}: asset_class {out['asset_class'][bad].iloc[0]!r} "
                            f"is not one of {', '.join(ASSET_CLASSES)}")
     bad = (~out["direction"].isna() & ~out["direction"].isin(["long", "short"])).to_numpy()
     if bad.any():
-        raise BarFileError(f"{file}: {_rows(bad)}: direction {out['direction'][bad].iloc[0]!r} "
+        raise BarFileError(f"{where}: {_rows(bad)}: direction {out['direction'][bad].iloc[0]!r} "
                            "is not 'long' or 'short'")
     given = out["calendar"].dropna()
     if len(given):
@@ -200,7 +221,7 @@ def read_universe(file: Path) -> pd.DataFrame:
         known = set(exchange_calendars.get_calendar_names()) | {CALENDAR_24_7, CALENDAR_24_5}
         bad = (~out["calendar"].isna() & ~out["calendar"].isin(known)).to_numpy()
         if bad.any():
-            raise BarFileError(f"{file}: {_rows(bad)}: unknown calendar {out['calendar'][bad].iloc[0]!r} "
+            raise BarFileError(f"{where}: {_rows(bad)}: unknown calendar {out['calendar'][bad].iloc[0]!r} "
                                "(an exchange_calendars name, '24/7' or '24/5')")
     defaults = out["asset_class"].map(DEFAULT_CALENDAR)
     out["calendar"] = out["calendar"].fillna(defaults)
@@ -212,28 +233,13 @@ class FilesSource:
 
     name = "files"
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        settings = dict(settings or {})
-        unknown = sorted(set(settings) - {"path", "today", "max_staleness_days"})
-        if unknown:
-            raise ValueError(f"unknown files-source settings {unknown}; known: path, today, max_staleness_days")
-        if not settings.get("path"):
-            raise ValueError("files source needs settings.path (the directory with bars/ and universe.csv)")
-        self.path = Path(settings["path"]).expanduser().resolve()
+    def __init__(self, settings: FilesSettings | Mapping[str, Any]) -> None:
+        self.settings: FilesSettings = parse_source_settings("files", settings)
+        self.path = self.settings.path.expanduser().resolve()
         if not self.path.is_dir():
             raise SourceError(f"files source directory {self.path} does not exist")
-        today = settings.get("today")
-        if today is None:
-            self.today = dt.datetime.now(dt.UTC).date()
-        else:
-            try:
-                self.today = pd.Timestamp(today).date()
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"files setting 'today' must be a date, got {today!r}") from exc
-        staleness = settings.get("max_staleness_days", 10)
-        if not isinstance(staleness, int) or isinstance(staleness, bool) or staleness < 0:
-            raise ValueError(f"files setting 'max_staleness_days' must be an integer >= 0, got {staleness!r}")
-        self.max_staleness_days = staleness
+        self.today = self.settings.today or dt.datetime.now(dt.UTC).date()
+        self.max_staleness_days = self.settings.max_staleness_days
         universe_file = self.path / "universe.csv"
         self._universe = read_universe(universe_file) if universe_file.exists() else None
         self._cache: dict[Path, tuple[int, int, pd.DataFrame]] = {}
@@ -308,4 +314,5 @@ class FilesSource:
         })
         for name in fields.columns.drop("last_bar"):
             frame[name] = fields[name].to_numpy(dtype=np.float64)
+        frame["liquidity_known"] = np.isfinite(frame["volume"].to_numpy())  # the last bar's volume is known
         return apply_preset(frame, preset)[list(SCAN_RESULT_COLUMNS)]

@@ -145,16 +145,17 @@ def test_alpha_scores_percentile_and_minmax_by_hand():
     )
     clusters = pd.Series({"A:A": 1, "A:B": 1, "A:C": 1, "A:D": 2})
     xs = alpha_scores(comps, clusters, xs_momentum=True)
-    # ranks: ret 2,3,4,1 /4; inv_vol 4,3,2,1 /4; antifrag (1.5,1.5,3)/3, NaN->0; liq 1/3, 0, 3/3, 2/3
+    # ranks: ret 2,3,4,1 /4; inv_vol 4,3,2,1 /4; antifrag (1.5,1.5,3)/3, NaN->0; liq 1/3, unknown, 3/3, 2/3
     assert xs["ret_score"].tolist() == [0.5, 0.75, 1.0, 0.25]
     assert xs["antifragility_score"].tolist() == [0.5, 0.5, 1.0, 0.0]
-    assert xs["liquidity_score"].tolist() == pytest.approx([1 / 3, 0.0, 1.0, 2 / 3])
+    assert xs["liquidity_score"].tolist() == pytest.approx([1 / 3, np.nan, 1.0, 2 / 3], nan_ok=True)
     assert xs.at["A:A", "score"] == pytest.approx((0.5 + 1.0 + 0.5 + 1 / 3) / 4)
+    assert xs.at["A:B", "score"] == pytest.approx((0.75 + 0.75 + 0.5) / 3)  # unknown liquidity: left out
     mm = alpha_scores(comps, clusters, xs_momentum=False)
     assert mm.loc[["A:A", "A:B", "A:C"], "ret_score"].tolist() == pytest.approx([0.0, 0.5, 1.0])
     assert mm.loc[["A:A", "A:B", "A:C"], "inv_vol_score"].tolist() == pytest.approx([1.0, 0.5, 0.0])
     assert mm.loc[["A:A", "A:B", "A:C"], "antifragility_score"].tolist() == [0.0, 0.0, 1.0]
-    assert mm.loc[["A:A", "A:B", "A:C"], "liquidity_score"].tolist() == [0.0, 0.0, 1.0]  # NaN -> 0
+    assert mm.loc[["A:A", "A:B", "A:C"], "liquidity_score"].tolist() == pytest.approx([0.0, np.nan, 1.0], nan_ok=True)
     # singleton cluster: every present component is constant -> 0.5, missing one -> 0
     assert mm.loc[
         "A:D", ["ret_score", "inv_vol_score", "antifragility_score", "liquidity_score"]
@@ -491,15 +492,16 @@ def test_min_winners_is_capped_by_the_symbols_with_data_and_a_gap_is_recorded():
 
 def _sp500_window(end: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The 60 sessions of skfolio's 20 S&P 500 stocks (all screened short, as on a crash day) and
-    the S&P 500 index (the baseline, long) ending at `end`."""
-    from skfolio.datasets import load_sp500_dataset, load_sp500_index
+    the S&P 500 index (the baseline, long) ending at `end`, as the real-data fixture names them."""
+    from portfolio_assets_tests.realdata import BASELINE as INDEX
+    from portfolio_assets_tests.realdata import STOCKS, skfolio_closes
 
-    prices = load_sp500_dataset().join(load_sp500_index())
-    prices.columns = [f"NYSE:{c}" for c in prices.columns[:-1]] + ["SP:SPX"]
+    closes, _ = skfolio_closes()
+    stocks = [f"{exchange}:{t}" for t, (exchange, _, _) in STOCKS.items()]
+    prices = closes[[*stocks, INDEX]].dropna(how="all")
     returns = prices.pct_change().loc[:end].iloc[-60:]
-    stocks = [c for c in returns.columns if c != "SP:SPX"]
     cands = pd.DataFrame({"direction": "short", "identity": [s.split(":")[1] for s in stocks],
-                          "asset_class": "equity", "value_traded": np.nan}, index=stocks)
+                          "asset_class": "equity", "value_traded": np.nan}, index=stocks)  # closes only
     return returns, cands
 
 

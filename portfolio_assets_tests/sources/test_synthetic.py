@@ -50,13 +50,19 @@ def test_implements_market_data_and_factory(market: SyntheticMarket) -> None:
     assert isinstance(make_source("tradingview", {}), tradingview.TradingViewSource)
 
 
-def test_bad_settings_are_named() -> None:
-    with pytest.raises(ValueError, match=r"unknown synthetic settings \['n_stocks'\]"):
-        SyntheticMarket({"n_stocks": 3})
-    with pytest.raises(ValueError, match="'n_equities' must be an integer >= 0"):
-        SyntheticMarket({"n_equities": -1})
-    with pytest.raises(ValueError, match="'end'.*must be after 'start'"):
-        SyntheticMarket({"start": "2020-01-01", "end": "2019-01-01"})
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"n_stocks": 3}, "synthetic settings: n_stocks: unknown key (not in the schema)"),
+    ({"n_equities": -1}, "synthetic settings: n_equities: Input should be greater than or equal to 0 (got -1)"),
+    ({"seed": "7"}, "synthetic settings: seed: Input should be a valid integer (got '7')"),
+    ({"start": "2020-01-01", "end": "2019-01-01"}, "synthetic settings: end (2019-01-01) must be after start (2020-01-01)"),
+    ({"n_futures": 15}, "synthetic settings: n_futures must be <= 14, got 15"),
+    ({"n_etfs": 4, "n_bond_etfs": 4}, "synthetic settings: n_bond_etfs (4) must leave room for AMEX:SPY within n_etfs (4)"),
+    ({"n_forex": 200}, "synthetic settings: n_forex=200 needs more than the 136 distinct pairs available"),
+])
+def test_bad_settings_are_named(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        SyntheticMarket(settings)
+    assert str(err.value) == message
 
 
 def test_default_universe_composition(market: SyntheticMarket) -> None:
@@ -230,14 +236,20 @@ def test_fault_settings_errors() -> None:
     assert len(SyntheticMarket(tiny).fault_plan) == 3  # the default plan shrinks to what exists
     with pytest.raises(ValueError, match="faults ask for 4 symbols but only 3 are eligible"):
         SyntheticMarket({**tiny, "faults": {"stale": {"n": 4}}})
-    with pytest.raises(ValueError, match=r"unknown fault kinds \['gaps'\]"):
-        SyntheticMarket({"faults": {"gaps": {"n": 1}}})
     with pytest.raises(ValueError, match="'NYSE:NOPE1' is not in the synthetic universe"):
         SyntheticMarket({"faults": {"stale": {"symbols": ["NYSE:NOPE1"]}}})
-    with pytest.raises(ValueError, match="heal_after must be None or an integer"):
-        SyntheticMarket({"faults": {"stale": {"n": 1, "heal_after": "soon"}}})
-    with pytest.raises(ValueError, match="listed under two fault kinds"):
-        SyntheticMarket({"faults": {"stale": {"symbols": ["AMEX:IWM"]}, "bad_ticks": {"symbols": ["AMEX:IWM"]}}})
+    for faults, message in [
+        ({"gaps": {"n": 1}}, "faults.gaps: unknown key (not in the schema)"),
+        ({"stale": {"n": 1, "heal_after": "soon"}}, "faults.stale.heal_after: Input should be a valid integer (got 'soon')"),
+        ({"stale": {"symbols": ["AMEX:IWM"]}, "bad_ticks": {"symbols": ["AMEX:IWM"]}},
+         "faults: 'AMEX:IWM' is listed under two fault kinds"),
+        ({"missing_bars": {"sessions": 3, "period": 3}}, "faults.missing_bars: period (3) must exceed sessions (3)"),
+        ({"bad_ticks": {"kind": "huge"}},
+         "faults.bad_ticks.kind: Input should be 'zero', 'negative' or 'spike' (got 'huge')"),
+    ]:
+        with pytest.raises(ValueError) as err:
+            SyntheticMarket({"faults": faults})
+        assert str(err.value) == f"synthetic settings: {message}"
 
 
 # --------------------------------------------------------------------------------------- realism

@@ -153,6 +153,9 @@ MALFORMED = [
      r"rows 2, 3: duplicate timestamp for day 2024-01-03"),
     ("unsorted", _replace_line(3, "2024-01-01,11,12,10.5,11.5,900"), r"row 3: rows are not sorted by time"),
     ("inconsistent OHLC", _replace_line(1, "2024-01-02,10,10.2,9,10.5,1000"), r"row 1: inconsistent OHLC"),
+    ("infinite close", _replace_line(2, "2024-01-03,10.5,inf,10,inf,1200"), r"row 2: high is not finite \(inf\)$"),
+    ("minus infinite low", _replace_line(2, "2024-01-03,10.5,11.5,-inf,11,1200"), r"row 2: low is not finite \(-inf\)$"),
+    ("infinite volume", _replace_line(3, "2024-01-04,11,12,10.5,11.5,inf"), r"row 3: volume is not finite \(inf\)$"),
     ("negative volume", _replace_line(3, "2024-01-04,11,12,10.5,11.5,-5"), r"row 3: negative volume"),
     ("non-numeric volume", _replace_line(3, "2024-01-04,11,12,10.5,11.5,lots"), r"row 3: volume is not a number"),
     ("epoch timestamps", GOOD_CSV.replace("2024-01-02", "1704153600").replace("2024-01-03", "1704240000")
@@ -192,8 +195,13 @@ def test_missing_ambiguous_and_invalid_symbols(tmp_path: Path) -> None:
         source.bars("../../etc:passwd", dt.date(2024, 1, 1), dt.date(2024, 1, 31))
     with pytest.raises(SourceError, match="does not exist"):
         FilesSource({"path": tmp_path / "nowhere"})
-    with pytest.raises(ValueError, match="needs settings.path"):
+    with pytest.raises(ValueError) as err:
         FilesSource({})
+    assert str(err.value) == "files settings: path: Field required"
+    with pytest.raises(ValueError) as err:
+        FilesSource({"path": str(tmp_path), "seed": 7, "faults": {}})
+    assert str(err.value) == ("files settings: seed: unknown key (not in the schema); "
+                              "faults: unknown key (not in the schema)")
 
 
 @pytest.mark.parametrize(("text", "message"), [

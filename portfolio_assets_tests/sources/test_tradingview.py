@@ -591,19 +591,31 @@ def test_defaults_point_at_the_vendor():
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    ({"pagesize": 10}, "unknown tradingview settings ['pagesize']; known: "),
-    ({"token": "abc"}, "the TradingView token must come from the environment variable named by "
-                       "settings['token_env'], never from settings"),
-    ({"page_size": 0}, "tradingview setting 'page_size' must be a positive integer, got 0"),
-    ({"timeout_s": -1}, "tradingview setting 'timeout_s' must be a positive number, got -1"),
-    ({"ws_url": "http://x"}, "tradingview setting 'ws_url' must start with ws:// or wss://, got 'http://x'"),
-    ({"presets": {"stocks": {}}}, "tradingview presets for unknown families ['stocks']; known: "),
-    ({"today": "15/03/2024"}, "today must be a date or 'YYYY-MM-DD', got '15/03/2024'"),
+    ({"pagesize": 10}, "tradingview settings: pagesize: unknown key (not in the schema)"),
+    ({"token": "abc"}, "tradingview settings: the TradingView token must come from the environment variable "
+                       "named by settings['token_env'], never from settings"),
+    ({"page_size": 0}, "tradingview settings: page_size: Input should be greater than or equal to 1 (got 0)"),
+    ({"page_size": True}, "tradingview settings: page_size: Input should be a valid integer (got True)"),
+    ({"timeout_s": -1}, "tradingview settings: timeout_s: Input should be greater than 0 (got -1)"),
+    ({"backoff_max_s": 1e9}, "tradingview settings: backoff_max_s: Input should be less than or equal to 600 "
+                             "(got 1000000000.0)"),
+    ({"timeout_s": float("inf")}, "tradingview settings: timeout_s: Input should be a finite number (got inf)"),
+    ({"ws_url": "http://x"}, "tradingview settings: ws_url: String should match pattern '^wss?://' (got 'http://x')"),
+    ({"presets": {"stocks": {}}}, "tradingview settings: presets.stocks.[key]: Input should be 'equity', 'crypto', "
+                                  "'bond', 'forex' or 'futures' (got 'stocks')"),
+    ({"today": "15/03/2024"}, "tradingview settings: today: must be a date 'YYYY-MM-DD' (got '15/03/2024')"),
 ])
 def test_bad_settings(settings, message):
     with pytest.raises(ValueError) as err:
         TradingViewSource(settings)
-    assert str(err.value).startswith(message)
+    assert str(err.value) == message
+
+
+def test_a_bad_url_in_the_environment_names_the_variable(monkeypatch):
+    monkeypatch.setenv(ENV_WS_URL, "http://127.0.0.1:1")
+    with pytest.raises(ValueError) as err:
+        TradingViewSource()
+    assert str(err.value) == "environment PA_TV_WS_URL must start with ws:// or wss://, got 'http://127.0.0.1:1'"
 
 
 @pytest.mark.parametrize(("family", "preset", "message"), [

@@ -1,0 +1,73 @@
+"""The command line on real data: `import-closes`, and `run` switched to the files source.
+
+No graph runs here: `run` is given a weekend date, which the CLI refuses after it has resolved the
+profile (resolution comes first), so the exit tells whether the settings resolved.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from portfolio_assets.manifest import DEFAULT_MANIFEST
+from portfolio_assets.sources.files import FilesSource
+from portfolio_assets_tests.conftest import describe, graph_env, run_cli
+
+WEEKEND = "2021-06-13"  # a Sunday: refused whatever the partitions' range
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One temporary lakehouse and Dagster home for the module (its storage is created once)."""
+    base = tmp_path_factory.mktemp("real_data_cli")
+    return graph_env(base / "lakehouse", base / "dagster_home", "demo")
+
+
+@pytest.mark.parametrize("settings", [["--set", "source.settings.path=DIR"], ["--set", 'source.settings={"path": "DIR"}']])
+def test_run_on_the_files_source_gets_past_the_manifest(realdata: Path, env: dict, settings: list[str]) -> None:
+    """The issue's command (both forms of the settings) resolves; only the date is refused."""
+    args = ["run", "--profile", "demo", "--date", WEEKEND, "--set", "source.kind=files",
+            *(a.replace("DIR", str(realdata)) for a in settings), "--set", "selection.baseline=SP:SPX"]
+    proc = run_cli(args, env)
+    assert proc.returncode == 2, describe(proc)
+    assert proc.stderr.strip() == f"portfolio-assets: partition {WEEKEND} is not a XNYS trading session", describe(proc)
+
+
+def test_run_with_a_bad_source_setting_exits_2_before_any_work(tmp_path: Path, env: dict) -> None:
+    proc = run_cli(["run", "--profile", "demo", "--date", WEEKEND, "--set", "source.kind=files",
+                    "--set", f"source.settings.pathh={tmp_path}"], env)
+    assert proc.returncode == 2, describe(proc)
+    assert proc.stderr.strip() == (
+        f"portfolio-assets: {DEFAULT_MANIFEST}: $.source.settings.path: Field required (from CLI/environment "
+        "override); also $.source.settings.pathh: unknown key (not in the schema)")
+    assert not Path(env["PA_LAKEHOUSE"]).exists()  # nothing was written
+
+
+def test_import_closes_writes_the_files_layout(tmp_path: Path, env: dict) -> None:
+    csv = tmp_path / "closes.csv"
+    csv.write_text("date,NASDAQ:AAPL,SP:SPX\n2020-03-18,61.67,2398.1\n2020-03-19,61.2,2409.39\n"
+                   "2020-03-20,57.31,2304.92\n2020-03-23,,2237.4\n")
+    universe = tmp_path / "universe_in.csv"
+    universe.write_text("symbol,asset_class,description\nNASDAQ:AAPL,equity,Apple Inc.\nSP:SPX,etf,S&P 500 Index\n")
+    dest = tmp_path / "export"
+    proc = run_cli(["import-closes", str(csv), str(dest), "--universe", str(universe)], env)
+    assert proc.returncode == 0, describe(proc)
+    assert proc.stdout.splitlines()[0] == (
+        f"wrote 2 symbol(s), 7 bars (2020-03-18 .. 2020-03-23) to {dest / 'bars'}; universe.csv from --universe")
+    source = FilesSource({"path": dest})
+    bars = source.bars("NASDAQ:AAPL", dt.date(2020, 3, 1), dt.date(2020, 3, 31))
+    assert bars["close"].tolist() == [61.67, 61.2, 57.31] and bars["volume"].isna().all()
+    assert source.metadata(["SP:SPX"]).at["SP:SPX", "asset_class"] == "etf"
+
+
+def test_import_closes_refuses_a_bad_close_with_exit_2(tmp_path: Path, env: dict) -> None:
+    csv = tmp_path / "closes.csv"
+    csv.write_text("date,NASDAQ:AAPL\n2020-03-18,61.67\n2020-03-19,inf\n")
+    proc = run_cli(["import-closes", str(csv), str(tmp_path / "export")], env)
+    assert proc.returncode == 2, describe(proc)
+    assert proc.stderr.strip() == ("portfolio-assets: closes: NASDAQ:AAPL on 2020-03-19: close 'inf' "
+                                   "is not a finite number > 0")
+    assert not (tmp_path / "export").exists()
+
