@@ -48,7 +48,7 @@ def _check_square(corr: pd.DataFrame) -> None:
 
 def _distance_row(rho_row: np.ndarray, out: np.ndarray) -> int:
     """out <- sqrt(clip(0.5 * (1 - rho), 0, 1)) with NaN rho imputed as 0; returns #imputed."""
-    np.subtract(1.0, rho_row, out=out)
+    np.subtract(1.0, rho_row, out=out, dtype=np.float64)  # in float64 also for a float32 rho
     out *= 0.5
     n_nan = int(np.count_nonzero(np.isnan(out)))
     if n_nan:

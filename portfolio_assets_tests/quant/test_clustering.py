@@ -219,6 +219,8 @@ def test_condensed_distance_is_the_square_one_and_gives_the_same_ward():
     assert np.array_equal(cond, expected)
     assert n_imputed == int(np.isnan(rho[iu]).sum())
     assert np.array_equal(ward_linkage(cond), ward_linkage(square))
+    rho32 = rho.astype(np.float32)  # the float32 path: the arithmetic still runs in float64
+    assert np.array_equal(condensed_angular_distance(rho32)[0], condensed_angular_distance(rho32.astype(float))[0])
     assert np.array_equal(square.to_numpy(), square.to_numpy().T)
     with pytest.raises(ValueError, match=re.escape("rho must be a square matrix, got shape (2, 3)")):
         condensed_angular_distance(np.zeros((2, 3)))
