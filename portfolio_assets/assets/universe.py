@@ -179,7 +179,8 @@ def returns_60d(context, settings: PortfolioSettings):
         "sqrt(0.5(1-rho)), Ward linkage cut at the manifest threshold (or max_clusters); alpha score "
         "(return, inverse vol, antifragility, liquidity) ranked globally with feat_xs_momentum, "
         "within-cluster otherwise; diversity-scaled top-n per cluster and direction, momentum gate, "
-        "one venue per identity, baseline kept. Part `audit`: every candidate with why it won or lost."
+        "one venue per identity, baseline kept; below selection.min_winners the next best fill in round-robin "
+        "over clusters (docs/selection.md). Part `audit`: every candidate with why it won or lost."
     ),
 )
 def selected_universe(context, settings: PortfolioSettings):
