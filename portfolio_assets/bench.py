@@ -536,7 +536,11 @@ def scale_point(rec: Recorder, n: int, cfg: Any, date: dt.date, root: Path, keep
     from portfolio_assets.lakehouse import Lakehouse
     from portfolio_assets.partitions import sessions_window
     from portfolio_assets.quant.calendar import simple_returns
-    from portfolio_assets.quant.clustering import angular_distance, pairwise_correlation, ward_linkage
+    from portfolio_assets.quant.clustering import (
+        condensed_angular_distance,
+        pairwise_correlation,
+        ward_linkage,
+    )
     from portfolio_assets.quant.rawpool import build_raw_pool
     from portfolio_assets.quant.selection import SelectionParams, select_universe
     from portfolio_assets.sources.synthetic import SyntheticMarket
@@ -568,15 +572,13 @@ def scale_point(rec: Recorder, n: int, cfg: Any, date: dt.date, root: Path, keep
         rets = simple_returns(load_panel(lake, symbols, calendars, window, date)).iloc[1:]
         row.size = f"{rets.shape[0]} x {rets.shape[1]:,}"
     rows["align"] = row
-    params = SelectionParams(threshold=sel.threshold, max_clusters=sel.max_clusters, top_n=sel.top_n,
-                             min_momentum=sel.min_momentum, min_overlap=data.min_overlap,
-                             xs_momentum=cfg.features.feat_xs_momentum, baseline=sel.baseline)
+    params = SelectionParams.from_config(cfg)
     with rec.stage(section, "pairwise correlation (ours, float64)") as row:
         corr = pairwise_correlation(rets, min_overlap=data.min_overlap)
         row.size = f"{corr.shape[0]:,}^2 = {corr.to_numpy().nbytes / 1e9:.2f} GB"
     rows["corr"] = row
-    with rec.stage(section, "angular distance + Ward linkage (ours)") as row:
-        z = ward_linkage(angular_distance(corr))
+    with rec.stage(section, "angular distance (condensed) + Ward linkage (ours)") as row:
+        z = ward_linkage(condensed_angular_distance(corr.to_numpy())[0])
         row.size = f"{len(z) + 1:,} leaves"
     rows["ward"] = row
     point = ScalePoint(n=n, returns=rets, rows=rows,
@@ -617,7 +619,7 @@ def scale_section(rec: Recorder, scales: Sequence[int], cfg: Any, date: dt.date,
         rec.add(Row("memory", f"largest scale: {m:,} x {m:,} correlation matrix, float64", f"{m * m * 8 / 1e9:.2f} GB",
                     peak_mb=peak, note=(
                         f"fits: peak +{peak / 1024:.1f} GiB RSS of {(total or 0) / 2**30:.1f} GiB "
-                        f"(corr, distance and their temporaries are float64; clustering has no float32 path)")))
+                        f"(this row's corr is float64; selection switches to float32 from selection.float32_min_symbols)")))
     return points
 
 

@@ -40,6 +40,7 @@ from portfolio_assets.sources.settings import (
     merge_source_layers,
     source_json_schema,
 )
+from portfolio_assets.symbols import SYMBOL_RE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = PROJECT_ROOT / "configs" / "manifest.json"
@@ -97,12 +98,20 @@ class DiscoveryConfig(_Section):
 
 
 class SelectionConfig(_Section):
-    baseline: str = "AMEX:SPY"
+    """Raw pool and natural selection (`quant/selection.py`, `docs/selection.md`)."""
+
+    baseline: str = Field("AMEX:SPY", pattern=SYMBOL_RE.pattern, description="always kept, always long")
     class_cap: int = Field(30, ge=1, description="raw-pool cap per asset class")
     threshold: float = Field(0.45, gt=0, le=1, description="Ward cut distance")
     max_clusters: int = Field(25, ge=1)
     top_n: int = Field(2, ge=1)
-    min_momentum: float = Field(-0.05, description="60-session return gate (synthetic-long)")
+    min_momentum: float = Field(-0.05, ge=-1, allow_inf_nan=False,
+                                description="60-session return gate (synthetic-long, fraction; -1 = off)")
+    min_winners: int = Field(10, ge=1, le=1000, description=(
+        "fewest symbols in the selected universe, baseline included, capped by the symbols with data; "
+        "fewer winners are filled round-robin over clusters by alpha score (outcome min_winners_fill)"))
+    float32_min_symbols: int = Field(5000, ge=2, le=10_000_000, description=(
+        "from this many scored symbols on, the correlation matrix is float32 (|drho| <= 1e-5)"))
 
 
 class RiskConfig(_Section):

@@ -181,7 +181,7 @@ def make_report_inputs(reports_dir: Path, **overrides) -> ReportInputs:
     health = pd.DataFrame({"symbol": all_symbols, "calendar": "XNYS", "status_before": "OK", "status": "OK",
                            "attempts": 0, "issues": ""})
     health.loc[1, ["status_before", "attempts", "issues"]] = ["GAPS", 1, "2 sessions missing, recovered"]
-    corr = pairwise_correlation(returns)
+    corr = pairwise_correlation(returns, min_overlap=20)
     stats = bucket_stats(returns, clusters, corr)
     pairs = top_correlated_pairs(corr, 10)
 

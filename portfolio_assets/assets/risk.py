@@ -27,13 +27,8 @@ from portfolio_assets.resources import PortfolioSettings
     ),
 )
 def risk_buckets(context, settings: PortfolioSettings):
-    from portfolio_assets.quant.clustering import (
-        bucket_stats,
-        hierarchical_clusters,
-        plot_clustermap,
-        plot_dendrogram,
-        top_correlated_pairs,
-    )
+    from portfolio_assets.quant.clustering import bucket_stats, hierarchical_clusters, top_correlated_pairs
+    from portfolio_assets.reports.plots.clusters import plot_clustermap, plot_dendrogram
 
     with Step(context, settings, "risk_buckets", "risk") as step:
         risk = step.cfg.risk

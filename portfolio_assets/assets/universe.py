@@ -179,20 +179,16 @@ def returns_60d(context, settings: PortfolioSettings):
         "sqrt(0.5(1-rho)), Ward linkage cut at the manifest threshold (or max_clusters); alpha score "
         "(return, inverse vol, antifragility, liquidity) ranked globally with feat_xs_momentum, "
         "within-cluster otherwise; diversity-scaled top-n per cluster and direction, momentum gate, "
-        "one venue per identity, baseline kept. Part `audit`: every candidate with why it won or lost."
+        "one venue per identity, baseline kept; below selection.min_winners the next best fill in round-robin "
+        "over clusters (docs/selection.md). Part `audit`: every candidate with why it won or lost."
     ),
 )
 def selected_universe(context, settings: PortfolioSettings):
     from portfolio_assets.quant.selection import SelectionParams, select_universe
 
     with Step(context, settings, "selected_universe", "universe") as step:
-        sel, data = step.cfg.selection, step.cfg.data
-        params = SelectionParams(
-            threshold=sel.threshold, max_clusters=sel.max_clusters, top_n=sel.top_n,
-            min_momentum=sel.min_momentum, min_overlap=data.min_overlap,
-            xs_momentum=step.cfg.features.feat_xs_momentum, baseline=sel.baseline,
-        )
-        step.params.update(params.__dict__)
+        params = SelectionParams.from_config(step.cfg)
+        step.params.update(params.record())
         pool = step.read("universe", "raw_pool").set_index("symbol")
         rets = step.read("universe", "returns_60d")
         candidates = pool[["direction", "identity", "asset_class"]].assign(value_traded=pool["Value.Traded"])

@@ -38,12 +38,10 @@ def tournament_settings(cfg: Config):
     from portfolio_assets.quant.simulate import SimulatorParams
     from portfolio_assets.quant.tournament import TournamentSettings
 
-    sel, bt = cfg.selection, cfg.backtest
+    bt = cfg.backtest
     tset = TournamentSettings(
         pit=cfg.features.feat_pit_fidelity, prep=cfg.data.lookback_prep,
-        selection=SelectionParams(threshold=sel.threshold, max_clusters=sel.max_clusters, top_n=sel.top_n,
-                                  min_momentum=sel.min_momentum, min_overlap=cfg.data.min_overlap,
-                                  xs_momentum=cfg.features.feat_xs_momentum, baseline=sel.baseline),
+        selection=SelectionParams.from_config(cfg),
         risk_threshold=cfg.risk.threshold, risk_max_clusters=cfg.risk.max_clusters, min_overlap=cfg.data.min_overlap,
         regime=cfg.regime, spectral=cfg.features.feat_spectral_regimes,
         audit=audit_rules(cfg),

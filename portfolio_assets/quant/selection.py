@@ -1,6 +1,7 @@
 """Natural selection (step 5): from the raw pool to the filtered universe.
 
-Steps, in order (`select_universe`):
+Steps, in order (`select_universe`; the reader's guide with the crash-day case is
+`docs/selection.md`):
 
 1. Synthetic-long streams: short candidates are negated once (`convention.synthetic_long`), so a
    falling short scores like a rising long.
@@ -8,7 +9,8 @@ Steps, in order (`select_universe`):
    ("insufficient data"); it is neither clustered nor scored.
 3. Clusters: `clustering.hierarchical_clusters` on the synthetic-long streams of the candidates
    with data (and the baseline): pairwise correlation (min overlap), angular distance
-   sqrt(0.5 * (1 - rho)), Ward, cut at `threshold` (or `max_clusters`).
+   sqrt(0.5 * (1 - rho)), Ward, cut at `threshold` (or `max_clusters`); the correlation matrix is
+   float32 from `float32_min_symbols` scored symbols on.
 4. Alpha score (`alpha_components`, `alpha_scores`): four equal-weighted components — return,
    inverse volatility, antifragility, liquidity — as global percentile ranks
    (`xs_momentum=True`) or within-cluster min-max (`xs_momentum=False`).
@@ -17,6 +19,11 @@ Steps, in order (`select_universe`):
    wins (the baseline always wins its identity).
 7. Top n_c per cluster and direction (`keep_count`), n_c scaled by the cluster's diversity.
 8. The baseline is always kept.
+9. Minimum winners (`fill_min_winners`): if fewer than min(`min_winners`, symbols with data incl.
+   the baseline) are selected, the `below_top_n` losers fill the gap round-robin over clusters
+   (round r takes each cluster's r-th best remaining candidate, best score first); a candidate
+   that failed the momentum gate, lacks data or lost its identity never fills. A remaining gap
+   is the funnel's `min_winners_shortfall`.
 
 Every candidate gets a row in the audit with its cluster, components, score, rank and the reason
 it won or lost.
@@ -26,10 +33,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from portfolio_assets.manifest import Config, SelectionConfig
 from portfolio_assets.quant.clustering import ClusterResult, hierarchical_clusters, mean_intra_corr
 from portfolio_assets.quant.convention import DIRECTIONS, synthetic_long
 from portfolio_assets.symbols import validate_symbol
@@ -41,48 +50,44 @@ TAIL_QUANTILE = 0.05
 # Outcome codes (the `outcome` column and the funnel keys).
 BASELINE = "baseline"
 SELECTED = "selected"
+MIN_WINNERS_FILL = "min_winners_fill"
 INSUFFICIENT_DATA = "insufficient_data"
 MOMENTUM_GATE = "momentum_gate"
 IDENTITY_DUPLICATE = "identity_duplicate"
 BELOW_TOP_N = "below_top_n"
-OUTCOMES = (BASELINE, SELECTED, INSUFFICIENT_DATA, MOMENTUM_GATE, IDENTITY_DUPLICATE, BELOW_TOP_N)
+OUTCOMES = (
+    BASELINE, SELECTED, INSUFFICIENT_DATA, MOMENTUM_GATE, IDENTITY_DUPLICATE, BELOW_TOP_N, MIN_WINNERS_FILL,
+)  # fmt: skip
+WINNING = (BASELINE, SELECTED, MIN_WINNERS_FILL)
 
 
 @dataclass(frozen=True)
 class SelectionParams:
-    """Parameters of natural selection (manifest section `selection`, flag `feat_xs_momentum`).
+    """Natural selection's parameters: a frozen view of the manifest with no defaults of its own.
 
-    - `threshold`: Ward cut height on the angular distance (0.45);
-    - `max_clusters`: cap on the number of clusters (25);
-    - `top_n`: base number of winners per cluster and direction before diversity scaling (2);
-    - `min_momentum`: momentum gate on the window's compounded synthetic-long return, a
-      fraction (-0.05 = -5 %);
-    - `min_overlap`: sessions required both for a pairwise correlation and for a candidate to be
-      scored at all (20);
-    - `xs_momentum`: global percentile ranks (True) or within-cluster min-max (False);
-    - `baseline`: symbol always kept; must be a column of the returns.
+    Built by `from_config` (the one place that maps the manifest to it):
+    - `selection`: the manifest section `selection` (`SelectionConfig`: baseline, threshold,
+      max_clusters, top_n, min_momentum, min_winners, float32_min_symbols; bounds and defaults
+      live there);
+    - `min_overlap`: `data.min_overlap`, sessions required both for a pairwise correlation and
+      for a candidate to be scored at all;
+    - `xs_momentum`: the flag `feat_xs_momentum` (global percentile ranks, else within-cluster
+      min-max).
     """
 
-    threshold: float = 0.45
-    max_clusters: int = 25
-    top_n: int = 2
-    min_momentum: float = -0.05
-    min_overlap: int = 20
-    xs_momentum: bool = True
-    baseline: str = "AMEX:SPY"
+    selection: SelectionConfig
+    min_overlap: int
+    xs_momentum: bool
 
-    def __post_init__(self) -> None:
-        if not self.threshold > 0:
-            raise ValueError(f"SelectionParams.threshold must be > 0, got {self.threshold}")
-        if int(self.max_clusters) < 1:
-            raise ValueError(f"SelectionParams.max_clusters must be >= 1, got {self.max_clusters}")
-        if int(self.top_n) < 1:
-            raise ValueError(f"SelectionParams.top_n must be >= 1, got {self.top_n}")
-        if int(self.min_overlap) < 3:
-            raise ValueError(f"SelectionParams.min_overlap must be >= 3 sessions, got {self.min_overlap}")
-        if not np.isfinite(self.min_momentum):
-            raise ValueError(f"SelectionParams.min_momentum must be finite, got {self.min_momentum}")
-        validate_symbol(self.baseline)
+    @classmethod
+    def from_config(cls, cfg: Config) -> SelectionParams:
+        return cls(selection=cfg.selection, min_overlap=cfg.data.min_overlap,
+                   xs_momentum=cfg.features.feat_xs_momentum)
+
+    def record(self) -> dict[str, Any]:
+        """Flat, JSON-ready parameters for the step's metadata and ledger entry."""
+        return {**self.selection.model_dump(exclude={"class_cap"}), "min_overlap": self.min_overlap,
+                "xs_momentum": self.xs_momentum}
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,8 @@ class SelectionResult:
     - `winners`: the selected rows of `audit`;
     - `clusters`: the `ClusterResult` over the scored symbols;
     - `funnel`: counts — raw (candidates given), with_data, clusters, winners, one key per
-      outcome, liquidity_missing (scored symbols with NaN value_traded), baseline_added (0/1).
+      outcome, liquidity_missing (scored symbols with NaN value_traded), baseline_added (0/1),
+      min_winners (the target after the cap), min_winners_shortfall (target - winners, >= 0).
     """
 
     audit: pd.DataFrame
@@ -224,9 +230,64 @@ def _validate_candidates(candidates: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def select_universe(
-    candidates: pd.DataFrame, returns: pd.DataFrame, params: SelectionParams | None = None
-) -> SelectionResult:
+def _top_n(audit: pd.DataFrame) -> None:
+    """Top n_c per (cluster, direction) among the survivors (outcome ""); the baseline takes no
+    slot. Rank = position by score descending, ties by symbol; writes rank, outcome, reason."""
+    competing = audit.loc[audit["outcome"] == "", ["cluster", "direction", "score", "n_keep_cluster"]]
+    if competing.empty:
+        return
+    order = competing.assign(_sym=competing.index).sort_values(
+        ["cluster", "direction", "score", "_sym"], ascending=[True, True, False, True], kind="mergesort"
+    )
+    rank = order.groupby(["cluster", "direction"], sort=False).cumcount().to_numpy() + 1
+    keep = order["n_keep_cluster"].to_numpy(dtype=int)
+    won = rank <= keep
+    audit.loc[order.index, "rank_in_cluster"] = rank
+    audit.loc[order.index, "outcome"] = np.where(won, SELECTED, BELOW_TOP_N)
+    audit.loc[order.index, "reason"] = [
+        f"top {n} of cluster {k} ({d}): rank {r}" if w else f"rank {r} in cluster {k} ({d}); cluster keeps top {n}"
+        for k, d, r, n, w in zip(order["cluster"], order["direction"], rank, keep, won, strict=True)
+    ]
+
+
+def fill_min_winners(audit: pd.DataFrame, target: int) -> int:
+    """Fill the selection up to `target` winners from the `below_top_n` losers; returns how many.
+
+    Ranking across clusters, round-robin: within each cluster the remaining candidates are
+    ordered by alpha score (descending, ties by symbol); round r holds every cluster's r-th
+    candidate, and rounds are taken in order, best score first within a round — so the first
+    extra symbols come from distinct clusters (diversification) and each is the best one left
+    in its cluster. Taken rows get outcome `min_winners_fill` and a reason naming the fill
+    order, round, cluster, direction, rank and score.
+
+    Never taken: candidates that failed the momentum gate (the gate is a statement about the
+    direction — a falling long or a rising short — which a count target does not overrule; their
+    reason records that they were passed over), that lack data, or that lost their identity to
+    another venue. Modifies `audit` (indexed by symbol) in place.
+    """
+    n_before = int(audit["outcome"].isin(WINNING).sum())
+    deficit = target - n_before
+    if deficit <= 0:
+        return 0
+    pool = audit.loc[audit["outcome"] == BELOW_TOP_N, ["cluster", "direction", "score", "rank_in_cluster"]]
+    pool = pool.assign(_sym=pool.index).sort_values(
+        ["cluster", "score", "_sym"], ascending=[True, False, True], kind="mergesort"
+    )
+    pool["_round"] = pool.groupby("cluster", sort=False).cumcount() + 1
+    take = pool.sort_values(["_round", "score", "_sym"], ascending=[True, False, True], kind="mergesort").head(deficit)
+    for i, (s, row) in enumerate(take.iterrows(), start=1):
+        audit.at[s, "outcome"] = MIN_WINNERS_FILL
+        audit.at[s, "reason"] = (
+            f"min_winners fill {i} of {len(take)}: {n_before} winners < min_winners {target}; "
+            f"round {row['_round']} over clusters, cluster {row['cluster']} ({row['direction']}) "
+            f"rank {row['rank_in_cluster']}, score {row['score']:.3f}"
+        )
+    gated = audit.index[audit["outcome"] == MOMENTUM_GATE]
+    audit.loc[gated, "reason"] = audit.loc[gated, "reason"] + "; not taken by the min_winners fill (momentum gate)"
+    return len(take)
+
+
+def select_universe(candidates: pd.DataFrame, returns: pd.DataFrame, params: SelectionParams) -> SelectionResult:
     """Run natural selection (see the module docstring for the order of the steps).
 
     `candidates`: indexed by symbol, columns direction ('long'|'short'), identity (str),
@@ -239,26 +300,30 @@ def select_universe(
     momentum gate and identity dedup are applied after scoring, before the top-n cut, so gated
     candidates never take a slot. The baseline is clustered and scored like the others but
     does not compete for a slot (its `rank_in_cluster` is NA) and is always selected; if it is
-    not among the candidates it is added as a long with identity = its symbol.
+    not among the candidates it is added as a long with identity = its symbol. The minimum
+    number of winners is min(`min_winners`, scored symbols), filled by `fill_min_winners`.
 
     Raises ValueError if the baseline is not a column of `returns`.
     """
-    p = params or SelectionParams()
+    if not isinstance(params, SelectionParams):
+        raise ValueError(f"params must be a SelectionParams (SelectionParams.from_config), got {type(params).__name__}")
+    sel, min_overlap = params.selection, params.min_overlap
+    baseline = validate_symbol(sel.baseline)
     frame = _validate_candidates(candidates)
     if not isinstance(returns, pd.DataFrame):
         raise ValueError(
             f"returns must be a pandas DataFrame (sessions x symbols), got {type(returns).__name__}"
         )
-    if p.baseline not in returns.columns:
+    if baseline not in returns.columns:
         raise ValueError(
-            f"baseline {p.baseline!r} is not in returns; the 60-session prep must include the baseline"
+            f"baseline {baseline!r} is not in returns; the 60-session prep must include the baseline"
         )
     n_raw = len(frame)
-    baseline_added = p.baseline not in frame.index
+    baseline_added = baseline not in frame.index
     if baseline_added:
-        frame.loc[p.baseline] = {
+        frame.loc[baseline] = {
             "direction": "long",
-            "identity": p.baseline,
+            "identity": baseline,
             "asset_class": "unknown",
             "value_traded": np.nan,
         }
@@ -267,14 +332,13 @@ def select_universe(
     present = [s for s in frame.index if s in returns.columns]
     streams = synthetic_long(returns[present], frame.loc[present, "direction"])
     n_obs = streams.count().reindex(frame.index).fillna(0).astype(int)
-    has_data = n_obs >= p.min_overlap
-    scored = [s for s in frame.index if has_data[s] or s == p.baseline]
+    has_data = n_obs >= min_overlap
+    scored = [s for s in frame.index if has_data[s] or s == baseline]
 
-    cres = hierarchical_clusters(
-        streams[scored], threshold=p.threshold, max_clusters=p.max_clusters, min_overlap=p.min_overlap
-    )
+    dtype = np.float32 if len(scored) >= sel.float32_min_symbols else np.float64
+    cres = hierarchical_clusters(streams[scored], sel.threshold, sel.max_clusters, min_overlap, dtype)
     comps = alpha_components(streams[scored], frame.loc[scored, "value_traded"])
-    scores = alpha_scores(comps, cres.clusters, p.xs_momentum)
+    scores = alpha_scores(comps, cres.clusters, params.xs_momentum)
 
     audit = frame.copy()
     audit["cluster"] = cres.clusters.reindex(audit.index).astype("Int64")
@@ -286,64 +350,48 @@ def select_universe(
     audit["reason"] = ""
 
     for members in cres.clusters.groupby(cres.clusters).groups.values():
-        n_keep = keep_count(len(members), mean_intra_corr(cres.corr, list(members)), p.top_n)
+        n_keep = keep_count(len(members), mean_intra_corr(cres.corr, list(members)), sel.top_n)
         audit.loc[list(members), "n_keep_cluster"] = n_keep
 
-    def lose(sym: str, outcome: str, reason: str) -> None:
-        audit.at[sym, "outcome"] = outcome
-        audit.at[sym, "reason"] = reason
-
-    audit.at[p.baseline, "outcome"] = BASELINE
-    audit.at[p.baseline, "reason"] = "baseline (always kept)"
-    for s in audit.index:
-        if s != p.baseline and not has_data[s]:
-            lose(
-                s,
-                INSUFFICIENT_DATA,
-                f"insufficient data: {n_obs[s]} of {n_sessions} sessions with returns < min_overlap {p.min_overlap}",
-            )
-    for s in audit.index[(audit["outcome"] == "") & (audit["ret"] < p.min_momentum)]:
-        lose(
-            s,
-            MOMENTUM_GATE,
-            f"momentum gate: {n_sessions}-session return {audit.at[s, 'ret']:.1%} < {p.min_momentum:.1%}",
-        )
+    audit.at[baseline, "outcome"] = BASELINE
+    audit.at[baseline, "reason"] = "baseline (always kept)"
+    no_data = audit.index[~has_data.reindex(audit.index).to_numpy() & (audit.index != baseline)]
+    audit.loc[no_data, "outcome"] = INSUFFICIENT_DATA
+    audit.loc[no_data, "reason"] = [
+        f"insufficient data: {n_obs[s]} of {n_sessions} sessions with returns < min_overlap {min_overlap}"
+        for s in no_data
+    ]
+    gated = audit.index[(audit["outcome"] == "") & (audit["ret"] < sel.min_momentum)]
+    audit.loc[gated, "outcome"] = MOMENTUM_GATE
+    audit.loc[gated, "reason"] = [
+        f"momentum gate: {n_sessions}-session return {audit.at[s, 'ret']:.1%} < {sel.min_momentum:.1%}"
+        for s in gated
+    ]
 
     # One venue per identity among the still-eligible (and the baseline, which always wins).
     alive = audit[audit["outcome"].isin(["", BASELINE])]
+    alive = alive[alive["identity"].duplicated(keep=False)]
     for identity, grp in alive.groupby("identity", sort=True):
-        if len(grp) < 2:
-            continue
-        if p.baseline in grp.index:
-            winner = p.baseline
+        if baseline in grp.index:
+            winner = baseline
         else:
             order = grp.assign(_liq=grp["liquidity"].fillna(-np.inf), _sym=grp.index).sort_values(
                 ["score", "_liq", "_sym"], ascending=[False, False, True], kind="mergesort"
             )
             winner = order.index[0]
         for s in grp.index.drop(winner):
-            if winner == p.baseline:
+            if winner == baseline:
                 detail = f"baseline {winner} kept"
             else:
                 detail = f"{winner} kept (score {grp.at[winner, 'score']:.3f} vs {grp.at[s, 'score']:.3f})"
-            lose(s, IDENTITY_DUPLICATE, f"duplicate identity {identity!r}: {detail}")
+            audit.at[s, "outcome"] = IDENTITY_DUPLICATE
+            audit.at[s, "reason"] = f"duplicate identity {identity!r}: {detail}"
 
-    # Top n_c per (cluster, direction) among the survivors; the baseline takes no slot.
-    competing = audit[audit["outcome"] == ""]
-    for (k, direction), grp in competing.groupby(["cluster", "direction"], sort=True):
-        order = grp.assign(_sym=grp.index).sort_values(
-            ["score", "_sym"], ascending=[False, True], kind="mergesort"
-        )
-        n_keep = int(grp["n_keep_cluster"].iloc[0])
-        for rank, s in enumerate(order.index, start=1):
-            audit.at[s, "rank_in_cluster"] = rank
-            if rank <= n_keep:
-                audit.at[s, "outcome"] = SELECTED
-                audit.at[s, "reason"] = f"top {n_keep} of cluster {k} ({direction}): rank {rank}"
-            else:
-                lose(s, BELOW_TOP_N, f"rank {rank} in cluster {k} ({direction}); cluster keeps top {n_keep}")
+    _top_n(audit)
+    target = min(sel.min_winners, len(scored))
+    fill_min_winners(audit, target)
 
-    audit["selected"] = audit["outcome"].isin([SELECTED, BASELINE])
+    audit["selected"] = audit["outcome"].isin(WINNING)
     audit = audit.reset_index()
     audit = audit.sort_values("symbol", kind="mergesort").sort_values(
         ["cluster", "direction", "score"], ascending=[True, True, False], na_position="last", kind="mergesort"
@@ -357,13 +405,16 @@ def select_universe(
     winners = audit[audit["selected"]].reset_index(drop=True)
 
     counts = audit["outcome"].value_counts()
+    n_winners = int(audit["selected"].sum())
     funnel = {
         "raw": n_raw,
-        "with_data": int(has_data.drop(p.baseline).sum() if baseline_added else has_data.sum()),
+        "with_data": int(has_data.drop(baseline).sum() if baseline_added else has_data.sum()),
         "clusters": cres.n_clusters,
-        "winners": int(audit["selected"].sum()),
+        "winners": n_winners,
         **{o: int(counts.get(o, 0)) for o in OUTCOMES},
         "liquidity_missing": int(comps["liquidity"].isna().sum()),
         "baseline_added": int(baseline_added),
+        "min_winners": int(target),
+        "min_winners_shortfall": max(0, int(target) - n_winners),
     }
     return SelectionResult(audit=audit, winners=winners, clusters=cres, funnel=funnel)

@@ -63,7 +63,7 @@ def build_streams(raw_returns: pd.DataFrame, streams: list[str]) -> pd.DataFrame
 class TournamentSettings:
     pit: bool
     prep: int = 60
-    selection: object | None = None  # quant.selection.SelectionParams
+    selection: object | None = None  # quant.selection.SelectionParams (from_config)
     risk_threshold: float = 0.45
     risk_max_clusters: int = 25
     min_overlap: int = 20

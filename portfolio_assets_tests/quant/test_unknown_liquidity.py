@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from portfolio_assets.manifest import DataConfig, SelectionConfig
 from portfolio_assets.quant.rawpool import build_raw_pool, score_rows
 from portfolio_assets.quant.selection import SelectionParams, select_universe
 
@@ -59,7 +60,8 @@ def test_selection_with_all_liquidity_unknown_picks_as_with_equal_liquidity() ->
         return pd.DataFrame({"direction": "long", "identity": symbols, "asset_class": "equity",
                              "value_traded": value_traded}, index=symbols)
 
-    params = SelectionParams(min_momentum=-1.0, top_n=1)
+    params = SelectionParams(SelectionConfig(min_momentum=-1.0, top_n=1, min_winners=1),
+                             min_overlap=DataConfig().min_overlap, xs_momentum=True)
     unknown = select_universe(candidates(np.nan), returns, params)
     equal = select_universe(candidates(1e7), returns, params)
     assert unknown.funnel["liquidity_missing"] == len(symbols) + 1  # the candidates and the added baseline

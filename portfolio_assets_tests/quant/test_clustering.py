@@ -9,33 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
 
+from portfolio_assets.quant import clustering
 from portfolio_assets.quant.clustering import (
     angular_distance,
     bucket_stats,
+    condensed_angular_distance,
     cut_clusters,
     hierarchical_clusters,
+    mean_intra_corr,
     pairwise_correlation,
-    plot_clustermap,
-    plot_dendrogram,
     top_correlated_pairs,
     ward_linkage,
 )
+from portfolio_assets_tests.quant.returns_panels import SESSIONS, mixed_returns
 
-SESSIONS = pd.bdate_range("2024-01-02", periods=60, name="session")
-
-
-def _holey_returns(seed: int = 0, n: int = 30) -> pd.DataFrame:
-    """Random returns with scattered NaN holes, late listings, an early delisting and a flat stream."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0.0005, 0.02, (len(SESSIONS), n))
-    x[rng.random(x.shape) < 0.12] = np.nan
-    x[:35, 1] = np.nan  # late listing: 25 sessions
-    x[30:, 2] = np.nan  # delisted after 30 sessions -> overlap with column 1 is 0
-    x[:45, 3] = np.nan  # listed too late: < 20 sessions at all
-    x[:, 4] = 0.01  # constant stream (stale price with a fixed drift): correlation undefined
-    x[:, 5] = 1.5 + x[:, 6] * 1e-3  # large mean, small spread: cancellation-prone
-    return pd.DataFrame(x, index=SESSIONS, columns=[f"NYSE:S{i:02d}" for i in range(n)])
+CUT = {"threshold": 0.45, "max_clusters": 25, "min_overlap": 20}  # the manifest defaults
 
 
 def _factor_returns(
@@ -51,46 +41,6 @@ def _factor_returns(
             cols[sym] = f[:, k] + 0.5 * rng.normal(0.0, 0.01, len(SESSIONS))
             truth[sym] = k
     return pd.DataFrame(cols, index=SESSIONS), truth
-
-
-def test_pairwise_correlation_matches_pandas_with_holes_and_late_listings():
-    r = _holey_returns()
-    got = pairwise_correlation(r, min_overlap=20)
-    ref = r.corr(min_periods=20)
-    off = ~np.eye(r.shape[1], dtype=bool)
-    g, e = got.to_numpy()[off], ref.to_numpy()[off]
-    assert np.array_equal(np.isnan(g), np.isnan(e))
-    assert np.nanmax(np.abs(g - e)) < 1e-10
-    # the cases that make this coverage-aware rather than zero-filled
-    assert np.isnan(got.loc["NYSE:S01", "NYSE:S02"])  # no common sessions
-    assert got["NYSE:S03"].drop("NYSE:S03").isna().all()  # listed with < 20 sessions
-    assert got["NYSE:S04"].drop("NYSE:S04").isna().all()  # constant stream
-    assert got.loc["NYSE:S05", "NYSE:S06"] == pytest.approx(ref.loc["NYSE:S05", "NYSE:S06"], abs=1e-10)
-    # diagonal is 1 by definition, also where pandas says NaN (too few sessions / constant)
-    assert np.all(np.diag(got.to_numpy()) == 1.0)
-    assert got.index.equals(r.columns) and got.columns.equals(r.columns)
-    assert np.allclose(got.to_numpy(), got.to_numpy().T, equal_nan=True)
-
-
-def test_pairwise_correlation_min_overlap_is_inclusive():
-    rng = np.random.default_rng(1)
-    x = rng.normal(0.0, 0.01, (60, 3))
-    x[:40, 1] = np.nan  # 20 common sessions with column 0
-    x[:41, 2] = np.nan  # 19 common sessions with column 0
-    r = pd.DataFrame(x, index=SESSIONS, columns=["A:A", "A:B", "A:C"])
-    c = pairwise_correlation(r, min_overlap=20)
-    assert c.loc["A:A", "A:B"] == pytest.approx(np.corrcoef(x[40:, 0], x[40:, 1])[0, 1], abs=1e-12)
-    assert np.isnan(c.loc["A:A", "A:C"])
-    assert np.isnan(c.loc["A:B", "A:C"])
-
-
-def test_pairwise_correlation_rejects_bad_input():
-    r = _holey_returns(n=8)
-    with pytest.raises(ValueError, match=re.escape("min_overlap must be >= 2 sessions, got 1")):
-        pairwise_correlation(r, min_overlap=1)
-    dup = pd.concat([r["NYSE:S00"], r["NYSE:S00"]], axis=1)
-    with pytest.raises(ValueError, match=re.escape("returns has duplicate symbol columns: ['NYSE:S00']")):
-        pairwise_correlation(dup)
 
 
 def test_angular_distance_formula_and_imputed_pairs():
@@ -154,13 +104,13 @@ def test_cut_clusters_validates_shape_and_params():
 
 def test_one_and_two_symbols_do_not_crash():
     r, _ = _factor_returns(n_factors=2, members=1)
-    one = hierarchical_clusters(r[["NYSE:F0M0"]])
+    one = hierarchical_clusters(r[["NYSE:F0M0"]], **CUT)
     assert one.clusters.to_dict() == {"NYSE:F0M0": 1}
     assert one.linkage.shape == (0, 4)
     assert cut_clusters(np.empty((0, 4)), ["NYSE:F0M0"], 0.45, 25).tolist() == [1]
-    two = hierarchical_clusters(r)  # two independent factors: d ~ 0.7 > 0.45
+    two = hierarchical_clusters(r, **CUT)  # two independent factors: d ~ 0.7 > 0.45
     assert sorted(two.clusters.tolist()) == [1, 2]
-    two_tight = hierarchical_clusters(r, threshold=5.0)
+    two_tight = hierarchical_clusters(r, **{**CUT, "threshold": 5.0})
     assert two_tight.clusters.tolist() == [1, 1]
 
 
@@ -175,7 +125,7 @@ def test_hierarchical_clusters_recovers_latent_factors_and_ignores_column_order(
     assert groups == expected
     assert res.n_imputed_pairs == 0
     shuffled = r[list(np.random.default_rng(0).permutation(r.columns))]
-    res2 = hierarchical_clusters(shuffled)
+    res2 = hierarchical_clusters(shuffled, **CUT)
     pd.testing.assert_series_equal(res.clusters, res2.clusters)
     assert np.array_equal(res.linkage, res2.linkage)
 
@@ -184,12 +134,12 @@ def test_hierarchical_clusters_counts_imputed_pairs():
     r, _ = _factor_returns(seed=2, n_factors=2, members=2)
     r.iloc[:40, 0] = np.nan
     r.iloc[30:, 1] = np.nan  # overlap of columns 0 and 1: 0 sessions
-    res = hierarchical_clusters(r)
+    res = hierarchical_clusters(r, **CUT)
     # column 0 has sessions 40-59, column 1 sessions 0-29: only the pair (0, 1) has no overlap;
     # each overlaps the full columns 2 and 3 on >= 20 sessions
     assert res.n_imputed_pairs == 1
     assert np.isnan(res.corr.iloc[0, 1])
-    assert res.distance.iloc[0, 1] == pytest.approx(math.sqrt(0.5))
+    assert angular_distance(res.corr).iloc[0, 1] == pytest.approx(math.sqrt(0.5))
 
 
 def test_bucket_stats_hand_checked():
@@ -247,14 +197,60 @@ def test_top_correlated_pairs_each_pair_once_sorted():
     assert len(top_correlated_pairs(pd.DataFrame(rho, index=syms, columns=syms), n=2)) == 2
 
 
-@pytest.mark.parametrize("n_members", [3, 40])  # 12 and 120 symbols: labelled and unlabelled
-def test_plots_write_png(tmp_path, n_members):
-    r, _ = _factor_returns(seed=9, n_factors=3, members=n_members)
-    res = hierarchical_clusters(r)
-    dend = plot_dendrogram(res.linkage, list(res.corr.index), tmp_path / "img" / "dendrogram.png", 0.45)
-    cmap = plot_clustermap(res.corr, res.clusters, tmp_path / "img" / "clustermap.png", linkage=res.linkage)
-    for p in (dend, cmap):
-        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert p.stat().st_size > 5_000
-    single = plot_dendrogram(np.empty((0, 4)), ["A:A"], tmp_path / "one.png", 0.45)
-    assert single.read_bytes()[:4] == b"\x89PNG"
+def test_float32_gives_the_same_clusters_as_float64():
+    f, _ = _factor_returns(seed=6, n_factors=5, members=30)
+    h64 = hierarchical_clusters(f, **CUT)
+    h32 = hierarchical_clusters(f, **CUT, dtype=np.float32)
+    assert h32.corr.dtypes.unique().tolist() == [np.dtype(np.float32)]
+    pd.testing.assert_series_equal(h32.clusters, h64.clusters)
+    assert np.abs(h32.linkage[:, 2] - h64.linkage[:, 2]).max() < 1e-5
+
+
+def test_condensed_distance_is_the_square_one_and_gives_the_same_ward():
+    r = mixed_returns(40, 0.5, seed=2)
+    corr = pairwise_correlation(r, min_overlap=20)
+    cond, n_imputed = condensed_angular_distance(corr.to_numpy())
+    square = angular_distance(corr)
+    assert np.array_equal(cond, squareform(square.to_numpy(), checks=False))
+    assert n_imputed == square.attrs["n_imputed_pairs"] > 0
+    rho = corr.to_numpy()
+    iu = np.triu_indices(40, 1)
+    expected = np.sqrt(np.clip(0.5 * (1.0 - np.nan_to_num(rho[iu], nan=0.0)), 0.0, 1.0))
+    assert np.array_equal(cond, expected)
+    assert n_imputed == int(np.isnan(rho[iu]).sum())
+    assert np.array_equal(ward_linkage(cond), ward_linkage(square))
+    rho32 = rho.astype(np.float32)  # the float32 path: the arithmetic still runs in float64
+    assert np.array_equal(condensed_angular_distance(rho32)[0], condensed_angular_distance(rho32.astype(float))[0])
+    assert np.array_equal(square.to_numpy(), square.to_numpy().T)
+    with pytest.raises(ValueError, match=re.escape("rho must be a square matrix, got shape (2, 3)")):
+        condensed_angular_distance(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=re.escape("distance must be a square matrix or a condensed vector")):
+        ward_linkage(np.zeros((2, 3)))
+
+
+def test_mean_intra_corr_blockwise_equals_explicit_pair_mean(monkeypatch):
+    monkeypatch.setattr(clustering, "_INTRA_BLOCK_ELEMENTS", 30)  # 1-3 member rows per block
+    r = mixed_returns(25, 0.6, seed=9)
+    corr = pairwise_correlation(r, min_overlap=20)
+    members = list(corr.index[[3, 0, 7, 11, 12, 20, 24, 1]])  # unsorted, with NaN pairs (column 0, 1)
+    sub = corr.loc[members, members].to_numpy()
+    vals = sub[np.triu_indices(len(members), 1)]
+    assert np.isnan(vals).any()
+    assert mean_intra_corr(corr, members) == pytest.approx(np.nanmean(vals), abs=1e-14)
+    assert np.isnan(mean_intra_corr(corr, members[:1]))
+    with pytest.raises(ValueError, match=re.escape("members absent from corr: ['X:NONE']")):
+        mean_intra_corr(corr, ["X:NONE", members[0]])
+
+
+def test_ward_equals_scipy_and_leaves_the_callers_distance_alone():
+    r = mixed_returns(300, 0.1, seed=12)
+    cond, _ = condensed_angular_distance(pairwise_correlation(r, min_overlap=20).to_numpy())
+    before = cond.copy()
+    z = ward_linkage(cond)
+    z_ref = linkage(before, method="ward")
+    assert np.array_equal(cond, before)  # the input is never changed
+    assert np.array_equal(z[:, [0, 1, 3]], z_ref[:, [0, 1, 3]])  # same merges, same sizes
+    assert np.abs(z[:, 2] - z_ref[:, 2]).max() < 1e-12
+    for t in (0.3, 0.45, 0.6):
+        assert np.array_equal(fcluster(z, t, "distance"), fcluster(z_ref, t, "distance"))
+    assert np.array_equal(fcluster(z, 25, "maxclust"), fcluster(z_ref, 25, "maxclust"))

@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 from scipy.stats import skew
 
+from portfolio_assets.manifest import Config, DataConfig, SelectionConfig
 from portfolio_assets.quant.selection import (
     OUTCOMES,
     SelectionParams,
     alpha_components,
     alpha_scores,
+    fill_min_winners,
     keep_count,
     select_universe,
 )
@@ -22,6 +24,16 @@ from portfolio_assets.quant.selection import (
 T = 60
 SESSIONS = pd.bdate_range("2024-01-02", periods=T, name="session")
 BASELINE = "AMEX:SPY"
+
+
+def _params(xs_momentum: bool = True, **selection) -> SelectionParams:
+    """The manifest's defaults with `selection` overrides (validated by SelectionConfig)."""
+    return SelectionParams(SelectionConfig(**selection), min_overlap=DataConfig().min_overlap,
+                           xs_momentum=xs_momentum)
+
+
+# The steps before the minimum-winners fill, on universes smaller than its default target.
+NO_FILL = {"min_winners": 1}
 
 
 def _candidates(rows: dict[str, dict]) -> pd.DataFrame:
@@ -65,7 +77,7 @@ def _row(res, symbol: str) -> pd.Series:
 
 def test_latent_factors_three_clusters_and_known_winners():
     returns, cands = _factor_universe()
-    res = select_universe(cands, returns, SelectionParams(min_momentum=-1.0))
+    res = select_universe(cands, returns, _params(min_momentum=-1.0, **NO_FILL))
     cl = res.clusters.clusters.drop(BASELINE)
     groups = {frozenset(g.index) for _, g in cl.groupby(cl)}
     assert groups == {frozenset(f"NYSE:F{k}M{j}" for j in range(4)) for k in range(3)}
@@ -92,7 +104,7 @@ def test_latent_factors_three_clusters_and_known_winners():
 
 def test_diverse_cluster_keeps_more_than_tight_cluster():
     returns, cands = _factor_universe()
-    res = select_universe(cands, returns, SelectionParams(min_momentum=-1.0, threshold=5.0, top_n=2))
+    res = select_universe(cands, returns, _params(min_momentum=-1.0, max_clusters=1, top_n=2, **NO_FILL))
     # one big cluster of 13 near-independent groups: mean rho ~ 0.2, n_c = round(2 * 1.3) = 3
     assert res.funnel["clusters"] == 1
     intra = res.clusters.corr.to_numpy()[np.triu_indices(13, 1)].mean()
@@ -196,9 +208,9 @@ def test_xs_momentum_on_and_off_pick_different_winners():
     cols[BASELINE] = rng.normal(0.0, 0.01, T)
     returns = pd.DataFrame(cols, index=SESSIONS)
     cands = _candidates(rows)
-    base = {"min_momentum": -1.0, "top_n": 1}
-    on = select_universe(cands, returns, SelectionParams(xs_momentum=True, **base))
-    off = select_universe(cands, returns, SelectionParams(xs_momentum=False, **base))
+    base = {"min_momentum": -1.0, "top_n": 1, **NO_FILL}
+    on = select_universe(cands, returns, _params(xs_momentum=True, **base))
+    off = select_universe(cands, returns, _params(xs_momentum=False, **base))
 
     a, b = _row(on, "NYSE:A"), _row(on, "NYSE:B")
     assert a["cluster"] == b["cluster"]
@@ -221,7 +233,7 @@ def test_xs_momentum_on_and_off_pick_different_winners():
 def test_momentum_gate_reason_and_no_slot_taken():
     returns, cands = _factor_universe()
     returns["NYSE:F2M0"] = returns["NYSE:F2M0"] - 0.008  # best member now falls ~ -25 %
-    res = select_universe(cands, returns, SelectionParams())
+    res = select_universe(cands, returns, _params(**NO_FILL))
     r = _row(res, "NYSE:F2M0")
     expected_ret = np.prod(1 + returns["NYSE:F2M0"].to_numpy()) - 1
     assert r["ret"] == pytest.approx(expected_ret, rel=1e-12) and expected_ret < -0.05
@@ -243,7 +255,7 @@ def test_momentum_gate_message_format_exact():
     x[-20:] = (1 - 0.073) ** (1 / 20) - 1  # 20 sessions compounding to -7.3 %
     x[-20:] += np.linspace(-1e-4, 1e-4, 20) - np.linspace(-1e-4, 1e-4, 20).mean()
     returns = pd.DataFrame({"NYSE:DOWN": x, BASELINE: np.linspace(-0.01, 0.01, T)}, index=SESSIONS)
-    res = select_universe(_candidates({"NYSE:DOWN": {}}), returns, SelectionParams())
+    res = select_universe(_candidates({"NYSE:DOWN": {}}), returns, _params(**NO_FILL))
     r = _row(res, "NYSE:DOWN")
     assert f"{r['ret']:.3f}" == "-0.073"
     assert r["reason"] == "momentum gate: 60-session return -7.3% < -5.0%"
@@ -261,7 +273,7 @@ def test_identity_dedup_keeps_higher_score_and_names_winner():
             "COINBASE:BTCUSD": {"identity": "BTC", "asset_class": "crypto", "value_traded": 1e6},
         }
     )
-    res = select_universe(pd.concat([cands, extra]), returns, SelectionParams(min_momentum=-1.0))
+    res = select_universe(pd.concat([cands, extra]), returns, _params(min_momentum=-1.0, **NO_FILL))
     win, lose = _row(res, "BINANCE:BTCUSDT"), _row(res, "COINBASE:BTCUSD")
     assert win["score"] > lose["score"]
     assert win["selected"] and not lose["selected"]
@@ -279,7 +291,7 @@ def test_baseline_kept_even_when_it_scores_worst():
     cands = pd.concat(
         [cands, _candidates({BASELINE: {"identity": "SPY", "asset_class": "etf", "value_traded": 1.0}})]
     )
-    res = select_universe(cands, returns, SelectionParams())
+    res = select_universe(cands, returns, _params(**NO_FILL))
     b = _row(res, BASELINE)
     assert b["score"] == res.audit["score"].min()
     assert b["ret"] < -0.05  # would fail the momentum gate
@@ -304,7 +316,7 @@ def test_falling_short_preferred_over_rising_short():
             "NYSE:RISE": {"direction": "short", "value_traded": 1e7},
         }
     )
-    res = select_universe(cands, returns, SelectionParams(min_momentum=-1.0))
+    res = select_universe(cands, returns, _params(min_momentum=-1.0, **NO_FILL))
     fall, rise = _row(res, "NYSE:FALL"), _row(res, "NYSE:RISE")
     assert fall["cluster"] == rise["cluster"]
     # scored on the synthetic-long stream max(-r, -1)
@@ -314,7 +326,7 @@ def test_falling_short_preferred_over_rising_short():
     assert fall["selected"] and fall["reason"] == f"top 1 of cluster {fall['cluster']} (short): rank 1"
     assert not rise["selected"] and rise["outcome"] == "below_top_n"
     # and with the default gate the rising short is stopped by momentum first
-    gated = _row(select_universe(cands, returns, SelectionParams()), "NYSE:RISE")
+    gated = _row(select_universe(cands, returns, _params(**NO_FILL)), "NYSE:RISE")
     assert gated["outcome"] == "momentum_gate"
 
 
@@ -322,7 +334,7 @@ def test_insufficient_data_and_absent_candidates():
     returns, cands = _factor_universe()
     returns.loc[returns.index[:45], "NYSE:F1M0"] = np.nan  # 15 sessions left
     cands = pd.concat([cands, _candidates({"NYSE:GONE": {}})])  # no returns column at all
-    res = select_universe(cands, returns, SelectionParams(min_momentum=-1.0))
+    res = select_universe(cands, returns, _params(min_momentum=-1.0, **NO_FILL))
     short = _row(res, "NYSE:F1M0")
     assert short["reason"] == "insufficient data: 15 of 60 sessions with returns < min_overlap 20"
     assert pd.isna(short["cluster"]) and pd.isna(short["score"])
@@ -342,22 +354,171 @@ def test_missing_baseline_raises_with_name():
             "baseline 'AMEX:SPY' is not in returns; the 60-session prep must include the baseline"
         ),
     ):
-        select_universe(cands, returns.drop(columns=[BASELINE]), SelectionParams())
+        select_universe(cands, returns.drop(columns=[BASELINE]), _params(**NO_FILL))
 
 
 def test_bad_inputs_are_named():
     returns, cands = _factor_universe()
+    params = _params(**NO_FILL)
     with pytest.raises(ValueError, match=re.escape("candidates lacks columns ['value_traded']")):
-        select_universe(cands.drop(columns=["value_traded"]), returns)
+        select_universe(cands.drop(columns=["value_traded"]), returns, params)
     bad = cands.copy()
     bad.loc["NYSE:F0M0", "direction"] = "sideways"
     with pytest.raises(
         ValueError, match=re.escape("candidates.direction must be 'long' or 'short', got ['sideways']")
     ):
-        select_universe(bad, returns)
-    with pytest.raises(ValueError, match=re.escape("SelectionParams.top_n must be >= 1, got 0")):
-        SelectionParams(top_n=0)
+        select_universe(bad, returns, params)
+    with pytest.raises(ValueError, match=re.escape("params must be a SelectionParams (SelectionParams.from_config), "
+                                                   "got SelectionConfig")):
+        select_universe(cands, returns, SelectionConfig())
     synthetic = returns.copy()
     synthetic.attrs["synthetic_long"] = True
     with pytest.raises(ValueError, match="already synthetic-long"):
-        select_universe(cands, synthetic)
+        select_universe(cands, synthetic, params)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("top_n", 0, "Input should be greater than or equal to 1"),
+    ("min_winners", 0, "Input should be greater than or equal to 1"),
+    ("min_winners", 1001, "Input should be less than or equal to 1000"),
+    ("float32_min_symbols", 1, "Input should be greater than or equal to 2"),
+    ("min_momentum", -1.5, "Input should be greater than or equal to -1"),
+    ("min_momentum", float("nan"), "Input should be a finite number"),
+    ("baseline", "spy", "String should match pattern"),
+])
+def test_selection_config_bounds(field, value, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        SelectionConfig(**{field: value})
+
+
+def test_params_are_the_manifest_sections_built_in_one_place():
+    cfg = Config(selection=SelectionConfig(top_n=3, min_winners=7), data=DataConfig(min_overlap=30),
+                 features={"feat_xs_momentum": False})
+    p = SelectionParams.from_config(cfg)
+    assert p.selection is cfg.selection and (p.min_overlap, p.xs_momentum) == (30, False)
+    assert p.record() == {"baseline": "AMEX:SPY", "threshold": 0.45, "max_clusters": 25, "top_n": 3,
+                          "min_momentum": -0.05, "min_winners": 7, "float32_min_symbols": 5000,
+                          "min_overlap": 30, "xs_momentum": False}
+
+
+# ------------------------------------------------------------------------------- minimum winners
+def _hand_audit() -> pd.DataFrame:
+    """Scores and outcomes set by hand: 4 winners, 5 below_top_n in 3 clusters, one gated and one
+    duplicate that score higher than every loser (neither may fill)."""
+    rows = [  # symbol, cluster, direction, score, rank_in_cluster, outcome
+        ("X:A1", 1, "long", 0.90, 1, "selected"),
+        ("X:A2", 1, "long", 0.80, 2, "below_top_n"),
+        ("X:A3", 1, "long", 0.30, 3, "below_top_n"),
+        ("X:B1", 2, "short", 0.70, 1, "selected"),
+        ("X:B2", 2, "short", 0.50, 2, "below_top_n"),
+        ("X:B3", 2, "short", 0.45, 3, "below_top_n"),
+        ("X:C1", 3, "long", 0.20, 1, "selected"),
+        ("X:C2", 3, "long", 0.10, 2, "below_top_n"),
+        ("X:G1", 3, "long", 0.95, pd.NA, "momentum_gate"),
+        ("X:D1", 2, "long", 0.99, pd.NA, "identity_duplicate"),
+        ("X:BASE", 4, "long", 0.40, pd.NA, "baseline"),
+    ]
+    audit = pd.DataFrame(rows, columns=["symbol", "cluster", "direction", "score", "rank_in_cluster", "outcome"])
+    audit = audit.set_index("symbol")
+    audit["cluster"] = audit["cluster"].astype("Int64")
+    audit["rank_in_cluster"] = audit["rank_in_cluster"].astype("Int64")
+    audit["reason"] = "r"
+    return audit
+
+
+def test_fill_is_round_robin_over_clusters_by_score_exact():
+    audit = _hand_audit()
+    assert fill_min_winners(audit, target=8) == 4
+    filled = audit.index[audit["outcome"] == "min_winners_fill"].tolist()
+    # round 1: the second of each cluster, best first (A2 0.8, B2 0.5, C2 0.1); round 2: B3 0.45
+    # beats A3 0.3. Best-score-first alone would have taken A3 before C2.
+    assert sorted(filled) == ["X:A2", "X:B2", "X:B3", "X:C2"]
+    assert audit.at["X:C2", "reason"] == (
+        "min_winners fill 3 of 4: 4 winners < min_winners 8; round 1 over clusters, cluster 3 (long) rank 2, "
+        "score 0.100"
+    )
+    assert audit.at["X:B3", "reason"].startswith("min_winners fill 4 of 4: 4 winners < min_winners 8; round 2 ")
+    assert audit.at["X:A3", "outcome"] == "below_top_n" and audit.at["X:A3", "reason"] == "r"
+    assert audit.at["X:G1", "reason"] == "r; not taken by the min_winners fill (momentum gate)"
+    assert audit.at["X:D1", "outcome"] == "identity_duplicate" and audit.at["X:D1", "reason"] == "r"
+
+
+def test_fill_takes_nothing_at_or_above_target_and_stops_when_the_pool_is_empty():
+    audit = _hand_audit()
+    assert fill_min_winners(audit, target=4) == 0
+    assert audit.equals(_hand_audit())  # untouched, the gated reason included
+    assert fill_min_winners(audit, target=20) == 5  # every below_top_n, never the gated/duplicate
+    assert set(audit.index[audit["outcome"] == "min_winners_fill"]) == {"X:A2", "X:A3", "X:B2", "X:B3", "X:C2"}
+
+
+def test_select_universe_fills_to_min_winners_and_records_it():
+    returns, cands = _factor_universe()
+    base = select_universe(cands, returns, _params(min_momentum=-1.0, **NO_FILL))
+    res = select_universe(cands, returns, _params(min_momentum=-1.0, min_winners=9))
+    assert res.funnel["winners"] == 9 == len(res.winners)
+    assert (res.funnel["min_winners"], res.funnel["min_winners_fill"], res.funnel["min_winners_shortfall"]) == (9, 5, 0)
+    assert sum(res.funnel[o] for o in OUTCOMES) == len(res.audit)
+    # the top-n winners are unchanged; the extra symbols were below_top_n before
+    assert set(base.winners["symbol"]) < set(res.winners["symbol"])
+    extra = res.audit[res.audit["outcome"] == "min_winners_fill"]
+    assert set(extra["symbol"]) == set(res.winners["symbol"]) - set(base.winners["symbol"])
+    assert (base.audit.set_index("symbol").loc[extra["symbol"], "outcome"] == "below_top_n").all()
+    # round-robin: 3 clusters hold the 5 extras as 2 + 2 + 1, each a cluster's best remaining
+    per_cluster = extra.groupby("cluster").size().sort_values().tolist()
+    assert per_cluster == [1, 2, 2]
+    assert (extra["rank_in_cluster"] <= 3).all() and extra["selected"].all()
+    # the audit keeps its columns: the record is the outcome and the reason
+    assert list(res.audit.columns) == list(base.audit.columns)
+
+
+def test_min_winners_is_capped_by_the_symbols_with_data_and_a_gap_is_recorded():
+    returns, cands = _factor_universe()
+    returns["NYSE:F2M3"] = returns["NYSE:F2M3"] - 0.008  # falls ~ -25 %: gated
+    returns.loc[returns.index[:50], "NYSE:F1M3"] = np.nan  # 10 sessions: no data
+    res = select_universe(cands, returns, _params(min_winners=1000))
+    n_gated = res.funnel["momentum_gate"]
+    assert n_gated >= 1 and res.funnel["insufficient_data"] == 1 and res.funnel["identity_duplicate"] == 0
+    # 11 candidates with data + the baseline; the gated ones never fill
+    assert res.funnel["min_winners"] == 12
+    assert res.funnel["winners"] == 12 - n_gated and res.funnel["min_winners_shortfall"] == n_gated
+    assert res.funnel["below_top_n"] == 0  # every eligible loser was taken
+    gated = res.audit[res.audit["outcome"] == "momentum_gate"]
+    assert "NYSE:F2M3" in set(gated["symbol"]) and not gated["selected"].any()
+    assert gated["reason"].str.endswith("; not taken by the min_winners fill (momentum gate)").all()
+    assert _row(res, "NYSE:F1M3")["outcome"] == "insufficient_data"
+
+
+def _sp500_window(end: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The 60 sessions of skfolio's 20 S&P 500 stocks (all screened short, as on a crash day) and
+    the S&P 500 index (the baseline, long) ending at `end`, as the real-data fixture names them."""
+    from portfolio_assets_tests.realdata import BASELINE as INDEX
+    from portfolio_assets_tests.realdata import STOCKS, skfolio_closes
+
+    closes, _ = skfolio_closes()
+    stocks = [f"{exchange}:{t}" for t, (exchange, _, _) in STOCKS.items()]
+    prices = closes[[*stocks, INDEX]].dropna(how="all")
+    returns = prices.pct_change().loc[:end].iloc[-60:]
+    cands = pd.DataFrame({"direction": "short", "identity": [s.split(":")[1] for s in stocks],
+                          "asset_class": "equity", "value_traded": np.nan}, index=stocks)  # closes only
+    return returns, cands
+
+
+@pytest.mark.parametrize(("end", "collapsed"), [("2008-10-15", 8), ("2020-03-20", 4)])
+def test_real_crash_days_keep_at_least_min_winners(end, collapsed):
+    returns, cands = _sp500_window(end)
+    assert returns.index[-1] == pd.Timestamp(end) and len(returns) == 60 and returns.notna().all().all()
+    before = select_universe(cands, returns, _params(baseline="SP:SPX", **NO_FILL))
+    assert before.funnel["winners"] == collapsed  # the crash-day collapse this rule is for
+    res = select_universe(cands, returns, _params(baseline="SP:SPX"))
+    pool = res.funnel["with_data"] + 1  # the stocks with data and the baseline
+    assert res.funnel["winners"] >= min(10, pool) and res.funnel["winners"] == 10
+    assert res.funnel["min_winners_fill"] == 10 - collapsed and res.funnel["min_winners_shortfall"] == 0
+    # every stock was scored on its synthetic-long stream max(-r, -1)
+    audit = res.audit.set_index("symbol")
+    for s in cands.index:
+        assert audit.at[s, "ret"] == pytest.approx(np.prod(1.0 - returns[s].to_numpy()) - 1.0, rel=1e-12)
+    extra = audit[audit["outcome"] == "min_winners_fill"]
+    assert (extra["ret"] >= -0.05).all() and (extra["direction"] == "short").all()
+    assert set(before.winners["symbol"]) < set(res.winners["symbol"])
