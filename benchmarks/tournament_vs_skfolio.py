@@ -27,7 +27,7 @@ partition's streams instead. Timings are wall seconds of one call after a warm-u
 the first cvxpy problem), medians over ``repeat`` calls; only ratios within one run mean
 anything on a shared machine.
 
-Run: ``.venv/bin/python benchmarks/tournament_vs_skfolio.py [--profile-out DIR]``.
+Run: ``.venv/bin/python benchmarks/tournament_vs_skfolio.py [--small] [--repeat N]``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -111,85 +112,115 @@ def _timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
-def _settings(profile: str) -> tuple[Any, Any, Any, tuple[str, ...], str]:
-    """Our tournament settings from the profile, with caps and the turnover penalty off."""
+
+@dataclass(frozen=True)
+class Setup:
+    """Both walk-forwards' shared inputs: data, windows, our contexts and settings."""
+
+    data: pd.DataFrame
+    clusters: pd.Series
+    windows: list[Any]
+    contexts: pd.DataFrame
+    tset: Any
+    eparams: Any
+    sim: Any
+    simulators: tuple[str, ...]
+    baseline: str
+    regime: str
+    train: int
+    test: int
+
+
+def prepare(returns: pd.DataFrame, buckets: pd.Series, cfg: Any = None, regime: str = "NORMAL") -> Setup:
+    """Cut the last ``train + K * test`` rows (K windows on both sides) and build our contexts.
+
+    ``cfg``: a resolved manifest ``Config`` (default: the ``demo`` profile); its backtest
+    train/test and simulator frictions are used, its caps and turnover penalty switched off.
+    """
     from portfolio_assets.assets.validation import tournament_settings
     from portfolio_assets.manifest import resolve
-
-    cfg = resolve(profile, environ={}).config
-    tset, eparams, sim, simulators = tournament_settings(cfg)
-    tset = dataclasses.replace(tset, pit=False)
-    eparams = dataclasses.replace(eparams, max_weight=1.0, cluster_cap=1.0, turnover_penalty=False)
-    return tset, eparams, sim, simulators, cfg.selection.baseline
-
-
-def compare(returns: pd.DataFrame, buckets: pd.Series, *, train: int = 252, test: int = 20,
-            engines: Sequence[str] = COMPARE_ENGINES, profile: str = "demo", regime: str = "NORMAL",
-            repeat: int = 1) -> pd.DataFrame:
-    """One row per engine plus a ``total`` row: our tournament vs skfolio on the same windows.
-
-    ``returns``: complete synthetic-long daily returns (sessions x symbols, no NaN: skfolio's
-    estimators need complete data); the last ``train + K * test`` rows are used so that both
-    walk-forwards cut the same K windows. ``buckets``: bucket per symbol (only the context).
-    """
-    from skfolio.model_selection import WalkForward, cross_val_predict
-
-    from portfolio_assets.quant.engines import EngineInputs, run_engine
-    from portfolio_assets.quant.tournament import TodayContext, plan_contexts, run_engine_tournament
+    from portfolio_assets.quant.tournament import TodayContext, plan_contexts
     from portfolio_assets.quant.walkforward import make_windows
 
     if returns.isna().to_numpy().any():
-        raise ValueError("compare needs complete returns (skfolio's estimators take no NaN)")
+        raise ValueError("the comparison needs complete returns (skfolio's estimators take no NaN)")
+    cfg = cfg if cfg is not None else resolve("demo", environ={}).config
+    train, test = cfg.backtest.train, cfg.backtest.test
     n = len(returns)
     k = (n - train - test) // test + 1
     if k < 1:
         raise ValueError(f"{n} sessions < train + test = {train + test}")
     data = returns.iloc[n - (train + k * test):]
     windows = make_windows(data.index, train, test, test)
-    tset, eparams, sim, simulators, baseline = _settings(profile)
-    dirs = pd.Series("long", index=data.columns)
-    today = TodayContext(universe=dirs, buckets=buckets.reindex(data.columns).fillna(0).astype(int),
-                         regime=regime, raw_pool=dirs)
-    contexts = plan_contexts(windows, data, baseline, tset, today=today)
-    refs = _skfolio_estimators()
-    cv = WalkForward(train_size=train, test_size=test)
-    x = data.to_numpy()
+    tset, eparams, sim, simulators = tournament_settings(cfg)
+    tset = dataclasses.replace(tset, pit=False)
+    eparams = dataclasses.replace(eparams, max_weight=1.0, cluster_cap=1.0, turnover_penalty=False)
     clusters = buckets.reindex(data.columns).fillna(0).astype(int)
+    dirs = pd.Series("long", index=data.columns)
+    today = TodayContext(universe=dirs, buckets=clusters, regime=regime, raw_pool=dirs)
+    contexts = plan_contexts(windows, data, cfg.selection.baseline, tset, today=today)
+    return Setup(data, clusters, windows, contexts, tset, eparams, sim, tuple(simulators), cfg.selection.baseline,
+                 regime, train, test)
+
+
+def ours(setup: Setup, engine: str) -> dict[str, pd.DataFrame]:
+    """Our tournament unit for one engine: fits, both simulators, window metrics."""
+    from portfolio_assets.quant.tournament import run_engine_tournament
+
+    return run_engine_tournament(engine, setup.data, setup.windows, setup.contexts, setup.baseline, setup.tset,
+                                 setup.eparams, setup.sim, setup.simulators)
+
+
+def fits(setup: Setup, engine: str) -> None:
+    """Our engine calls alone, one per window."""
+    from portfolio_assets.quant.engines import EngineInputs, run_engine
+
+    for w in setup.windows:
+        run_engine(engine, EngineInputs(returns=setup.data.iloc[w.train_rows], clusters=setup.clusters,
+                                        regime=setup.regime, baseline=setup.baseline), setup.eparams)
+
+
+def reference(setup: Setup, engine: str) -> Any:
+    """skfolio's walk-forward of the equivalent estimator, with the metrics we compute."""
+    from skfolio.model_selection import WalkForward, cross_val_predict
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in engines:  # warm-up: imports, the first cvxpy problem of each kind
-            refs[name]().fit(x[:train])
-            run_engine(name, EngineInputs(returns=data.iloc[:train], clusters=clusters, regime=regime,
-                                          baseline=baseline), eparams)
+        pred = cross_val_predict(_skfolio_estimators()[engine](), setup.data,
+                                 cv=WalkForward(train_size=setup.train, test_size=setup.test))
+        _ = (pred.sharpe_ratio, pred.max_drawdown, pred.cvar)
+    return pred
+
+
+def compare(returns: pd.DataFrame, buckets: pd.Series, cfg: Any = None, *, engines: Sequence[str] = COMPARE_ENGINES,
+            regime: str = "NORMAL", repeat: int = 1) -> pd.DataFrame:
+    """One row per engine plus a ``total`` row: our tournament vs skfolio on the same windows.
+
+    ``returns``: complete synthetic-long daily returns (sessions x symbols, no NaN: skfolio's
+    estimators need complete data). ``buckets``: bucket per symbol (our context only).
+    """
+    setup = prepare(returns, buckets, cfg, regime)
+    refs = _skfolio_estimators()
+    x = setup.data.to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in engines:  # warm-up: imports, the first cvxpy problem of each kind and size
+            refs[name]().fit(x[: setup.train])
+            ours(dataclasses.replace(setup, windows=setup.windows[:1]), name)
     rows = []
     for name in engines:
-        def ours(name: str = name) -> dict[str, pd.DataFrame]:
-            return run_engine_tournament(name, data, windows, contexts, baseline, tset, eparams, sim, simulators)
-
-        def fits(name: str = name) -> None:
-            for w in windows:
-                run_engine(name, EngineInputs(returns=data.iloc[w.train_rows], clusters=clusters, regime=regime,
-                                              baseline=baseline), eparams)
-
-        def ref(name: str = name) -> Any:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pred = cross_val_predict(refs[name](), data, cv=cv)
-                _ = (pred.sharpe_ratio, pred.max_drawdown, pred.cvar)
-            return pred
-
-        t_ours, out = _timed(ours, repeat)
-        t_fits, _ = _timed(fits, repeat)
-        t_ref, pred = _timed(ref, repeat)
+        t_ours, out = _timed(lambda name=name: ours(setup, name), repeat)
+        t_fits, _ = _timed(lambda name=name: fits(setup, name), repeat)
+        t_ref, pred = _timed(lambda name=name: reference(setup, name), repeat)
         ours_w = out["weights"].pivot_table(index="k", columns="stream", values="weight", fill_value=0.0)
-        ours_w = ours_w.reindex(columns=data.columns, fill_value=0.0).to_numpy()
+        ours_w = ours_w.reindex(columns=setup.data.columns, fill_value=0.0).to_numpy()
         ref_w = np.vstack([np.asarray(p.weights) for p in pred.portfolios])
         diff = float(np.abs(ours_w - ref_w).max()) if ref_w.shape == ours_w.shape else float("nan")
-        rows.append({"engine": name, "reference": type(refs[name]()).__name__, "symbols": data.shape[1],
-                     "windows": len(windows), "ours_s": t_ours, "fits_s": t_fits, "ref_s": t_ref,
+        rows.append({"engine": name, "reference": type(refs[name]()).__name__, "symbols": setup.data.shape[1],
+                     "windows": len(setup.windows), "ours_s": t_ours, "fits_s": t_fits, "ref_s": t_ref,
                      "max_abs_dw": diff})
     table = pd.DataFrame(rows)
-    total = {"engine": "total", "reference": "", "symbols": data.shape[1], "windows": len(windows),
+    total = {"engine": "total", "reference": "", "symbols": setup.data.shape[1], "windows": len(setup.windows),
              "ours_s": table["ours_s"].sum(), "fits_s": table["fits_s"].sum(), "ref_s": table["ref_s"].sum(),
              "max_abs_dw": table["max_abs_dw"].max()}
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
@@ -207,25 +238,20 @@ def run(sizes: Sequence[tuple[int, int]] = SIZES, repeat: int = 1, seed: int = 0
     return pd.concat(frames, ignore_index=True)
 
 
-def profile_fits(n_symbols: int, n_sessions: int, engine: str, path: str) -> None:
-    """cProfile of one engine's tournament at one size, written to ``path`` (pstats format)."""
+def profile_engine(n_symbols: int, n_sessions: int, engine: str, path: str) -> float:
+    """cProfile of one engine's tournament at one size, written to ``path`` (pstats); returns seconds."""
     import cProfile
-
-    from portfolio_assets.quant.tournament import TodayContext, plan_contexts, run_engine_tournament
-    from portfolio_assets.quant.walkforward import make_windows
+    import pstats
 
     returns, buckets = factor_returns(n_symbols, n_sessions)
-    windows = make_windows(returns.index, 252, 20, 20)
-    tset, eparams, sim, simulators, baseline = _settings("demo")
-    dirs = pd.Series("long", index=returns.columns)
-    contexts = plan_contexts(windows, returns, baseline, tset,
-                             today=TodayContext(universe=dirs, buckets=buckets, regime="NORMAL", raw_pool=dirs))
-    run_engine_tournament(engine, returns, windows[:1], contexts, baseline, tset, eparams, sim, simulators)
+    setup = prepare(returns, buckets)
+    ours(dataclasses.replace(setup, windows=setup.windows[:1]), engine)  # warm-up
     prof = cProfile.Profile()
     prof.enable()
-    run_engine_tournament(engine, returns, windows, contexts, baseline, tset, eparams, sim, simulators)
+    ours(setup, engine)
     prof.disable()
     prof.dump_stats(path)
+    return float(pstats.Stats(path).total_tt)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,6 +55,10 @@ DEFAULT_FALLBACK_CHAIN: Final = MappingProxyType({
 })
 """Engine -> the engines tried in order when it fails (every fallback is recorded)."""
 
+TERMINAL_ENGINE: Final = "equal_weight"
+"""Tried after every fallback chain is exhausted: 1/N over the universe needs no estimate, so it
+runs when no symbol has enough data for any estimating engine (recorded like any fallback)."""
+
 # --- simulators and scanners -------------------------------------------------------------------
 SIMULATORS: Final[tuple[str, ...]] = ("idealized", "realized")
 """Tournament simulators: zero friction, and slippage + commission + borrow."""

@@ -20,7 +20,8 @@ unit the Dagster executor fans out). The first window starts from an empty book;
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -60,15 +61,18 @@ def build_streams(raw_returns: pd.DataFrame, streams: list[str]) -> pd.DataFrame
 
 @dataclass(frozen=True)
 class TournamentSettings:
+    """What planning and the per-window audit need; built from the manifest by the caller
+    (`assets.validation.tournament_settings`), no defaults here."""
+
     pit: bool
-    prep: int = 60
-    selection: object | None = None  # quant.selection.SelectionParams
-    risk_threshold: float = 0.45
-    risk_max_clusters: int = 25
-    min_overlap: int = 20
-    regime: object | None = None  # quant.regimes.RegimeParams
-    spectral: bool = False
-    audit: AuditRules = field(default_factory=AuditRules)
+    prep: int
+    selection: Any  # quant.selection.SelectionParams
+    risk_threshold: float
+    risk_max_clusters: int
+    min_overlap: int
+    regime: Any  # quant.regimes.RegimeParams
+    spectral: bool
+    audit: AuditRules
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,14 @@ def plan_contexts(
     return pd.DataFrame(rows, columns=list(CONTEXT_COLUMNS))
 
 
-def _fit_factory(engine: str, contexts: pd.DataFrame, baseline: str, cfg: TournamentSettings, params):
+WINDOW_DIAGNOSTICS = ("engine_used", "fallbacks", "relaxations", "violations", "audit_notes", "regime",
+                      "n_buckets", "n_universe", "pool_source", "solver_status")
+"""Per-window columns the tournament adds to the walk-forward table: the engine that produced
+the weights, each fallback (`engine -> next: error`), each cap relaxation, the audit's
+violations and notes (`"; "`-joined, empty when none), the context and the solver status."""
+
+
+def _fit_factory(engine: str, contexts: pd.DataFrame, baseline: str, cfg: TournamentSettings, params: Any):
     from portfolio_assets.quant.engines import EngineInputs, run_engine
 
     by_k = {k: g for k, g in contexts.groupby("k")}
@@ -159,20 +170,27 @@ def _fit_factory(engine: str, contexts: pd.DataFrame, baseline: str, cfg: Tourna
         weights = result.weights[result.weights > 0]
         state["prev"] = weights
         violations: list[str] = []
+        notes: list[str] = []
         if cfg.pit:
-            violations = audit_weights(
-                engine, weights, clusters, cfg.audit, regime=regime,
+            dropped = result.diagnostics.get("dropped_symbols") or {}
+            report = audit_weights(
+                engine, weights, clusters.drop(list(dropped), errors="ignore"), cfg.audit, baseline=baseline,
+                engine_used=result.engine_used, regime=regime, relaxations=result.relaxations,
                 aggressor_weight=result.diagnostics.get("aggressor_weight"),
-                train_returns=train, baseline=baseline,
+                aggressors=result.diagnostics.get("aggressors"), train_returns=train,
             )
+            violations, notes = report.violations, report.notes
         return WeightsDecision(weights, {
             "engine_used": result.engine_used,
             "fallbacks": "; ".join(f"{f.engine} -> {f.fallback_to}: {f.error}" for f in result.fallbacks),
+            "relaxations": "; ".join(result.relaxations),
             "violations": "; ".join(violations),
+            "audit_notes": "; ".join(notes),
             "regime": regime,
             "n_buckets": int(clusters.nunique()),
             "n_universe": len(universe),
             "pool_source": str(ctx["pool_source"].iloc[0]),
+            "solver_status": str(result.diagnostics.get("solver_status") or ""),
         })
 
     return fit
@@ -205,7 +223,10 @@ def run_engine_tournament(
 
 
 def summarize_tournament(windows: pd.DataFrame, returns: pd.DataFrame) -> pd.DataFrame:
-    """Summary per engine x simulator from the stitched daily returns (metrics.summarize)."""
+    """Summary per engine x simulator from the stitched daily returns (metrics.summarize), with
+    `n_fallbacks` (windows where `engine_used != engine`), `n_relaxed` (windows with relaxed caps),
+    `n_violations` (windows the audit flagged) and `engines_used` (`"hrp x3, inverse_vol x1"`):
+    a row whose weights came from another engine says so."""
     from portfolio_assets.quant.metrics import summarize
 
     rows = []
@@ -215,7 +236,9 @@ def summarize_tournament(windows: pd.DataFrame, returns: pd.DataFrame) -> pd.Dat
         rows.append({
             "engine": engine, "simulator": simulator,
             **summarize(series, float(w["turnover_one_way"].sum()), float(w["costs_paid"].sum())),
-            "n_fallbacks": int((w["fallbacks"].fillna("") != "").sum()),
+            "n_fallbacks": int((w["engine_used"] != w["engine"]).sum()),
+            "n_relaxed": int((w["relaxations"].fillna("") != "").sum()),
             "n_violations": int((w["violations"].fillna("") != "").sum()),
+            "engines_used": ", ".join(f"{e} x{c}" for e, c in w["engine_used"].value_counts().sort_index().items()),
         })
     return pd.DataFrame(rows)
