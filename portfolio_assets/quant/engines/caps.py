@@ -99,7 +99,7 @@ def feasible_caps(clusters: pd.Series, max_weight: float, cluster_cap: float, ta
     c = cluster_cap
     held = float(np.minimum(c, sizes.to_numpy() * a).sum())
     if held < target - 1e-12:
-        c = max(cluster_cap, _least_bucket_cap(sizes.to_numpy() * a, target))
+        c = max(cluster_cap, float(_least_bucket_cap(sizes.to_numpy() * a, target)))
         notes.append(f"{who}cluster_cap {cluster_cap:g} -> {c:.6g}: {len(sizes)} bucket(s) of "
                      f"{sorted(sizes.tolist(), reverse=True)} symbols hold at most {held:.4g} < {target:.4g}")
     return Caps(min(a, 1.0), min(c, 1.0), tuple(notes))
