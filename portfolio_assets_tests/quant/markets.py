@@ -51,3 +51,29 @@ def sp500() -> pd.DataFrame:
     from skfolio.datasets import load_sp500_dataset
 
     return load_sp500_dataset()
+
+
+SP500_BASELINE = "SP:SPX"
+
+
+@cache
+def sp500_returns() -> pd.DataFrame:
+    """Daily simple returns of skfolio's 20 S&P 500 stocks (as ``NYSE:<ticker>``) and the index
+    (``SP:SPX``), 1990-2022; a stock's first return is its first full session."""
+    from skfolio.datasets import load_sp500_index
+
+    prices = sp500().rename(columns=lambda t: f"NYSE:{t}")
+    prices[SP500_BASELINE] = load_sp500_index().iloc[:, 0]
+    return prices.pct_change(fill_method=None).iloc[1:]
+
+
+def momentum_pool(returns: pd.DataFrame, as_of: pd.Timestamp, lookback: int = 60,
+                  min_abs_return: float = 0.0) -> pd.DataFrame:
+    """A scanner-like raw pool as of ``as_of``: the stocks whose trailing ``lookback``-session
+    return is at least ``min_abs_return`` in size, long when it is >= 0, short otherwise (what a
+    momentum scan gives; with a threshold, small and one-sided pools on trending days)."""
+    window = returns.loc[:as_of].iloc[-lookback:].drop(columns=[SP500_BASELINE])
+    growth = ((1 + window).prod(min_count=1) - 1).dropna()
+    growth = growth[growth.abs() >= min_abs_return]
+    return pd.DataFrame({"direction": np.where(growth >= 0, "long", "short"), "identity": growth.index,
+                         "asset_class": "equity", "Value.Traded": np.nan}, index=growth.index)
