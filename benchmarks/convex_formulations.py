@@ -81,7 +81,7 @@ def direct(s: np.ndarray, f: np.ndarray, labels: np.ndarray, cap: float) -> np.n
     from portfolio_assets.quant.engines.conic import solve
     from portfolio_assets.quant.engines.convex import Scaled, min_variance_program
 
-    sc = Scaled(s, f, 1.0, None, 0.0, bucket_matrix(labels, len(np.unique(labels))), labels)
+    sc = Scaled(s, f, True, 1.0, None, 0.0, bucket_matrix(labels, len(np.unique(labels))), labels)
     x, _ = solve(min_variance_program(sc, Caps(cap, cap), 0.0), "min_variance")
     return x
 

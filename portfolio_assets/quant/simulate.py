@@ -212,6 +212,24 @@ def simulate(
     See the module docstring for the formulas.
     """
     check_simulator(simulator)
+    if len(windows) != len(targets):
+        raise ValueError(f"got {len(windows)} windows but {len(targets)} target weight vectors")
+    aligned = [check_target_weights(w, returns.columns, f"window {win.k}")
+               for win, w in zip(windows, targets, strict=True)]
+    return simulate_aligned(simulator, returns, directions, windows, aligned, params)
+
+
+def simulate_aligned(
+    simulator: str,
+    returns: pd.DataFrame,
+    directions: pd.Series,
+    windows: Sequence[Window],
+    targets: Sequence[np.ndarray],
+    params: SimulatorParams | None = None,
+) -> SimulationResult:
+    """:func:`simulate` with targets already checked by :func:`check_target_weights` (arrays
+    aligned to ``returns.columns``): the walk-forward checks each target once for every simulator."""
+    check_simulator(simulator)
     params = params or SimulatorParams()
     if len(windows) != len(targets):
         raise ValueError(f"got {len(windows)} windows but {len(targets)} target weight vectors")
@@ -237,8 +255,7 @@ def simulate(
 
     book = np.zeros(len(columns))  # the first window trades from cash, never from today's holdings
     results: list[WindowSimulation] = []
-    for window, weights in zip(windows, targets, strict=True):
-        target = check_target_weights(weights, columns, f"window {window.k}")
+    for window, target in zip(windows, targets, strict=True):
         block = values[window.test_start : window.test_end]
         missing = np.isnan(block)
         nan_held = int(missing[:, target > 0].sum())

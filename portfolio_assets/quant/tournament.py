@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from portfolio_assets.quant.convention import synthetic_long
@@ -149,22 +150,46 @@ the weights, each fallback (`engine -> next: error`), each cap relaxation, the a
 violations and notes (`"; "`-joined, empty when none), the context and the solver status."""
 
 
+@dataclass(frozen=True)
+class _WindowPlan:
+    """One window's context rows as the fit needs them."""
+
+    universe: list[str]
+    clusters: pd.Series
+    pool: list[str]
+    regime: str
+    pool_source: str
+
+    @classmethod
+    def all_of(cls, contexts: pd.DataFrame) -> dict[int, _WindowPlan]:
+        """Window k -> its plan, in one pass over the contexts table."""
+        is_uni = (contexts["role"] == "universe").to_numpy()
+        k = contexts["k"].to_numpy()
+        stream, bucket = contexts["stream"].to_numpy(), contexts["bucket"].to_numpy()
+        regime, source = contexts["regime"].to_numpy(), contexts["pool_source"].to_numpy()
+        plans = {}
+        for key in pd.unique(k):
+            rows = k == key
+            uni, pool = rows & is_uni, rows & ~is_uni
+            first = int(np.flatnonzero(rows)[0])
+            universe = list(stream[uni])
+            plans[int(key)] = cls(universe, pd.Series(bucket[uni], index=universe), list(stream[pool]),
+                                  str(regime[first]), str(source[first]))
+        return plans
+
+
 def _fit_factory(engine: str, contexts: pd.DataFrame, baseline: str, cfg: TournamentSettings, params: Any):
     from portfolio_assets.quant.engines import EngineInputs, run_engine
 
-    by_k = {k: g for k, g in contexts.groupby("k")}
+    plans = _WindowPlan.all_of(contexts)
     state: dict[str, pd.Series | None] = {"prev": None}
 
     def fit(window: Window, train: pd.DataFrame) -> WeightsDecision:
-        ctx = by_k[window.k]
-        uni = ctx[ctx["role"] == "universe"]
-        pool = ctx[ctx["role"] == "raw_pool"]
-        universe = list(uni["stream"])
-        clusters = pd.Series(uni["bucket"].to_numpy(), index=universe)
-        regime = str(ctx["regime"].iloc[0])
+        plan = plans[window.k]
+        universe, clusters, regime = plan.universe, plan.clusters, plan.regime
         inputs = EngineInputs(
             returns=train[universe], clusters=clusters, regime=regime, prev_weights=state["prev"],
-            baseline=baseline, raw_pool_returns=train[list(pool["stream"])],
+            baseline=baseline, raw_pool_returns=train[plan.pool] if engine == "raw_pool_ew" else None,
         )
         result = run_engine(engine, inputs, params)
         weights = result.weights[result.weights > 0]
@@ -189,7 +214,7 @@ def _fit_factory(engine: str, contexts: pd.DataFrame, baseline: str, cfg: Tourna
             "regime": regime,
             "n_buckets": int(clusters.nunique()),
             "n_universe": len(universe),
-            "pool_source": str(ctx["pool_source"].iloc[0]),
+            "pool_source": plan.pool_source,
             "solver_status": str(result.diagnostics.get("solver_status") or ""),
         })
 

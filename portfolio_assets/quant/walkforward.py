@@ -35,7 +35,7 @@ from portfolio_assets.quant.simulate import (
     SimulatorParams,
     check_simulator,
     check_target_weights,
-    simulate,
+    simulate_aligned,
 )
 
 TRAIN_SESSIONS = 252
@@ -232,6 +232,7 @@ def run_engine_walkforward(
         check_simulator(name)
     _check_windows_match(windows, returns.index)
     decisions = []
+    targets = []
     for window in windows:
         decision = fit(window, returns.iloc[window.train_rows].copy())
         if isinstance(decision, pd.Series):
@@ -241,10 +242,10 @@ def run_engine_walkforward(
                 f"engine {engine_name!r} window {window.k}: fit must return WeightsDecision or pd.Series, "
                 f"got {type(decision).__name__}"
             )
-        check_target_weights(decision.weights, returns.columns, f"engine {engine_name!r} window {window.k}")
+        targets.append(check_target_weights(decision.weights, returns.columns,
+                                            f"engine {engine_name!r} window {window.k}"))
         decisions.append(decision)
-    targets = [d.weights for d in decisions]
-    simulations = {name: simulate(name, returns, directions, windows, targets, params) for name in simulators}
+    simulations = {name: simulate_aligned(name, returns, directions, windows, targets, params) for name in simulators}
     return EngineWalkForward(
         engine=engine_name, windows=tuple(windows), decisions=tuple(decisions), simulations=simulations
     )

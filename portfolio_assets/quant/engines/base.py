@@ -82,8 +82,9 @@ class EngineInputs:
             raise ValueError("raw_pool_returns must be a pd.DataFrame or None")
         if not isinstance(self.clusters, pd.Series):
             raise ValueError("clusters must be a pd.Series symbol -> bucket id")
-        missing = [s for s in self.returns.columns if s not in self.clusters.index]
-        if missing:
+        known = self.returns.columns.isin(self.clusters.index)
+        if not known.all():
+            missing = list(self.returns.columns[~known])
             raise ValueError(f"clusters: no bucket for {len(missing)} symbol(s), e.g. {missing[:3]}")
         if self.clusters.reindex(self.returns.columns).isna().any():
             raise ValueError("clusters: bucket id is NaN for some symbols of returns")

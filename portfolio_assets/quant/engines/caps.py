@@ -48,17 +48,21 @@ class Caps:
                 "relaxations": list(self.relaxations)}
 
 
+def _sizes(clusters: pd.Series) -> np.ndarray:
+    """Members per bucket (n_b), in bucket-id order."""
+    return np.unique(clusters.to_numpy(), return_counts=True)[1]
+
+
 def capacity(clusters: pd.Series, max_weight: float, cluster_cap: float) -> float:
     """Most a capped long-only book can hold: ``sum_b min(cluster_cap, n_b * max_weight)``."""
-    sizes = clusters.value_counts().to_numpy()
-    return float(np.minimum(cluster_cap, sizes * max_weight).sum())
+    return float(np.minimum(cluster_cap, _sizes(clusters) * max_weight).sum())
 
 
 def check_caps_feasible(clusters: pd.Series, max_weight: float, cluster_cap: float) -> None:
     """Raise CapsInfeasibleError unless some fully invested long-only book meets both caps."""
     held = capacity(clusters, max_weight, cluster_cap)
     if held < 1 - 1e-12:
-        n, m = len(clusters), clusters.nunique()
+        n, m = len(clusters), len(_sizes(clusters))
         raise CapsInfeasibleError(
             f"caps infeasible: {n} symbols x max_weight {max_weight} = {n * max_weight:.4g}, "
             f"{m} buckets x cluster_cap {cluster_cap} = {m * cluster_cap:.4g}; "
@@ -89,7 +93,7 @@ def feasible_caps(clusters: pd.Series, max_weight: float, cluster_cap: float, ta
     n = len(clusters)
     if n == 0:
         raise CapsInfeasibleError("caps: no symbol to hold")
-    sizes = clusters.value_counts()
+    sizes = np.sort(_sizes(clusters))[::-1]
     notes: list[str] = []
     a = max_weight
     if n * a < target - 1e-12:
@@ -97,11 +101,11 @@ def feasible_caps(clusters: pd.Series, max_weight: float, cluster_cap: float, ta
         notes.append(f"{who}max_weight {max_weight:g} -> {a:.6g}: {n} symbol(s) x {max_weight:g} "
                      f"= {n * max_weight:.4g} < {target:.4g}")
     c = cluster_cap
-    held = float(np.minimum(c, sizes.to_numpy() * a).sum())
+    held = float(np.minimum(c, sizes * a).sum())
     if held < target - 1e-12:
-        c = max(cluster_cap, float(_least_bucket_cap(sizes.to_numpy() * a, target)))
+        c = max(cluster_cap, float(_least_bucket_cap(sizes * a, target)))
         notes.append(f"{who}cluster_cap {cluster_cap:g} -> {c:.6g}: {len(sizes)} bucket(s) of "
-                     f"{sorted(sizes.tolist(), reverse=True)} symbols hold at most {held:.4g} < {target:.4g}")
+                     f"{sizes.tolist()} symbols hold at most {held:.4g} < {target:.4g}")
     return Caps(min(a, 1.0), min(c, 1.0), tuple(notes))
 
 

@@ -35,7 +35,8 @@ class Scaled(NamedTuple):
     """The scaled numbers of one convex problem."""
 
     s: np.ndarray  # S = Sigma / s2
-    factor: np.ndarray  # F with F F' = S
+    factor: np.ndarray  # F with F F' = S: lower Cholesky factor, or V sqrt(lambda) when S is singular
+    cholesky: bool  # whether ``factor`` is the Cholesky factor
     scale: float  # s = sqrt(s2), daily
     prev_in: np.ndarray | None  # previous weights on the universe (penalty on), else None
     prev_out: float  # previous weight outside the universe (sold in full)
@@ -48,17 +49,17 @@ def scaled(cov: np.ndarray, index: pd.Index, labels: np.ndarray, inputs: EngineI
     s2 = float(np.mean(np.diag(cov)))
     s = cov / s2
     try:
-        factor = np.linalg.cholesky(s)
+        factor, chol = np.linalg.cholesky(s), True
     except np.linalg.LinAlgError:  # singular (e.g. sample covariance with N > T): eigen factor
         eigval, eigvec = np.linalg.eigh(s)
-        factor = eigvec * np.sqrt(np.clip(eigval, 0.0, None))
+        factor, chol = eigvec * np.sqrt(np.clip(eigval, 0.0, None)), False
     prev_in, prev_out = None, 0.0
     if params.turnover_penalty and inputs.prev_weights is not None:
         prev = inputs.prev_weights.astype(float)
         prev_in = prev.reindex(index).fillna(0.0).to_numpy()
         prev_out = float(prev.drop(index, errors="ignore").sum())
     n_buckets = len(np.unique(labels))
-    return Scaled(s, factor, float(np.sqrt(s2)), prev_in, prev_out, bucket_matrix(labels, n_buckets), labels)
+    return Scaled(s, factor, chol, float(np.sqrt(s2)), prev_in, prev_out, bucket_matrix(labels, n_buckets), labels)
 
 
 def _caps_rows(prog: Program, sc: Scaled, caps: Caps, homogeneous: bool) -> None:
@@ -100,15 +101,14 @@ def _closed_form(sc: Scaled, rhs: np.ndarray, caps: Caps) -> np.ndarray | None:
 
     It is then the optimum of the constrained program too: no constraint is active.
     """
-    if sc.prev_in is not None:
+    if sc.prev_in is not None or not sc.cholesky:  # singular S: no unique unconstrained optimum
         return None
-    try:
-        z = np.linalg.solve(sc.factor.T, np.linalg.solve(sc.factor, rhs))
-    except np.linalg.LinAlgError:
-        return None
+    from scipy.linalg import cho_solve
+
+    z = cho_solve((sc.factor, True), rhs)
     total = z.sum()
-    if not np.isfinite(z).all() or total <= 0 or not np.allclose(sc.s @ z, rhs, rtol=1e-9, atol=1e-12):
-        return None  # singular S (the eigen factor): no unique unconstrained optimum
+    if not np.isfinite(z).all() or total <= 0:
+        return None
     w = z / total
     return w if (w >= 0).all() and within_caps(w, sc.labels, caps.max_weight, caps.cluster_cap, tol=0.0) else None
 
