@@ -36,7 +36,7 @@ def tournament_settings(cfg: Config):
     from portfolio_assets.assets.allocation import audit_rules, engine_params
     from portfolio_assets.quant.regimes import RegimeParams
     from portfolio_assets.quant.selection import SelectionParams
-    from portfolio_assets.quant.simulate import SimulatorParams
+    from portfolio_assets.quant.simulate import simulator_params
     from portfolio_assets.quant.tournament import TournamentSettings
 
     sel, bt = cfg.selection, cfg.backtest
@@ -49,8 +49,7 @@ def tournament_settings(cfg: Config):
         regime=RegimeParams.from_mapping(cfg.regime.model_dump()), spectral=cfg.features.feat_spectral_regimes,
         audit=audit_rules(cfg),
     )
-    sim = SimulatorParams(slippage_bps=bt.slippage_bps, commission_bps=bt.commission_bps,
-                          borrow_bps_annual=bt.borrow_bps_annual)
+    sim = simulator_params(bt)
     return tset, engine_params(cfg), sim, tuple(bt.simulators)
 
 
