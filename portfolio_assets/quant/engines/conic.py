@@ -4,12 +4,13 @@
     subject to  A x + s = b,  s in K  (K a product of zero, non-negative, second-order and
                 exponential cones, in the order the rows were added)
 
-The convex engines write their programs here instead of through cvxpy: measured on the
-tournament (``benchmarks/convex_formulations.py``), building the matrices with numpy and
-handing them to Clarabel is ~8x faster per window at N = 200 than re-solving a
-parameterized (DPP) cvxpy problem, and 4-40x faster than rebuilding and re-compiling a cvxpy
-problem per window; it also keeps cvxpy's import (seconds) out of every step process. Every
-program is cross-checked against cvxpy and skfolio / riskfolio-lib in the tests.
+The convex engines write their programs here instead of through cvxpy. Measured per window
+of capped minimum variance (``benchmarks/convex_formulations.py``, Clarabel at 1e-10 in all
+three): at N = 60, 3.5-6 ms here vs 8-12 ms re-solving one parameterized (DPP) cvxpy problem
+vs 37-42 ms rebuilding and re-compiling a cvxpy problem per window; at N = 200, 43-45 ms vs
+255-300 ms (DPP) vs 102-116 ms (rebuild). It also keeps cvxpy's import (seconds) out of every
+step process. Every program is cross-checked against the same program in cvxpy, and the
+engines against skfolio / riskfolio-lib, in the tests.
 
 Row helpers take ``A`` as a dense or sparse block over all variables (use :meth:`Program.cols`
 to place a block) and follow Clarabel's convention ``s = b - A x``:

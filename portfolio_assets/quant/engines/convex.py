@@ -62,29 +62,38 @@ def scaled(cov: np.ndarray, index: pd.Index, labels: np.ndarray, inputs: EngineI
     return Scaled(s, factor, chol, float(np.sqrt(s2)), prev_in, prev_out, bucket_matrix(labels, n_buckets), labels)
 
 
-def _caps_rows(prog: Program, sc: Scaled, caps: Caps, homogeneous: bool) -> None:
-    """x_i <= a (or a 1'x) and B x <= c (or c 1'x) on the first N variables."""
+def _caps_rows(prog: Program, sc: Scaled, caps: Caps, total: int | None) -> None:
+    """x_i <= a and B x <= c on the first N variables; homogeneous (``total`` = the column of
+    t = 1'x): x_i - a t <= 0 and B x - c t <= 0, sparse rows (t is one variable)."""
     n = len(sc.labels)
-    eye, ones = sp.identity(n, format="csr"), np.ones((1, n))
+    eye = sp.identity(n, format="csr")
     buckets = sp.csr_array(sc.buckets)
-    if homogeneous:
-        prog.le(prog.cols(eye - caps.max_weight * np.ones((n, n)), 0), np.zeros(n))
-        prog.le(prog.cols(buckets - caps.cluster_cap * np.ones((buckets.shape[0], 1)) @ ones, 0),
-                np.zeros(buckets.shape[0]))
-    else:
+    if total is None:
         prog.le(prog.cols(eye, 0), np.full(n, caps.max_weight))
         prog.le(prog.cols(buckets, 0), np.full(buckets.shape[0], caps.cluster_cap))
+        return
+    prog.le(prog.cols(eye, 0) + prog.cols(np.full((n, 1), -caps.max_weight), total), np.zeros(n))
+    prog.le(prog.cols(buckets, 0) + prog.cols(np.full((buckets.shape[0], 1), -caps.cluster_cap), total),
+            np.zeros(buckets.shape[0]))
 
 
-def _l1_rows(prog: Program, sc: Scaled, u: int, homogeneous: bool) -> None:
-    """u >= |x - p| (or |x - (1'x) p|) for the N variables at 0 and u at column ``u``."""
+def _total_row(prog: Program, n: int, total: int) -> None:
+    """t = 1'x for the first N variables."""
+    prog.eq(prog.cols(np.ones((1, n)), 0) + prog.cols(-np.ones((1, 1)), total), [0.0])
+
+
+def _l1_rows(prog: Program, sc: Scaled, u: int, total: int | None) -> None:
+    """u >= |x - p| (or |x - t p| with t at column ``total``) for the N variables at 0 and u at
+    column ``u``."""
     n = len(sc.labels)
     assert sc.prev_in is not None
     eye = sp.identity(n, format="csr")
-    shift = (eye - sc.prev_in[:, None] @ np.ones((1, n))) if homogeneous else eye
-    rhs = np.zeros(n) if homogeneous else sc.prev_in
-    prog.le(prog.cols(shift, 0) - prog.cols(eye, u), rhs)
-    prog.le(-prog.cols(shift, 0) - prog.cols(eye, u), -rhs)
+    if total is None:
+        shift, rhs = prog.cols(eye, 0), sc.prev_in
+    else:
+        shift, rhs = prog.cols(eye, 0) + prog.cols(-sc.prev_in[:, None], total), np.zeros(n)
+    prog.le(shift - prog.cols(eye, u), rhs)
+    prog.le(-shift - prog.cols(eye, u), -rhs)
 
 
 def _finish(x: np.ndarray, index: pd.Index, engine: str) -> pd.Series:
@@ -140,10 +149,10 @@ def min_variance_program(sc: Scaled, caps: Caps, kappa: float) -> Program:
         prog.q[n:2 * n] = kappa / sc.scale
         prog.q[2 * n] = 1.0
         prog.soc(sp.vstack([prog.cols(-np.ones((1, 1)), 2 * n), prog.cols(-sc.factor.T, 0)]), np.zeros(n + 1))
-        _l1_rows(prog, sc, n, homogeneous=False)
+        _l1_rows(prog, sc, n, total=None)
     prog.eq(prog.cols(np.ones((1, n)), 0), [1.0])
     prog.le(prog.cols(-sp.identity(n), 0), np.zeros(n))
-    _caps_rows(prog, sc, caps, homogeneous=False)
+    _caps_rows(prog, sc, caps, total=None)
     return prog
 
 
@@ -208,21 +217,23 @@ def erc_newton(s: np.ndarray, max_iter: int = 100) -> np.ndarray | None:
 
 
 def risk_parity_program(sc: Scaled, caps: Caps, kappa: float) -> Program:
-    """Variables [y, t] or [y, t, u] (penalty): minimize 0.5 y'Sy - (1/N) 1't [+ (kappa/s)(1'u +
-    p_out 1'y)] s.t. t_i <= log y_i, y <= a 1'y, B y <= c 1'y [, u >= |y - (1'y) w_prev|]."""
+    """Variables [y, l, t] or [y, l, t, u] (penalty), t = 1'y: minimize 0.5 y'Sy - (1/N) 1'l
+    [+ (kappa/s)(1'u + p_out t)] s.t. l_i <= log y_i, y <= a t, B y <= c t [, u >= |y - t w_prev|]."""
     n = len(sc.labels)
     penalized = sc.prev_in is not None
-    prog = Program(3 * n if penalized else 2 * n)
+    total = 2 * n
+    prog = Program(3 * n + 1 if penalized else 2 * n + 1)
     prog.P = sp.csc_array(sp.block_diag([sc.s, sp.csc_array((prog.n - n, prog.n - n))]))
     prog.q[n:2 * n] = -1.0 / n
     if penalized:
         k = kappa / sc.scale
-        prog.q[2 * n:] = k
-        prog.q[:n] += k * sc.prev_out
+        prog.q[total + 1:] = k
+        prog.q[total] = k * sc.prev_out
     prog.exp_le_log(np.arange(n, 2 * n), np.arange(n))
-    _caps_rows(prog, sc, caps, homogeneous=True)
+    _total_row(prog, n, total)
+    _caps_rows(prog, sc, caps, total)
     if penalized:
-        _l1_rows(prog, sc, 2 * n, homogeneous=True)
+        _l1_rows(prog, sc, total + 1, total)
     return prog
 
 
@@ -254,23 +265,25 @@ def risk_parity(inputs: EngineInputs, params: EngineParams) -> EngineOutput:
 
 
 def max_sharpe_program(sc: Scaled, caps: Caps, excess: np.ndarray, kappa: float) -> Program:
-    """Variables [y] or [y, u] (penalty): minimize 0.5 y'S_g y s.t. e'y [- (kappa/s)(1'u +
-    p_out 1'y)] >= 1, y >= 0, y <= a 1'y, B y <= c 1'y [, u >= |y - (1'y) w_prev|]."""
+    """Variables [y, t] or [y, t, u] (penalty), t = 1'y: minimize 0.5 y'S_g y s.t. e'y [- (kappa/s)
+    (1'u + p_out t)] >= 1, y >= 0, y <= a t, B y <= c t [, u >= |y - t w_prev|]."""
     n = len(sc.labels)
     penalized = sc.prev_in is not None
-    prog = Program(2 * n if penalized else n)
+    total = n
+    prog = Program(2 * n + 1 if penalized else n + 1)
     prog.P = sp.csc_array(sp.block_diag([sc.s, sp.csc_array((prog.n - n, prog.n - n))]))
     row = np.zeros((1, prog.n))
     row[0, :n] = -excess
     if penalized:
         k = kappa / sc.scale
-        row[0, :n] += k * sc.prev_out
-        row[0, n:] = k
+        row[0, total] = k * sc.prev_out
+        row[0, total + 1:] = k
     prog.le(row, [-1.0])
     prog.le(prog.cols(-sp.identity(n), 0), np.zeros(n))
-    _caps_rows(prog, sc, caps, homogeneous=True)
+    _total_row(prog, n, total)
+    _caps_rows(prog, sc, caps, total)
     if penalized:
-        _l1_rows(prog, sc, n, homogeneous=True)
+        _l1_rows(prog, sc, total + 1, total)
     return prog
 
 
