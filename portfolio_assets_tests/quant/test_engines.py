@@ -33,17 +33,6 @@ def market40():
 # ---------------------------------------------------------------------------------- estimation
 
 
-def test_ledoit_wolf_matches_sklearn_and_sample_matches_pandas(market20):
-    from sklearn.covariance import ledoit_wolf
-
-    returns, _ = market20
-    ours = E.ledoit_wolf_covariance(returns, 20)
-    ref, shrinkage = ledoit_wolf(returns.to_numpy())
-    np.testing.assert_allclose(ours.matrix.to_numpy(), ref, rtol=0, atol=1e-15)
-    assert ours.diagnostics["shrinkage_intensity"] == pytest.approx(shrinkage, abs=1e-12)
-    np.testing.assert_allclose(E.sample_covariance(returns, 20).matrix, returns.cov(), rtol=1e-12)
-
-
 def test_late_listing_is_used_pairwise_and_short_history_dropped(market20):
     returns, clusters = market20
     r = returns.copy()
@@ -62,25 +51,6 @@ def test_late_listing_is_used_pairwise_and_short_history_dropped(market20):
         assert "32 observations" in res.diagnostics["dropped_symbols"][r.columns[1]]
         assert res.weights[late] > 0 and res.weights.sum() == pytest.approx(1.0, abs=1e-12)
 
-
-def test_antifragility_hand_computed():
-    rng = np.random.default_rng(7)
-    x = rng.standard_t(4, 300) * 0.01
-    frame = pd.DataFrame({"NYSE:A": x})
-    q05, q95 = np.quantile(x, [0.05, 0.95])
-    gain = x[x >= q95].mean() / abs(x[x <= q05].mean())
-    n = len(x)
-    d = x - x.mean()
-    g1 = (d**3).mean() / (d**2).mean() ** 1.5
-    skew = g1 * np.sqrt(n * (n - 1)) / (n - 2)  # bias-corrected sample skewness
-    late = np.r_[np.full(50, np.nan), x[:250]]
-    frame["NYSE:LATE"] = late  # a late listing scores on its own sessions
-    frame["NYSE:NONE"] = np.nan
-    scores = E.antifragility_scores(frame)
-    assert scores["NYSE:A"] == pytest.approx(skew + gain, rel=1e-10)
-    alone = E.antifragility_scores(pd.DataFrame({"NYSE:LATE": x[:250]}))["NYSE:LATE"]
-    assert scores["NYSE:LATE"] == pytest.approx(alone, rel=1e-12)
-    assert np.isnan(scores["NYSE:NONE"])
 
 
 # ---------------------------------------------------------------------------------- benchmarks
@@ -186,7 +156,11 @@ def test_risk_parity_equal_contributions_and_matches_riskfolio_and_skfolio(marke
     res = E.run_engine("risk_parity", _inputs(returns, clusters), OPEN)
     cov = E.ledoit_wolf_covariance(returns, 20).matrix
     rc = E.risk_contributions(res.weights, cov)
-    np.testing.assert_allclose(rc, 1 / 20, atol=1e-7)
+    # Newton (Spinu) solves the uncapped program to machine precision; the exponential-cone
+    # interior-point solve it replaced stopped with a gradient residual of ~1e-6, contributions
+    # equal only to ~3e-7, which failed this check at 1e-7 depending on the iteration path
+    assert res.diagnostics["solver_status"] == "newton (no cap binds)"
+    np.testing.assert_allclose(rc, 1 / 20, atol=1e-12)
     port = rp.Portfolio(returns=returns)
     port.assets_stats(method_mu="hist", method_cov="hist")
     port.cov = cov

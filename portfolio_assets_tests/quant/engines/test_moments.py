@@ -86,6 +86,8 @@ def test_antifragility_hand_computed_and_degenerate_columns():
     assert scores["NYSE:A"] == pytest.approx(skew + x[x >= q95].mean() / abs(x[x <= q05].mean()), rel=1e-10)
     assert np.isnan(scores["NYSE:FLAT"])  # zero variance
     assert np.isnan(scores["NYSE:TWO"])  # fewer than 3 returns
+    late = antifragility_scores(pd.DataFrame({"NYSE:LATE": np.r_[np.full(50, np.nan), x[:250]]}))
+    assert late["NYSE:LATE"] == pytest.approx(antifragility_scores(pd.DataFrame({"X:Y": x[:250]}))["X:Y"], rel=1e-12)
 
 
 def test_selection_uses_the_same_score():
