@@ -40,7 +40,7 @@ BENCHMARK_ENGINES: Final = frozenset({"market", "raw_pool_ew", "equal_weight"})
 """Honest baselines: they hold what their name says, so no cap applies to them."""
 
 SOLVER_ENGINES: Final = frozenset({"min_variance", "risk_parity", "max_sharpe"})
-"""Engines that solve a convex program (cvxpy)."""
+"""Engines that solve a convex program (Clarabel, `quant.engines.conic`)."""
 
 DEFAULT_AGGRESSOR_BUDGET: Final = MappingProxyType({QUIET: 0.15, NORMAL: 0.10, TURBULENT: 0.08, CRISIS: 0.05})
 """Barbell's aggressor budget per regime (fraction of the book)."""

@@ -41,7 +41,7 @@ def raw_pool_streams(step: Step) -> pd.DataFrame:
     group_name="allocation",
     partitions_def=PARTITIONS,
     deps=["risk_buckets", "market_regime", "raw_pool_history", "enriched_universe"],
-    kinds={"python", "parquet", "cvxpy"},
+    kinds={"python", "parquet", "clarabel"},
     owners=OWNERS,
     description=(
         "Step 11. Every engine's weights on the last `backtest.train` sessions of the synthetic-long "

@@ -18,7 +18,7 @@ moments        pairwise co-moment kernel, sample / Ledoit-Wolf covariance, antif
 caps           caps, their relaxation on small universes (:func:`feasible_caps`), projection
 simple         market, raw_pool_ew, equal_weight (benchmarks), inverse_vol
 hierarchical   HRP, HERC
-convex         min_variance, risk_parity, max_sharpe (closed form / Newton, else cvxpy DPP)
+convex, conic  min_variance, risk_parity, max_sharpe (closed form / Newton, else Clarabel directly)
 barbell        HRP core + antifragile aggressors, budget by regime, its few-bucket rule
 base, params   inputs, outputs, failures, the universe an engine keeps; EngineParams
 ============== ===============================================================================
