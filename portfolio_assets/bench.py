@@ -12,9 +12,9 @@ One table, sections:
   O(n^2 T), Ward with scipy's nearest-neighbour chain O(n^2) memory and about O(n^2) time).
 - `ref`: ours against reference implementations in the same process on the same data:
   (a) the walk-forward tournament of inverse_vol, min_variance, hrp and risk_parity against
-  skfolio's `WalkForward` + `cross_val_predict` with the equivalent estimators (same windows, caps
-  and turnover penalty off so that both solve the same problems; ours also runs both simulators
-  and the per-window metrics); (b) HRP against riskfolio-lib's `HCPortfolio`; (c) correlation and
+  skfolio's `WalkForward` + `cross_val_predict` with the equivalent estimators
+  (`benchmarks/tournament_vs_skfolio.py`: same windows, caps and turnover penalty off so that both
+  solve the same problems; ours also runs both simulators and the per-window metrics); (b) HRP against riskfolio-lib's `HCPortfolio`; (c) correlation and
   Ward linkage against pandas `.corr(min_periods=...)` + scipy. Each row reports the agreement.
 - `blas`: the HRP and tournament code with the default OpenBLAS threads against the same code
   limited to one thread (threadpoolctl): small matrices can lose to thread hand-offs.
@@ -650,107 +650,49 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def tournament_benchmark() -> Any:
+    """`benchmarks/tournament_vs_skfolio.py` (outside the package), loaded from the project tree."""
+    import importlib.util
+
+    from portfolio_assets.manifest import PROJECT_ROOT
+
+    name = "tournament_vs_skfolio"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "benchmarks" / f"{name}.py")
+        if spec is None or spec.loader is None:
+            raise FileNotFoundError(f"benchmarks/{name}.py not found under {PROJECT_ROOT}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def compare_tournament(rec: Recorder, state: DemoState) -> None:
-    """(a) Our walk-forward tournament vs skfolio `WalkForward` + `cross_val_predict`."""
-    from skfolio import RiskMeasure
-    from skfolio.cluster import HierarchicalClustering, LinkageMethod
-    from skfolio.distance import PearsonDistance
-    from skfolio.model_selection import WalkForward, cross_val_predict
-    from skfolio.moments import LedoitWolf
-    from skfolio.optimization import (
-        HierarchicalRiskParity,
-        InverseVolatility,
-        MeanRisk,
-        ObjectiveFunction,
-        RiskBudgeting,
-    )
-    from skfolio.prior import EmpiricalPrior
-    from skfolio.seriation import HierarchicalSeriation
-
-    from portfolio_assets.assets.validation import tournament_settings
-    from portfolio_assets.quant.engines import EngineInputs, run_engine
-    from portfolio_assets.quant.tournament import TodayContext, plan_contexts
-    from portfolio_assets.quant.walkforward import make_windows
-
+    """(a) Our walk-forward tournament vs skfolio `WalkForward` + `cross_val_predict`
+    (`benchmarks/tournament_vs_skfolio.compare` on the demo universe's complete streams)."""
+    bench = tournament_benchmark()
     cfg = state.cfg
     bt = cfg.backtest
     if bt.step != bt.test:
         rec.add(Row("ref", "(a) tournament vs skfolio: skipped", note="skfolio WalkForward needs step == test"))
         return
     full = state.universe_streams.dropna(axis=1)
-    n = len(full)
-    k = (n - bt.train - bt.test) // bt.step + 1
-    data = full.iloc[n - (bt.train + k * bt.test):]  # both walk-forwards then use the same K windows
-    windows = make_windows(data.index, bt.train, bt.test, bt.step)
-    tset, eparams, sim, simulators = tournament_settings(cfg)
-    tset = dataclasses.replace(tset, pit=False)
-    eparams = dataclasses.replace(eparams, max_weight=1.0, cluster_cap=1.0, turnover_penalty=False)
-    dirs = pd.Series("long", index=data.columns)
-    today = TodayContext(universe=dirs, buckets=state.buckets.reindex(data.columns).fillna(0).astype(int),
-                         regime=state.regime, raw_pool=dirs)
-    contexts = plan_contexts(windows, data, cfg.selection.baseline, tset, today=today)
-    tight = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
-    lw = EmpiricalPrior(covariance_estimator=LedoitWolf())
-    seriation = HierarchicalSeriation(
-        hierarchical_clustering_estimator=HierarchicalClustering(linkage_method=LinkageMethod.SINGLE),
-        optimal_ordering=False)
-    estimators = {
-        "inverse_vol": lambda: InverseVolatility(),
-        "min_variance": lambda: MeanRisk(objective_function=ObjectiveFunction.MINIMIZE_RISK,
-                                         risk_measure=RiskMeasure.VARIANCE, min_weights=0.0, max_weights=1.0,
-                                         prior_estimator=lw, solver_params=tight),
-        "hrp": lambda: HierarchicalRiskParity(risk_measure=RiskMeasure.VARIANCE, distance_estimator=PearsonDistance(),
-                                              seriation_estimator=seriation),
-        "risk_parity": lambda: RiskBudgeting(risk_measure=RiskMeasure.VARIANCE, prior_estimator=lw,
-                                             solver_params=tight),
-    }
-    cv = WalkForward(train_size=bt.train, test_size=bt.test)
-    x = data.to_numpy()
-    with _quiet():
-        for make in estimators.values():  # warm-up: first cvxpy problem builds, lazy imports
-            make().fit(x[: bt.train])
-    size = f"{data.shape[1]} symbols x {len(windows)} windows"
-    tot = {"ours": 0.0, "ref": 0.0}
-    for engine, make in estimators.items():
-        def ours(engine: str = engine) -> dict[str, pd.DataFrame]:
-            return run_engine_tournament_timed(engine, data, windows, contexts, cfg.selection.baseline, tset,
-                                               eparams, sim, simulators)
-
-        def ref(make: Callable[[], Any] = make) -> Any:
-            with _quiet():
-                pred = cross_val_predict(make(), data, cv=cv)
-                _ = (pred.sharpe_ratio, pred.max_drawdown, pred.cvar)  # the summary metrics ours computes
-            return pred
-
-        def fits_only(engine: str = engine) -> None:
-            for w in windows:
-                ctx = contexts[(contexts["k"] == w.k) & (contexts["role"] == "universe")]
-                run_engine(engine, EngineInputs(returns=data.iloc[w.train_rows][list(ctx["stream"])],
-                                                clusters=pd.Series(ctx["bucket"].to_numpy(), index=ctx["stream"]),
-                                                regime=state.regime, baseline=cfg.selection.baseline), eparams)
-
-        t_ours, m_ours, out = rec.measure(ours)
-        t_fits, _, _ = rec.measure(fits_only)
-        t_ref, m_ref, pred = rec.measure(ref)
-        ours_w = out["weights"].pivot_table(index="k", columns="stream", values="weight", fill_value=0.0)
-        ours_w = ours_w.reindex(columns=data.columns, fill_value=0.0).to_numpy()
-        ref_w = np.vstack([np.asarray(p.weights) for p in pred.portfolios])
-        diff = float(np.abs(ours_w - ref_w).max()) if ref_w.shape == ours_w.shape else float("nan")
-        tot["ours"] += t_ours
-        tot["ref"] += t_ref
-        rec.add(Row("ref", f"(a) tournament {engine} vs skfolio {type(make()).__name__}", size,
-                    seconds=t_ours, peak_mb=m_ours, ref_seconds=t_ref, ref_peak_mb=m_ref, agreement=diff,
-                    note=f"max|dw| {diff:.1e} over {len(windows)} windows; our fits alone {t_fits:.3f} s "
-                         f"(ratio {t_fits / t_ref:.2f})"))
+    table = bench.compare(full, state.buckets, cfg, engines=COMPARE_ENGINES, regime=state.regime).set_index("engine")
+    size = f"{int(table['symbols'].iloc[0])} symbols x {int(table['windows'].iloc[0])} windows"
+    for engine in COMPARE_ENGINES:
+        row = table.loc[engine]
+        rec.add(Row("ref", f"(a) tournament {engine} vs skfolio {row['reference']}", size,
+                    seconds=float(row["ours_s"]), ref_seconds=float(row["ref_s"]),
+                    agreement=float(row["max_abs_dw"]),
+                    note=f"max|dw| {row['max_abs_dw']:.1e}; our fits alone {row['fits_s']:.3f} s "
+                         f"(ratio {row['fits_ratio']:.2f})"))
+    total = table.loc["total"]
     rec.add(Row("ref", "(a) tournament, 4 engines (ours: 2 simulators + window metrics)", size,
-                seconds=tot["ours"], ref_seconds=tot["ref"], note="caps + turnover penalty off on both sides"))
-
-    def all_four() -> None:
-        for engine in estimators:
-            run_engine_tournament_timed(engine, data, windows, contexts, cfg.selection.baseline, tset, eparams, sim,
-                                        simulators)
-
-    blas_threads_row(rec, "tournament, 4 engines (ours)", size, all_four, repeat=1)
+                seconds=float(total["ours_s"]), ref_seconds=float(total["ref_s"]),
+                note="caps + turnover penalty off on both sides"))
+    setup = bench.prepare(full, state.buckets, cfg, state.regime)
+    blas_threads_row(rec, "tournament, 4 engines (ours)", size,
+                     lambda: [bench.ours(setup, engine) for engine in COMPARE_ENGINES], repeat=1)
 
 
 def blas_threads_row(rec: Recorder, label: str, size: str, fn: Callable[[], Any], repeat: int) -> None:
@@ -776,9 +718,10 @@ def hrp_inputs(raw_history: pd.DataFrame, n_symbols: int, n_sessions: int) -> pd
 
 def hrp_ours(returns: pd.DataFrame) -> pd.Series:
     """Our HRP as the `hrp` engine computes it (pairwise sample covariance -> correlation -> HRP)."""
+    from portfolio_assets.manifest import DataConfig
     from portfolio_assets.quant.engines import correlation_from_covariance, hrp_weights, sample_covariance
 
-    cov = sample_covariance(returns).matrix
+    cov = sample_covariance(returns, DataConfig().min_overlap).matrix
     return hrp_weights(cov, correlation_from_covariance(cov), linkage="single")
 
 
@@ -1031,7 +974,7 @@ class BenchPlan:
 def warm_imports() -> None:
     """Import what the stages import lazily, so the first stage to use a library is not charged
     for loading it (a step process pays it once too)."""
-    import cvxpy  # noqa: F401
+    import clarabel  # noqa: F401
     import matplotlib  # noqa: F401
     import scipy.cluster.hierarchy  # noqa: F401
     import scipy.spatial.distance  # noqa: F401
@@ -1050,7 +993,7 @@ def run_bench(plan: BenchPlan, root: Path, echo: bool = True) -> list[Row]:
     settings = PortfolioSettings(profile=plan.profile, lakehouse_root=str(root / "stages"))
     with PeakRss() as probe:
         rec = Recorder(probe, echo=echo)
-        with rec.stage("setup", "lazy imports (assets helpers, scipy.cluster, cvxpy, matplotlib)") as row:
+        with rec.stage("setup", "lazy imports (assets helpers, scipy.cluster, clarabel, matplotlib)") as row:
             warm_imports()
             row.note = "paid once per process; kept out of the stage rows"
         state = demo_partition(rec, settings, date)

@@ -40,7 +40,7 @@ BENCHMARK_ENGINES: Final = frozenset({"market", "raw_pool_ew", "equal_weight"})
 """Honest baselines: they hold what their name says, so no cap applies to them."""
 
 SOLVER_ENGINES: Final = frozenset({"min_variance", "risk_parity", "max_sharpe"})
-"""Engines that solve a convex program (cvxpy)."""
+"""Engines that solve a convex program (Clarabel, `quant.engines.conic`)."""
 
 DEFAULT_AGGRESSOR_BUDGET: Final = MappingProxyType({QUIET: 0.15, NORMAL: 0.10, TURBULENT: 0.08, CRISIS: 0.05})
 """Barbell's aggressor budget per regime (fraction of the book)."""
@@ -54,6 +54,10 @@ DEFAULT_FALLBACK_CHAIN: Final = MappingProxyType({
     "barbell": ("hrp", "inverse_vol"),
 })
 """Engine -> the engines tried in order when it fails (every fallback is recorded)."""
+
+TERMINAL_ENGINE: Final = "equal_weight"
+"""Tried after every fallback chain is exhausted: 1/N over the universe needs no estimate, so it
+runs when no symbol has enough data for any estimating engine (recorded like any fallback)."""
 
 # --- simulators and scanners -------------------------------------------------------------------
 SIMULATORS: Final[tuple[str, ...]] = ("idealized", "realized")

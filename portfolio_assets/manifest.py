@@ -29,9 +29,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from portfolio_assets.constants import DEFAULT_AGGRESSOR_BUDGET, DEFAULT_FALLBACK_CHAIN, ENGINE_NAMES
+from portfolio_assets.constants import (
+    DEFAULT_AGGRESSOR_BUDGET,
+    DEFAULT_FALLBACK_CHAIN,
+    ENGINE_NAMES,
+    REGIME_LABELS,
+)
 from portfolio_assets.sources.settings import (
     SourceConfig,
     SourceDelta,
@@ -117,9 +122,13 @@ class SelectionConfig(_Section):
 class RiskConfig(_Section):
     threshold: float = Field(0.45, gt=0, le=2)
     max_clusters: int = Field(25, ge=1)
-    cluster_cap: float = Field(0.25, gt=0, le=1)
-    max_weight: float = Field(0.25, gt=0, le=1)
+    cluster_cap: float = Field(0.25, gt=0, le=1, description="most weight per risk bucket (fraction of the book)")
+    max_weight: float = Field(0.25, gt=0, le=1, description="most weight per symbol (fraction of the book)")
     top_pairs: int = Field(20, ge=1)
+    weights_tolerance: float = Field(
+        1e-6, gt=0, le=1e-3,
+        description="weights_sanity: slack on caps, budget and the sum to 1 (solver accuracy is ~1e-8)",
+    )
 
 
 class RegimeConfig(_Section):
@@ -214,18 +223,58 @@ class RegimeConfig(_Section):
         return self
 
 
+Linkage = Literal["single", "complete", "average", "ward"]
+
+
 class OptimizationConfig(_Section):
+    """Allocation engines (`quant.engines`): which run, their parameters and fallbacks."""
+
     engines: list[str] = Field(default_factory=lambda: list(ENGINE_NAMES))
     production_engine: str = "barbell"
-    kappa: float = Field(0.001, ge=0, description="turnover penalty per unit L1 turnover")
-    max_sharpe_l2: float = Field(0.1, ge=0)
-    barbell_top_k: int = Field(3, ge=1)
+    kappa: float = Field(0.001, ge=0, description="turnover penalty per unit L1 turnover (daily-return units)")
+    max_sharpe_l2: float = Field(0.1, ge=0, description="max_sharpe ridge, relative to the mean asset variance")
+    risk_free: float = Field(0.0, ge=-0.001, le=0.001, description="max_sharpe: daily risk-free rate")
+    shrinkage: Literal["ledoit_wolf", "sample"] = Field(
+        "ledoit_wolf", description="covariance of the solver engines (HRP, HERC, inverse_vol use the sample one)"
+    )
+    min_observations: int = Field(60, ge=2, description="returns a symbol needs to enter an estimating engine")
+    hrp_linkage: Linkage = Field("single", description="HRP's linkage (Lopez de Prado: single)")
+    herc_linkage: Linkage = Field("ward", description="HERC's linkage (Raffinot: ward)")
+    herc_n_clusters: int | None = Field(None, ge=1, description="HERC's clusters; null = the risk buckets")
+    barbell_top_k: int = Field(3, ge=1, description="barbell's aggressor buckets (fewer when buckets are few)")
     aggressor_budget: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_AGGRESSOR_BUDGET))
     max_beta_min_variance: float = Field(1.0, gt=0, description="weights_sanity: |beta| limit for min_variance")
     fallback_chain: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_FALLBACK_CHAIN.items()}
     )
     force_fail: list[str] = Field(default_factory=list, description="ops/test hook: engines made to fail")
+
+    @field_validator("aggressor_budget")
+    @classmethod
+    def _budget(cls, value: dict[str, float]) -> dict[str, float]:
+        if set(value) != set(REGIME_LABELS):
+            raise ValueError(f"aggressor_budget needs exactly the regimes {list(REGIME_LABELS)}")
+        bad = {k: v for k, v in value.items() if not 0 <= v < 1}
+        if bad:
+            raise ValueError(f"aggressor_budget values must be in [0, 1), got {bad}")
+        return value
+
+    @field_validator("engines", "force_fail")
+    @classmethod
+    def _known_engines(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(ENGINE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown engine(s) {unknown}; engines: {list(ENGINE_NAMES)}")
+        return value
+
+    @field_validator("fallback_chain")
+    @classmethod
+    def _known_chain(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, chain in value.items():
+            unknown = [e for e in [name, *chain] if e not in ENGINE_NAMES]
+            if unknown:
+                raise ValueError(f"fallback_chain[{name!r}] names unknown engine(s) {unknown}")
+        return value
 
 
 class BacktestConfig(_Section):
@@ -550,6 +599,11 @@ def _check_semantics(config: Config, path: Path) -> None:
     if config.data.min_days_floor > config.data.lookback_history:
         raise ManifestError(path, "$.data.min_days_floor", "must not exceed data.lookback_history")
     bt = config.backtest
+    if opt.min_observations > bt.train:
+        raise ManifestError(
+            path, "$.optimization.min_observations",
+            f"{opt.min_observations} > backtest.train = {bt.train}: the engines would drop every symbol",
+        )
     if bt.train + bt.test > config.data.lookback_history:
         raise ManifestError(
             path, "$.backtest.train",

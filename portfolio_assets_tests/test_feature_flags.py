@@ -4,7 +4,8 @@ Covered here: feat_turnover_penalty (manifest -> engines), feat_partial_rebalanc
 feat_pit_fidelity (tournament contexts and results), feat_audit_ledger (whole run). Covered next to
 their algorithms: feat_xs_momentum (test_quant_selection: on/off picks different winners),
 feat_spectral_regimes (quant/test_regimes: the spectral route into TURBULENT only with the flag,
-entering earlier on real history; test_quant_engines: the barbell budget), feat_decay_audit (test_reports: the slippage report only with the flag).
+entering earlier on real history; quant/test_engines: the barbell budget), feat_decay_audit
+(test_reports: the slippage report only with the flag).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def test_turnover_penalty_flag_reaches_the_optimizers():
         params = engine_params(cfg)
         assert params.turnover_penalty is flag
         w = run_engine("min_variance", EngineInputs(returns=rets, clusters=clusters, regime="NORMAL",
-                                                    prev_weights=prev), params).weights
+                                                    baseline=cfg.selection.baseline, prev_weights=prev),
+                       params).weights
         dist[flag] = float((w.reindex(cols).fillna(0) - prev).abs().sum())
     assert dist[True] < dist[False] - 1e-3
 

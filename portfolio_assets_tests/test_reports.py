@@ -17,9 +17,11 @@ import pandas as pd
 import pytest
 
 from portfolio_assets.ledger import file_hash
+from portfolio_assets.manifest import BacktestConfig
 from portfolio_assets.quant.clustering import bucket_stats, pairwise_correlation, top_correlated_pairs
 from portfolio_assets.quant.metrics import max_drawdown
 from portfolio_assets.quant.regimes import detect_regime
+from portfolio_assets.quant.simulate import simulator_params
 from portfolio_assets.quant.walkforward import WeightsDecision, make_windows, run_walkforward, summary_table
 from portfolio_assets.reports.builder import (
     ReportInputs,
@@ -121,9 +123,10 @@ def make_report_inputs(reports_dir: Path, **overrides) -> ReportInputs:
     upstream assets do."""
     returns, directions, filtered, raw_only = _market_data()
     all_symbols = list(returns.columns)
-    windows = make_windows(returns.index)
+    bt = BacktestConfig()
+    windows = make_windows(returns.index, bt.train, bt.test, bt.step)
     engines = _engines(filtered, all_symbols)
-    results = run_walkforward(returns, directions, windows, engines)
+    results = run_walkforward(returns, directions, windows, engines, simulator_params(bt))
 
     summary = summary_table(results)
     n_fb = {name: sum(bool(d.diagnostics.get("fallbacks")) for d in res.decisions) for name, res in results.items()}

@@ -13,37 +13,20 @@ from portfolio_assets.holdings import current_holdings
 from portfolio_assets.manifest import Config
 from portfolio_assets.quant.convention import publish_net_weights, synthetic_long
 from portfolio_assets.quant.weights_audit import AuditRules, audit_weights
+from portfolio_assets.quant.weights_audit import audit_rules as build_audit_rules
 from portfolio_assets.resources import PortfolioSettings
 
 
 def engine_params(cfg: Config):
-    """EngineParams from the manifest (one place that maps the manifest onto the engines)."""
-    from portfolio_assets.quant.engines import EngineParams
+    """EngineParams from the manifest (`quant.engines.engine_params`, the one mapping)."""
+    from portfolio_assets.quant.engines import engine_params as build
 
-    opt, risk = cfg.optimization, cfg.risk
-    return EngineParams(
-        max_weight=risk.max_weight,
-        cluster_cap=risk.cluster_cap,
-        turnover_penalty=cfg.features.feat_turnover_penalty,
-        kappa=opt.kappa,
-        max_sharpe_l2=opt.max_sharpe_l2,
-        barbell_top_k=opt.barbell_top_k,
-        aggressor_budget=dict(opt.aggressor_budget),
-        spectral_regimes=cfg.features.feat_spectral_regimes,
-        fallback_chain={k: list(v) for k, v in opt.fallback_chain.items()},
-        min_overlap=cfg.data.min_overlap,
-        force_fail=frozenset(opt.force_fail),
-    )
+    return build(cfg)
 
 
 def audit_rules(cfg: Config) -> AuditRules:
-    return AuditRules(
-        max_weight=cfg.risk.max_weight,
-        cluster_cap=cfg.risk.cluster_cap,
-        max_beta=cfg.optimization.max_beta_min_variance,
-        aggressor_budget=dict(cfg.optimization.aggressor_budget),
-        spectral_regimes=cfg.features.feat_spectral_regimes,
-    )
+    """AuditRules from the manifest (`quant.weights_audit.audit_rules`, the one mapping)."""
+    return build_audit_rules(cfg)
 
 
 def raw_pool_streams(step: Step) -> pd.DataFrame:
@@ -58,7 +41,7 @@ def raw_pool_streams(step: Step) -> pd.DataFrame:
     group_name="allocation",
     partitions_def=PARTITIONS,
     deps=["risk_buckets", "market_regime", "raw_pool_history", "enriched_universe"],
-    kinds={"python", "parquet", "cvxpy"},
+    kinds={"python", "parquet", "clarabel"},
     owners=OWNERS,
     description=(
         "Step 11. Every engine's weights on the last `backtest.train` sessions of the synthetic-long "
@@ -102,11 +85,20 @@ def target_weights(context, settings: PortfolioSettings):
                 "asset_class": enriched["asset_class"].reindex(w.index).to_numpy(),
                 "sector": enriched["sector"].reindex(w.index).to_numpy(),
             }))
+            caps = res.caps
             diags.append({"engine": engine, "engine_used": res.engine_used,
                           "fallbacks": "; ".join(f"{f.engine} -> {f.fallback_to}: {f.error}" for f in res.fallbacks),
+                          "relaxations": "; ".join(res.relaxations),
+                          "cap_max_weight": caps.max_weight if caps else None,
+                          "cap_cluster_cap": caps.cluster_cap if caps else None,
+                          "dropped_symbols": "; ".join(sorted(res.diagnostics.get("dropped_symbols") or {})),
+                          "aggressors": "; ".join(f"{b}:{s}" for b, s in
+                                                  sorted((res.diagnostics.get("aggressors") or {}).items())),
                           "aggressor_weight": res.diagnostics.get("aggressor_weight"), "regime": regime,
                           "n_holdings": len(w), "max_weight": float(w.max()),
                           "solver_status": res.diagnostics.get("solver_status")})
+            for note in res.relaxations:
+                step.event("caps_relaxed", engine=engine, engine_used=res.engine_used, relaxation=note)
             seconds[engine] = round(float(res.diagnostics.get("seconds") or 0.0), 4)
         table = pd.concat(frames, ignore_index=True)
         step.write(table)
@@ -115,6 +107,9 @@ def target_weights(context, settings: PortfolioSettings):
         return step.result(
             metrics={"engines": len(cfg.optimization.engines), "production_engine": cfg.optimization.production_engine,
                      "regime": regime, "fallbacks": int(sum(1 for d in diags if d["fallbacks"])),
+                     "relaxed": int(sum(1 for d in diags if d["relaxations"])),
+                     "production_engine_used": next(d["engine_used"] for d in diags
+                                                    if d["engine"] == cfg.optimization.production_engine),
                      "production_holdings": len(prod), "seconds_per_engine": seconds},
             preview=prod[["symbol", "direction", "bucket", "weight", "net_weight", "sector"]],
             extra={"diagnostics": preview_md(pd.DataFrame(diags))},
@@ -145,23 +140,35 @@ def weights_sanity(context, settings: PortfolioSettings) -> AssetCheckResult:
     hist = lake.read_table("history", "history_500d", partition, "returns").iloc[-cfg.backtest.train:]
     rules = audit_rules(cfg)
     violations: list[str] = []
+    notes: list[str] = []
     for engine, g in table.groupby("engine", sort=False):
         w = g.set_index("symbol")["weight"]
-        agg = diags.at[engine, "aggressor_weight"] if engine in diags.index else None
-        violations += audit_weights(
-            engine, w, buckets, rules, regime=diags.at[engine, "regime"] if engine in diags.index else None,
-            aggressor_weight=None if agg is None or pd.isna(agg) else float(agg),
-            train_returns=hist, baseline=cfg.selection.baseline,
+        d = diags.loc[engine] if engine in diags.index else None
+        dropped = [s for s in str(d["dropped_symbols"] or "").split("; ") if s] if d is not None else []
+        aggressors = ({int(b): s for b, s in (p.split(":", 1) for p in str(d["aggressors"] or "").split("; ") if p)}
+                      if d is not None else None)
+        agg = d["aggressor_weight"] if d is not None else None
+        report = audit_weights(
+            engine, w, buckets.drop(dropped, errors="ignore"), rules, baseline=cfg.selection.baseline,
+            engine_used=str(d["engine_used"]) if d is not None else None,
+            regime=str(d["regime"]) if d is not None else None,
+            aggressor_weight=None if agg is None or pd.isna(agg) else float(agg), aggressors=aggressors,
+            relaxations=[r for r in str(d["relaxations"] or "").split("; ") if r] if d is not None else (),
+            train_returns=hist,
         )
+        violations += report.violations
+        notes += [f"{engine}: {n}" for n in report.notes]
     missing = sorted(set(cfg.optimization.engines) - set(table["engine"]))
     violations += [f"{e}: no weights" for e in missing]
     passed = not violations
     description = "all engines within the rules" if passed else f"{len(violations)} violation(s): " + " | ".join(violations)
     record_gate(settings, partition, "weights_sanity", passed=passed, severity="ERROR", description=description,
-                checked=[("allocation", "target_weights")], run_id=context.op_execution_context.run_id, details={"violations": violations})
+                checked=[("allocation", "target_weights")], run_id=context.op_execution_context.run_id,
+                details={"violations": violations, "notes": notes})
     return AssetCheckResult(
         passed=passed,
         severity=AssetCheckSeverity.ERROR,
         description=description[:1000],
-        metadata={"violations": MetadataValue.json(violations), "engines": int(table["engine"].nunique())},
+        metadata={"violations": MetadataValue.json(violations), "notes": MetadataValue.json(notes),
+                  "engines": int(table["engine"].nunique())},
     )

@@ -35,7 +35,7 @@ def tournament_settings(cfg: Config):
     """Walk-forward settings, engine and simulator parameters from the manifest."""
     from portfolio_assets.assets.allocation import audit_rules, engine_params
     from portfolio_assets.quant.selection import SelectionParams
-    from portfolio_assets.quant.simulate import SimulatorParams
+    from portfolio_assets.quant.simulate import simulator_params
     from portfolio_assets.quant.tournament import TournamentSettings
 
     bt = cfg.backtest
@@ -46,8 +46,7 @@ def tournament_settings(cfg: Config):
         regime=cfg.regime, spectral=cfg.features.feat_spectral_regimes,
         audit=audit_rules(cfg),
     )
-    sim = SimulatorParams(slippage_bps=bt.slippage_bps, commission_bps=bt.commission_bps,
-                          borrow_bps_annual=bt.borrow_bps_annual)
+    sim = simulator_params(bt)
     return tset, engine_params(cfg), sim, tuple(bt.simulators)
 
 
@@ -185,13 +184,19 @@ def tournament_collect(context, windows: list[pd.DataFrame], returns: list[pd.Da
             step.event("window_violation", engine=row.engine, window=int(row.k), violations=row.violations)
         for row in win[win["fallbacks"].fillna("") != ""].drop_duplicates(["engine", "k"]).itertuples():
             step.event("window_fallback", engine=row.engine, window=int(row.k), fallbacks=row.fallbacks)
+        for row in win[win["relaxations"].fillna("") != ""].drop_duplicates(["engine", "k"]).itertuples():
+            step.event("window_caps_relaxed", engine=row.engine, window=int(row.k), relaxations=row.relaxations)
+        per_window = win.drop_duplicates(["engine", "k"])
         realized = summary[summary["simulator"] == "realized"] if "realized" in set(summary["simulator"]) else summary
         context.add_output_metadata(step.dagster_metadata(
             metrics={"windows": int(win["k"].nunique()), "engines": int(win["engine"].nunique()),
                      "pit_fidelity": bool(cfg.features.feat_pit_fidelity),
                      "windows_with_violations": int((win["violations"].fillna("") != "").sum()),
+                     "windows_with_fallbacks": int((per_window["engine_used"] != per_window["engine"]).sum()),
+                     "windows_with_relaxed_caps": int((per_window["relaxations"].fillna("") != "").sum()),
                      "seconds_per_engine": seconds},
-            preview=realized[["engine", "simulator", "cagr", "sharpe", "max_drawdown", "turnover_one_way", "costs_paid"]],
+            preview=realized[["engine", "simulator", "cagr", "sharpe", "max_drawdown", "turnover_one_way", "costs_paid",
+                              "n_fallbacks", "n_relaxed", "engines_used"]],
             extra={"all_engines": preview_md(summary, n=40)},
         ))
 

@@ -113,22 +113,11 @@ class SelectionResult:
 
 
 def antifragility(streams: pd.DataFrame) -> pd.Series:
-    """Antifragility per column = sample skewness + right-tail gain (dimensionless).
+    """Antifragility per column: the project's one score,
+    `quant.engines.moments.antifragility_scores` (skewness + right-tail gain, dimensionless)."""
+    from portfolio_assets.quant.engines.moments import antifragility_scores
 
-    - skewness: pandas' bias-adjusted Fisher-Pearson G1 = sqrt(n(n-1))/(n-2) * m3 / m2^1.5 over
-      the available (non-NaN) returns;
-    - right-tail gain: mean(r | r >= q95) / |mean(r | r <= q05)|, with q05, q95 the 5th/95th
-      percentiles of the available returns (linear interpolation).
-    NaN when the stream has fewer than 3 returns, zero variance, or a zero left-tail mean.
-    """
-    q_lo = streams.quantile(TAIL_QUANTILE)
-    q_hi = streams.quantile(1.0 - TAIL_QUANTILE)
-    right = streams.where(streams.ge(q_hi, axis=1)).mean()
-    left = streams.where(streams.le(q_lo, axis=1)).mean().abs()
-    tail_gain = right / left.where(left > 0)
-    std = streams.std(ddof=1)
-    skew = streams.skew().where((std > 0) & (streams.count() >= 3))
-    return (skew + tail_gain).rename("antifragility")
+    return antifragility_scores(streams)
 
 
 def alpha_components(streams: pd.DataFrame, value_traded: pd.Series) -> pd.DataFrame:

@@ -55,6 +55,7 @@ from portfolio_assets.constants import PERIODS_PER_YEAR, SIMULATORS
 from portfolio_assets.quant.convention import _check_directions
 
 if TYPE_CHECKING:
+    from portfolio_assets.manifest import BacktestConfig
     from portfolio_assets.quant.walkforward import Window
 
 WEIGHT_SUM_TOLERANCE = 1e-6
@@ -66,12 +67,13 @@ class SimulatorParams:
 
     `slippage_bps` and `commission_bps` are charged per unit of traded notional (per side);
     `borrow_bps_annual` is an annual rate on short-direction positions, charged daily as
-    `borrow_bps_annual / 1e4 / 252`.
+    `borrow_bps_annual / 1e4 / 252`. The manifest's `backtest` section holds the values
+    (:func:`simulator_params`); no defaults here.
     """
 
-    slippage_bps: float = 5.0
-    commission_bps: float = 1.0
-    borrow_bps_annual: float = 50.0
+    slippage_bps: float
+    commission_bps: float
+    borrow_bps_annual: float
 
     def __post_init__(self) -> None:
         for name in ("slippage_bps", "commission_bps", "borrow_bps_annual"):
@@ -88,6 +90,12 @@ class SimulatorParams:
     def borrow_rate_daily(self) -> float:
         """Daily borrow cost per unit of short weight, `borrow_bps_annual / 1e4 / 252` (fraction)."""
         return self.borrow_bps_annual / 1e4 / PERIODS_PER_YEAR
+
+
+def simulator_params(backtest: BacktestConfig) -> SimulatorParams:
+    """The one mapping from the manifest's `backtest` section onto :class:`SimulatorParams`."""
+    return SimulatorParams(slippage_bps=backtest.slippage_bps, commission_bps=backtest.commission_bps,
+                           borrow_bps_annual=backtest.borrow_bps_annual)
 
 
 @dataclass(frozen=True)
@@ -202,17 +210,34 @@ def simulate(
     directions: pd.Series,
     windows: Sequence[Window],
     targets: Sequence[pd.Series],
-    params: SimulatorParams | None = None,
+    params: SimulatorParams,
 ) -> SimulationResult:
     """Simulate one engine's targets over its walk-forward test windows.
 
     `returns` is the full synthetic-long returns matrix (index sessions, columns symbols); only
     rows `window.test_start:window.test_end` of each window are read. `targets[k]` is the target
-    book for `windows[k]`. `params` defaults to `SimulatorParams()`; `idealized` ignores it.
+    book for `windows[k]`. `idealized` ignores `params`.
     See the module docstring for the formulas.
     """
     check_simulator(simulator)
-    params = params or SimulatorParams()
+    if len(windows) != len(targets):
+        raise ValueError(f"got {len(windows)} windows but {len(targets)} target weight vectors")
+    aligned = [check_target_weights(w, returns.columns, f"window {win.k}")
+               for win, w in zip(windows, targets, strict=True)]
+    return simulate_aligned(simulator, returns, directions, windows, aligned, params)
+
+
+def simulate_aligned(
+    simulator: str,
+    returns: pd.DataFrame,
+    directions: pd.Series,
+    windows: Sequence[Window],
+    targets: Sequence[np.ndarray],
+    params: SimulatorParams,
+) -> SimulationResult:
+    """:func:`simulate` with targets already checked by :func:`check_target_weights` (arrays
+    aligned to ``returns.columns``): the walk-forward checks each target once for every simulator."""
+    check_simulator(simulator)
     if len(windows) != len(targets):
         raise ValueError(f"got {len(windows)} windows but {len(targets)} target weight vectors")
     if not windows:
@@ -237,8 +262,7 @@ def simulate(
 
     book = np.zeros(len(columns))  # the first window trades from cash, never from today's holdings
     results: list[WindowSimulation] = []
-    for window, weights in zip(windows, targets, strict=True):
-        target = check_target_weights(weights, columns, f"window {window.k}")
+    for window, target in zip(windows, targets, strict=True):
         block = values[window.test_start : window.test_end]
         missing = np.isnan(block)
         nan_held = int(missing[:, target > 0].sum())

@@ -20,8 +20,10 @@ unit the Dagster executor fans out). The first window starts from an empty book;
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from portfolio_assets.manifest import RegimeConfig
@@ -61,15 +63,18 @@ def build_streams(raw_returns: pd.DataFrame, streams: list[str]) -> pd.DataFrame
 
 @dataclass(frozen=True)
 class TournamentSettings:
+    """What planning and the per-window audit need; built from the manifest by the caller
+    (`assets.validation.tournament_settings`), no defaults here."""
+
     pit: bool
-    prep: int = 60
-    selection: object | None = None  # quant.selection.SelectionParams (from_config)
-    risk_threshold: float = 0.45
-    risk_max_clusters: int = 25
-    min_overlap: int = 20
-    regime: RegimeConfig | None = None  # None: the manifest's defaults
-    spectral: bool = False
-    audit: AuditRules = field(default_factory=AuditRules)
+    prep: int
+    selection: Any  # quant.selection.SelectionParams (from_config)
+    risk_threshold: float
+    risk_max_clusters: int
+    min_overlap: int
+    regime: RegimeConfig
+    spectral: bool
+    audit: AuditRules
 
 
 @dataclass(frozen=True)
@@ -139,41 +144,79 @@ def plan_contexts(
     return pd.DataFrame(rows, columns=list(CONTEXT_COLUMNS))
 
 
-def _fit_factory(engine: str, contexts: pd.DataFrame, baseline: str, cfg: TournamentSettings, params):
+WINDOW_DIAGNOSTICS = ("engine_used", "fallbacks", "relaxations", "violations", "audit_notes", "regime",
+                      "n_buckets", "n_universe", "pool_source", "solver_status")
+"""Per-window columns the tournament adds to the walk-forward table: the engine that produced
+the weights, each fallback (`engine -> next: error`), each cap relaxation, the audit's
+violations and notes (`"; "`-joined, empty when none), the context and the solver status."""
+
+
+@dataclass(frozen=True)
+class _WindowPlan:
+    """One window's context rows as the fit needs them."""
+
+    universe: list[str]
+    clusters: pd.Series
+    pool: list[str]
+    regime: str
+    pool_source: str
+
+    @classmethod
+    def all_of(cls, contexts: pd.DataFrame) -> dict[int, _WindowPlan]:
+        """Window k -> its plan, in one pass over the contexts table."""
+        is_uni = (contexts["role"] == "universe").to_numpy()
+        k = contexts["k"].to_numpy()
+        stream, bucket = contexts["stream"].to_numpy(), contexts["bucket"].to_numpy()
+        regime, source = contexts["regime"].to_numpy(), contexts["pool_source"].to_numpy()
+        plans = {}
+        for key in pd.unique(k):
+            rows = k == key
+            uni, pool = rows & is_uni, rows & ~is_uni
+            first = int(np.flatnonzero(rows)[0])
+            universe = list(stream[uni])
+            plans[int(key)] = cls(universe, pd.Series(bucket[uni], index=universe), list(stream[pool]),
+                                  str(regime[first]), str(source[first]))
+        return plans
+
+
+def _fit_factory(engine: str, contexts: pd.DataFrame, baseline: str, cfg: TournamentSettings, params: Any):
     from portfolio_assets.quant.engines import EngineInputs, run_engine
 
-    by_k = {k: g for k, g in contexts.groupby("k")}
+    plans = _WindowPlan.all_of(contexts)
     state: dict[str, pd.Series | None] = {"prev": None}
 
     def fit(window: Window, train: pd.DataFrame) -> WeightsDecision:
-        ctx = by_k[window.k]
-        uni = ctx[ctx["role"] == "universe"]
-        pool = ctx[ctx["role"] == "raw_pool"]
-        universe = list(uni["stream"])
-        clusters = pd.Series(uni["bucket"].to_numpy(), index=universe)
-        regime = str(ctx["regime"].iloc[0])
+        plan = plans[window.k]
+        universe, clusters, regime = plan.universe, plan.clusters, plan.regime
         inputs = EngineInputs(
             returns=train[universe], clusters=clusters, regime=regime, prev_weights=state["prev"],
-            baseline=baseline, raw_pool_returns=train[list(pool["stream"])],
+            baseline=baseline, raw_pool_returns=train[plan.pool] if engine == "raw_pool_ew" else None,
         )
         result = run_engine(engine, inputs, params)
         weights = result.weights[result.weights > 0]
         state["prev"] = weights
         violations: list[str] = []
+        notes: list[str] = []
         if cfg.pit:
-            violations = audit_weights(
-                engine, weights, clusters, cfg.audit, regime=regime,
+            dropped = result.diagnostics.get("dropped_symbols") or {}
+            report = audit_weights(
+                engine, weights, clusters.drop(list(dropped), errors="ignore"), cfg.audit, baseline=baseline,
+                engine_used=result.engine_used, regime=regime, relaxations=result.relaxations,
                 aggressor_weight=result.diagnostics.get("aggressor_weight"),
-                train_returns=train, baseline=baseline,
+                aggressors=result.diagnostics.get("aggressors"), train_returns=train,
             )
+            violations, notes = report.violations, report.notes
         return WeightsDecision(weights, {
             "engine_used": result.engine_used,
             "fallbacks": "; ".join(f"{f.engine} -> {f.fallback_to}: {f.error}" for f in result.fallbacks),
+            "relaxations": "; ".join(result.relaxations),
             "violations": "; ".join(violations),
+            "audit_notes": "; ".join(notes),
             "regime": regime,
             "n_buckets": int(clusters.nunique()),
             "n_universe": len(universe),
-            "pool_source": str(ctx["pool_source"].iloc[0]),
+            "pool_source": plan.pool_source,
+            "solver_status": str(result.diagnostics.get("solver_status") or ""),
         })
 
     return fit
@@ -206,7 +249,10 @@ def run_engine_tournament(
 
 
 def summarize_tournament(windows: pd.DataFrame, returns: pd.DataFrame) -> pd.DataFrame:
-    """Summary per engine x simulator from the stitched daily returns (metrics.summarize)."""
+    """Summary per engine x simulator from the stitched daily returns (metrics.summarize), with
+    `n_fallbacks` (windows where `engine_used != engine`), `n_relaxed` (windows with relaxed caps),
+    `n_violations` (windows the audit flagged) and `engines_used` (`"hrp x3, inverse_vol x1"`):
+    a row whose weights came from another engine says so."""
     from portfolio_assets.quant.metrics import summarize
 
     rows = []
@@ -216,7 +262,9 @@ def summarize_tournament(windows: pd.DataFrame, returns: pd.DataFrame) -> pd.Dat
         rows.append({
             "engine": engine, "simulator": simulator,
             **summarize(series, float(w["turnover_one_way"].sum()), float(w["costs_paid"].sum())),
-            "n_fallbacks": int((w["fallbacks"].fillna("") != "").sum()),
+            "n_fallbacks": int((w["engine_used"] != w["engine"]).sum()),
+            "n_relaxed": int((w["relaxations"].fillna("") != "").sum()),
             "n_violations": int((w["violations"].fillna("") != "").sum()),
+            "engines_used": ", ".join(f"{e} x{c}" for e, c in w["engine_used"].value_counts().sort_index().items()),
         })
     return pd.DataFrame(rows)

@@ -1,6 +1,6 @@
 """Walk-forward windows and the per-engine tournament unit (SPEC §6 "Tournament (12)").
 
-Windows. Over `n` sessions with `train`, `test`, `step` (defaults 252 / 20 / 20), the number of
+Windows. Over `n` sessions with `train`, `test`, `step` (the manifest's `backtest` section, 252 / 20 / 20), the number of
 windows is `K = (n - train - test) // step + 1`. They are anchored at the most recent data: the
 last test window ends at the last session, and window `j` counted back from the end has
 
@@ -35,12 +35,8 @@ from portfolio_assets.quant.simulate import (
     SimulatorParams,
     check_simulator,
     check_target_weights,
-    simulate,
+    simulate_aligned,
 )
-
-TRAIN_SESSIONS = 252
-TEST_SESSIONS = 20
-STEP_SESSIONS = 20
 
 
 @dataclass(frozen=True)
@@ -90,12 +86,7 @@ def _positive_int(value: int, name: str) -> int:
     return value
 
 
-def make_windows(
-    sessions: pd.DatetimeIndex,
-    train: int = TRAIN_SESSIONS,
-    test: int = TEST_SESSIONS,
-    step: int = STEP_SESSIONS,
-) -> list[Window]:
+def make_windows(sessions: pd.DatetimeIndex, train: int, test: int, step: int) -> list[Window]:
     """Walk-forward windows over `sessions`, most recent data last (formulas in the module docstring).
 
     `sessions` must be a strictly increasing `DatetimeIndex` (the returns matrix's index).
@@ -218,7 +209,7 @@ def run_engine_walkforward(
     directions: pd.Series,
     windows: Sequence[Window],
     fit: FitFn,
-    params: SimulatorParams | None = None,
+    params: SimulatorParams,
     simulators: Sequence[str] = SIMULATORS,
 ) -> EngineWalkForward:
     """Fit `engine_name` on each window's train rows and simulate its targets with each simulator.
@@ -232,6 +223,7 @@ def run_engine_walkforward(
         check_simulator(name)
     _check_windows_match(windows, returns.index)
     decisions = []
+    targets = []
     for window in windows:
         decision = fit(window, returns.iloc[window.train_rows].copy())
         if isinstance(decision, pd.Series):
@@ -241,10 +233,10 @@ def run_engine_walkforward(
                 f"engine {engine_name!r} window {window.k}: fit must return WeightsDecision or pd.Series, "
                 f"got {type(decision).__name__}"
             )
-        check_target_weights(decision.weights, returns.columns, f"engine {engine_name!r} window {window.k}")
+        targets.append(check_target_weights(decision.weights, returns.columns,
+                                            f"engine {engine_name!r} window {window.k}"))
         decisions.append(decision)
-    targets = [d.weights for d in decisions]
-    simulations = {name: simulate(name, returns, directions, windows, targets, params) for name in simulators}
+    simulations = {name: simulate_aligned(name, returns, directions, windows, targets, params) for name in simulators}
     return EngineWalkForward(
         engine=engine_name, windows=tuple(windows), decisions=tuple(decisions), simulations=simulations
     )
@@ -255,7 +247,7 @@ def run_walkforward(
     directions: pd.Series,
     windows: Sequence[Window],
     engines: Mapping[str, FitFn],
-    params: SimulatorParams | None = None,
+    params: SimulatorParams,
     simulators: Sequence[str] = SIMULATORS,
 ) -> dict[str, EngineWalkForward]:
     """The whole tournament in-process: `run_engine_walkforward` for every engine, in order."""

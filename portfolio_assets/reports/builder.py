@@ -51,7 +51,8 @@ REFERENCE_LABELS = {MARKET: "Market hold", RAW_EW: "Raw pool EW", FILTERED_EW: "
 
 SUMMARY_METRICS = (
     "total_return", "cagr", "ann_vol", "sharpe", "sortino", "max_drawdown", "calmar", "var_95",
-    "cvar_95", "win_rate", "n_days", "turnover_one_way", "costs_paid", "n_fallbacks", "n_violations",
+    "cvar_95", "win_rate", "n_days", "turnover_one_way", "costs_paid", "n_fallbacks", "n_relaxed", "n_violations",
+    "engines_used",
 )
 # Metrics of a return series that `summarize` must reproduce from the stored series.
 SERIES_METRICS = tuple(m for m in METRIC_COLUMNS if m not in ("turnover_one_way", "costs_paid"))
@@ -365,6 +366,18 @@ class _Bundle:
         return md_image(text, target) if image else md_link(text, target)
 
 
+def _production_fallback_note(prod: pd.Series) -> str:
+    """A warning when the production engine's tournament windows came from another engine or ran
+    on relaxed caps (counts from the summary; empty when neither happened)."""
+    n_fb, n_rx = prod.get("n_fallbacks"), prod.get("n_relaxed")
+    parts = []
+    if n_fb is not None and not pd.isna(n_fb) and int(n_fb) > 0:
+        parts.append(f"fell back in {int(n_fb)} window(s) (engines used: {prod.get('engines_used', 'n/a')})")
+    if n_rx is not None and not pd.isna(n_rx) and int(n_rx) > 0:
+        parts.append(f"ran on relaxed caps in {int(n_rx)} window(s)")
+    return f" **Production engine {' and '.join(parts)}.**" if parts else ""
+
+
 def _fmt_value(value: float, metric: str) -> str:
     return "n/a" if value is None or pd.isna(value) else format(float(value), METRIC_FORMATS[metric])
 
@@ -421,12 +434,12 @@ def _engine_comparison(inputs: ReportInputs) -> str:
         parts += [f"## Per-window total return ({sim} simulator)",
                   "Each window's compounded test-window return (not annualized), engines in ranking order.",
                   md_table(tidy_cells(pivot[order].reset_index()), floatfmt=".2%")]
-        parts += ["## Fallbacks and constraint violations", _events_block(win)]
+        parts += ["## Fallbacks, relaxed caps and constraint violations", _events_block(win)]
     return "\n\n".join(parts) + "\n"
 
 
 def _events_block(windows: pd.DataFrame) -> str:
-    cols = [c for c in ("fallbacks", "violations") if c in windows.columns]
+    cols = [c for c in ("fallbacks", "relaxations", "violations") if c in windows.columns]
     if not cols:
         return "The window table records no fallback or violation columns."
     mask = np.zeros(len(windows), dtype=bool)
@@ -435,7 +448,7 @@ def _events_block(windows: pd.DataFrame) -> str:
     events = windows[mask]
     if events.empty:
         return "None recorded in any window: every engine produced its own weights within the constraints."
-    keep = [c for c in ("engine", "simulator", "k", "test_first", *cols) if c in events.columns]
+    keep = [c for c in ("engine", "simulator", "k", "test_first", "engine_used", *cols) if c in events.columns]
     return md_table(tidy_cells(events[keep].sort_values(["engine", "simulator", "k"])))
 
 
@@ -765,7 +778,7 @@ def _index(inputs: ReportInputs, bundle: _Bundle, tearsheets: Sequence[tuple[str
         f"Production engine ({real} simulator): CAGR {_fmt_value(prod['cagr'], 'cagr')}, Sharpe "
         f"{_fmt_value(prod['sharpe'], 'sharpe')}, max drawdown {_fmt_value(prod['max_drawdown'], 'max_drawdown')}. "
         f"Market hold: CAGR {_fmt_value(market['cagr'], 'cagr')}, Sharpe {_fmt_value(market['sharpe'], 'sharpe')}. "
-        f"Walk-forward {_oos_span(inputs)}.",
+        f"Walk-forward {_oos_span(inputs)}." + _production_fallback_note(prod),
         "## 1. Universe funnel",
         " → ".join(f"{k.replace('_', ' ')} {funnel[k]}" for k in ("scanned", "raw", "with_data", "clusters", "winners")
                    if k in funnel) or "Funnel counts not recorded.",

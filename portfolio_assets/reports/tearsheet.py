@@ -46,6 +46,7 @@ METRIC_FORMATS: dict[str, str] = {
     "turnover_one_way": ".2f",
     "costs_paid": ".3%",
     "n_fallbacks": ".0f",
+    "n_relaxed": ".0f",
     "n_violations": ".0f",
 }
 
@@ -246,7 +247,7 @@ def tearsheet_markdown(
 
 _WINDOW_COLUMNS: Sequence[str] = (
     "k", "test_first", "test_last", "regime", "n_buckets", "total_return", "sharpe", "max_drawdown",
-    "turnover_one_way", "costs_paid", "fallbacks", "violations",
+    "turnover_one_way", "costs_paid", "engine_used", "fallbacks", "relaxations", "violations",
 )
 
 

@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from portfolio_assets.quant.simulate import SIMULATORS, SimulatorParams, simulate
+from portfolio_assets.manifest import BacktestConfig
+from portfolio_assets.quant.simulate import SIMULATORS, SimulatorParams, simulate, simulator_params
 from portfolio_assets.quant.walkforward import make_windows
 
 A, B = "NYSE:AAA", "NASDAQ:BBB"
 COST = 6e-4  # 5 bps slippage + 1 bp commission
 BORROW = 50e-4 / 252  # 50 bps a year, per session
+PARAMS = simulator_params(BacktestConfig())  # the manifest's frictions: 5 + 1 bps, 50 bps borrow
 
 
 def _two_asset_case() -> tuple[pd.DataFrame, pd.Series, list, list[pd.Series]]:
@@ -46,7 +48,7 @@ DAY4 = A3 * -0.01 + B3 * 0.03
 
 def test_idealized_drifts_weights_with_prices() -> None:
     returns, directions, windows, targets = _two_asset_case()
-    result = simulate("idealized", returns, directions, windows, targets)
+    result = simulate("idealized", returns, directions, windows, targets, PARAMS)
 
     np.testing.assert_allclose(result.returns.to_numpy(), [DAY1, DAY2, DAY3, DAY4], rtol=0, atol=1e-15)
     assert list(result.returns.index) == list(returns.index[2:])
@@ -62,7 +64,7 @@ def test_idealized_drifts_weights_with_prices() -> None:
 
 def test_realized_charges_trading_and_borrow_on_carried_book() -> None:
     returns, directions, windows, targets = _two_asset_case()
-    result = simulate("realized", returns, directions, windows, targets, SimulatorParams())
+    result = simulate("realized", returns, directions, windows, targets, PARAMS)
 
     expected = [
         DAY1 - COST * 1.0 - BORROW * 0.4,  # empty book -> notional 1.0; borrow on B's start weight
@@ -88,12 +90,12 @@ def test_realized_charges_trading_and_borrow_on_carried_book() -> None:
 def test_realized_without_friction_equals_idealized_and_longs_pay_no_borrow() -> None:
     returns, directions, windows, targets = _two_asset_case()
     free = SimulatorParams(slippage_bps=0.0, commission_bps=0.0, borrow_bps_annual=0.0)
-    ideal = simulate("idealized", returns, directions, windows, targets)
+    ideal = simulate("idealized", returns, directions, windows, targets, PARAMS)
     realized_free = simulate("realized", returns, directions, windows, targets, free)
     pd.testing.assert_series_equal(ideal.returns, realized_free.returns, check_names=False)
 
     all_long = pd.Series({A: "long", B: "long"})
-    realized = simulate("realized", returns, all_long, windows, targets)
+    realized = simulate("realized", returns, all_long, windows, targets, PARAMS)
     assert sum(w.borrow_cost for w in realized.windows) == 0.0
     diff = (ideal.returns - realized.returns).to_numpy()
     np.testing.assert_allclose(diff, [COST, 0.0, COST * TRADED_1, 0.0], atol=1e-15)
@@ -104,7 +106,7 @@ def test_nan_return_of_held_stream_is_zero_and_counted() -> None:
     returns.iloc[3, 0] = np.nan  # A on day 2 (held)
     returns["NYSE:UNHELD"] = [0.0, 0.0, np.nan, np.nan, 0.0, 0.0]
     directions["NYSE:UNHELD"] = "long"
-    result = simulate("idealized", returns, directions, windows, targets)
+    result = simulate("idealized", returns, directions, windows, targets, PARAMS)
     assert result.windows[0].nan_returns_held == 1
     assert result.nan_returns_held == 1
     assert result.returns.iloc[1] == pytest.approx(A1 * 0.0 + B1 * 0.10, abs=1e-15)
@@ -143,7 +145,7 @@ def test_realized_matches_daily_recursion_on_random_book() -> None:
         raw = rng.uniform(0, 1, 6) * (rng.uniform(0, 1, 6) > 0.3)
         raw[0] += 0.1
         targets.append(pd.Series(raw / raw.sum(), index=cols))
-    result = simulate("realized", returns, directions, windows, targets)
+    result = simulate("realized", returns, directions, windows, targets, PARAMS)
 
     expected = _loop_reference(
         values,
@@ -161,7 +163,7 @@ def test_unknown_simulator_is_refused_not_replaced() -> None:
     with pytest.raises(
         ValueError, match=r"unknown simulator 'optimistic'; expected one of \('idealized', 'realized'\)"
     ):
-        simulate("optimistic", returns, directions, windows, targets)
+        simulate("optimistic", returns, directions, windows, targets, PARAMS)
 
 
 @pytest.mark.parametrize(
@@ -176,16 +178,16 @@ def test_unknown_simulator_is_refused_not_replaced() -> None:
 def test_bad_target_weights_are_refused(weights: pd.Series, message: str) -> None:
     returns, directions, windows, targets = _two_asset_case()
     with pytest.raises(ValueError, match=message):
-        simulate("realized", returns, directions, windows, [targets[0], weights])
+        simulate("realized", returns, directions, windows, [targets[0], weights], PARAMS)
 
 
 def test_bad_params_and_missing_direction_are_refused() -> None:
     with pytest.raises(ValueError, match="slippage_bps must be a finite number >= 0"):
-        SimulatorParams(slippage_bps=-1.0)
+        SimulatorParams(slippage_bps=-1.0, commission_bps=1.0, borrow_bps_annual=50.0)
     with pytest.raises(ValueError, match="borrow_bps_annual"):
-        SimulatorParams(borrow_bps_annual=float("nan"))
+        SimulatorParams(slippage_bps=5.0, commission_bps=1.0, borrow_bps_annual=float("nan"))
     returns, _, windows, targets = _two_asset_case()
     with pytest.raises(ValueError, match="direction missing"):
-        simulate("realized", returns, pd.Series({A: "long"}), windows, targets)
+        simulate("realized", returns, pd.Series({A: "long"}), windows, targets, PARAMS)
     with pytest.raises(ValueError, match="2 windows but 1 target"):
-        simulate("realized", returns, pd.Series({A: "long", B: "long"}), windows, targets[:1])
+        simulate("realized", returns, pd.Series({A: "long", B: "long"}), windows, targets[:1], PARAMS)

@@ -11,22 +11,13 @@ import pandas as pd
 import pytest
 from scipy.cluster import hierarchy
 
+from portfolio_assets.manifest import OptimizationConfig
 from portfolio_assets.quant import engines as E
+from portfolio_assets_tests.quant.markets import OPEN, factor_market
+from portfolio_assets_tests.quant.markets import inputs as _inputs
+from portfolio_assets_tests.quant.markets import params as make_params
 
-OPEN = E.EngineParams(max_weight=1.0, cluster_cap=1.0)  # caps that cannot bind
-
-
-def factor_market(n: int, n_buckets: int, seed: int, sessions: int = 252, drift: float = 4e-4):
-    """Seeded factor-model returns: symbol i loads on factor i % n_buckets; buckets match factors."""
-    rng = np.random.default_rng(seed)
-    factors = rng.normal(0.0, 0.01, (sessions, n_buckets))
-    bucket = np.arange(n) % n_buckets
-    loading = rng.uniform(0.5, 1.5, n)
-    idio = rng.normal(0.0, 0.01, (sessions, n)) * rng.uniform(0.5, 2.0, n)
-    values = factors[:, bucket] * loading + idio + drift
-    cols = [f"NYSE:S{i:03d}" for i in range(n)]
-    index = pd.DatetimeIndex(pd.bdate_range("2024-01-02", periods=sessions), name="session")
-    return pd.DataFrame(values, index=index, columns=cols), pd.Series(bucket + 1, index=cols)
+DEFAULT = make_params()
 
 
 @pytest.fixture(scope="module")
@@ -39,22 +30,7 @@ def market40():
     return factor_market(40, 5, seed=3)
 
 
-def _inputs(returns, clusters, regime="NORMAL", **kw) -> E.EngineInputs:
-    return E.EngineInputs(returns=returns, clusters=clusters, regime=regime, **kw)
-
-
 # ---------------------------------------------------------------------------------- estimation
-
-
-def test_ledoit_wolf_matches_sklearn_and_sample_matches_pandas(market20):
-    from sklearn.covariance import ledoit_wolf
-
-    returns, _ = market20
-    ours = E.ledoit_wolf_covariance(returns)
-    ref, shrinkage = ledoit_wolf(returns.to_numpy())
-    np.testing.assert_allclose(ours.matrix.to_numpy(), ref, rtol=0, atol=1e-15)
-    assert ours.diagnostics["shrinkage_intensity"] == pytest.approx(shrinkage, abs=1e-12)
-    np.testing.assert_allclose(E.sample_covariance(returns).matrix, returns.cov(), rtol=1e-12)
 
 
 def test_late_listing_is_used_pairwise_and_short_history_dropped(market20):
@@ -62,38 +38,19 @@ def test_late_listing_is_used_pairwise_and_short_history_dropped(market20):
     r = returns.copy()
     r.iloc[:150, 0] = np.nan  # late listing: 102 observations, kept
     r.iloc[:220, 1] = np.nan  # 32 observations < min_observations=60, dropped
-    cov = E.sample_covariance(r[r.columns[2:]].join(r[r.columns[:1]]))
+    cov = E.sample_covariance(r[r.columns[2:]].join(r[r.columns[:1]]), 20)
     late = r.columns[0]
     # its variance uses its own 102 sessions, not a history cut to the newest listing for others
     assert cov.matrix.loc[late, late] == pytest.approx(r[late].var(ddof=1), rel=1e-12)
     other = r.columns[5]
     assert cov.matrix.loc[other, other] == pytest.approx(r[other].var(ddof=1), rel=1e-12)
     for name in ("inverse_vol", "min_variance", "hrp", "herc", "risk_parity"):
-        res = E.run_engine(name, _inputs(r, clusters), E.EngineParams(max_weight=0.3, cluster_cap=0.3))
+        res = E.run_engine(name, _inputs(r, clusters), make_params(max_weight=0.3, cluster_cap=0.3))
         assert res.engine_used == name
         assert r.columns[1] not in res.weights.index
         assert "32 observations" in res.diagnostics["dropped_symbols"][r.columns[1]]
         assert res.weights[late] > 0 and res.weights.sum() == pytest.approx(1.0, abs=1e-12)
 
-
-def test_antifragility_hand_computed():
-    rng = np.random.default_rng(7)
-    x = rng.standard_t(4, 300) * 0.01
-    frame = pd.DataFrame({"NYSE:A": x})
-    q05, q95 = np.quantile(x, [0.05, 0.95])
-    gain = x[x >= q95].mean() / abs(x[x <= q05].mean())
-    n = len(x)
-    d = x - x.mean()
-    g1 = (d**3).mean() / (d**2).mean() ** 1.5
-    skew = g1 * np.sqrt(n * (n - 1)) / (n - 2)  # bias-corrected sample skewness
-    late = np.r_[np.full(50, np.nan), x[:250]]
-    frame["NYSE:LATE"] = late  # a late listing scores on its own sessions
-    frame["NYSE:NONE"] = np.nan
-    scores = E.antifragility_scores(frame)
-    assert scores["NYSE:A"] == pytest.approx(skew + gain, rel=1e-10)
-    alone = E.antifragility_scores(pd.DataFrame({"NYSE:LATE": x[:250]}))["NYSE:LATE"]
-    assert scores["NYSE:LATE"] == pytest.approx(alone, rel=1e-12)
-    assert np.isnan(scores["NYSE:NONE"])
 
 
 # ---------------------------------------------------------------------------------- benchmarks
@@ -101,21 +58,21 @@ def test_antifragility_hand_computed():
 
 def test_market_raw_pool_and_equal_weight_are_what_they_say(market20):
     returns, clusters = market20
-    res = E.run_engine("market", _inputs(returns, clusters))
+    res = E.run_engine("market", _inputs(returns, clusters), OPEN)
     assert res.weights.to_dict() == {"AMEX:SPY": 1.0}
     raw = factor_market(33, 3, seed=9)[0]
-    res = E.run_engine("raw_pool_ew", _inputs(returns, clusters, raw_pool_returns=raw))
+    res = E.run_engine("raw_pool_ew", _inputs(returns, clusters, raw_pool_returns=raw), DEFAULT)
     assert list(res.weights.index) == list(raw.columns) and (res.weights == 1 / 33).all()
     with pytest.raises(ValueError, match="raw_pool_returns"):
-        E.run_engine("raw_pool_ew", _inputs(returns, clusters))
-    # an empty raw pool fails raw_pool_ew only, not the inputs every other engine shares
+        E.run_engine("raw_pool_ew", _inputs(returns, clusters), DEFAULT)
+    # an empty raw pool is a data condition: raw_pool_ew falls back to the terminal 1/N, recorded
     empty = _inputs(returns, clusters, raw_pool_returns=raw.iloc[:, :0])
-    with pytest.raises(ValueError, match="raw_pool_returns is empty"):
-        E.run_engine("raw_pool_ew", empty)
-    assert E.run_engine("equal_weight", empty).engine_used == "equal_weight"
+    res = E.run_engine("raw_pool_ew", empty, DEFAULT)
+    assert res.engine_used == "equal_weight" and (res.weights == 1 / 20).all()
+    assert res.fallbacks == [E.FallbackEvent("raw_pool_ew", "raw_pool_ew: the raw pool is empty", "equal_weight")]
     # equal_weight: exact 1/N, and a bucket over the cap is reported, not silently re-weighted
     skewed = pd.Series([1] * 12 + [2, 3, 4, 4, 2, 3, 2, 3], index=returns.columns)
-    res = E.run_engine("equal_weight", _inputs(returns, skewed))
+    res = E.run_engine("equal_weight", _inputs(returns, skewed), DEFAULT)
     assert (res.weights == 1 / 20).all()
     assert res.diagnostics["caps_respected"] is False
     assert res.diagnostics["bucket_cap_violations"] == {1: pytest.approx(0.6)}
@@ -197,9 +154,13 @@ def test_risk_parity_equal_contributions_and_matches_riskfolio_and_skfolio(marke
 
     returns, clusters = market20
     res = E.run_engine("risk_parity", _inputs(returns, clusters), OPEN)
-    cov = E.ledoit_wolf_covariance(returns).matrix
+    cov = E.ledoit_wolf_covariance(returns, 20).matrix
     rc = E.risk_contributions(res.weights, cov)
-    np.testing.assert_allclose(rc, 1 / 20, atol=1e-7)
+    # Newton (Spinu) solves the uncapped program to machine precision; the exponential-cone
+    # interior-point solve it replaced stopped with a gradient residual of ~1e-6, contributions
+    # equal only to ~3e-7, which failed this check at 1e-7 depending on the iteration path
+    assert res.diagnostics["solver_status"] == "newton (no cap binds)"
+    np.testing.assert_allclose(rc, 1 / 20, atol=1e-12)
     port = rp.Portfolio(returns=returns)
     port.assets_stats(method_mu="hist", method_cov="hist")
     port.cov = cov
@@ -217,7 +178,7 @@ def test_risk_parity_equal_contributions_and_matches_riskfolio_and_skfolio(marke
 def test_min_variance_two_asset_closed_form():
     returns, clusters = factor_market(2, 2, seed=11)
     res = E.run_engine("min_variance", _inputs(returns, clusters),
-                       E.EngineParams(max_weight=1.0, cluster_cap=1.0, shrinkage="sample"))
+                       make_params(max_weight=1.0, cluster_cap=1.0, shrinkage="sample"))
     s = returns.cov().to_numpy()
     w1 = (s[1, 1] - s[0, 1]) / (s[0, 0] + s[1, 1] - 2 * s[0, 1])
     assert 0 < w1 < 1
@@ -231,7 +192,7 @@ def test_min_variance_with_caps_matches_skfolio(market20):
     from skfolio.prior import EmpiricalPrior
 
     returns, clusters = market20
-    params = E.EngineParams(max_weight=0.1, cluster_cap=0.3)
+    params = make_params(max_weight=0.1, cluster_cap=0.3)
     res = E.run_engine("min_variance", _inputs(returns, clusters), params)
     assert res.diagnostics["solver_status"].startswith("optimal (tol ")
     tight = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
@@ -263,7 +224,7 @@ def test_max_sharpe_two_asset_tangency_and_ridge():
     clusters = pd.Series([1, 2], index=returns.columns)
     mu, s = returns.mean().to_numpy(), returns.cov().to_numpy()
     for l2 in (0.0, 0.5):
-        params = E.EngineParams(max_weight=1.0, cluster_cap=1.0, shrinkage="sample", max_sharpe_l2=l2)
+        params = make_params(max_weight=1.0, cluster_cap=1.0, shrinkage="sample", max_sharpe_l2=l2)
         res = E.run_engine("max_sharpe", _inputs(returns, clusters), params)
         reg = s + l2 * np.mean(np.diag(s)) * np.eye(2)
         closed = np.linalg.solve(reg, mu)
@@ -274,14 +235,14 @@ def test_max_sharpe_two_asset_tangency_and_ridge():
 
 def test_max_sharpe_without_positive_excess_falls_back_to_min_variance(market20):
     returns, clusters = market20
-    res = E.run_engine("max_sharpe", _inputs(returns - 0.01, clusters))
+    res = E.run_engine("max_sharpe", _inputs(returns - 0.01, clusters), DEFAULT)
     assert res.engine == "max_sharpe" and res.engine_used == "min_variance"
     assert res.fallbacks[0].engine == "max_sharpe" and "positive expected excess" in res.fallbacks[0].error
     # a real solver status: the whole previous book is outside the universe and a unit of turnover
     # costs more than any expected return, so no book has a positive net excess -> infeasible
     prev = pd.Series({"NYSE:OLD1": 0.5, "NYSE:OLD2": 0.5})
     res = E.run_engine("max_sharpe", _inputs(returns, clusters, prev_weights=prev),
-                       E.EngineParams(turnover_penalty=True, kappa=0.01))
+                       make_params(turnover_penalty=True, kappa=0.01))
     assert res.engine_used == "min_variance"
     assert "solver status 'infeasible'" in res.fallbacks[0].error
 
@@ -296,8 +257,8 @@ def test_barbell_budget_by_regime_and_spectral_flag():
     score[clusters == 2] = 1.0
     best5, best2 = clusters.index[clusters == 5][3], clusters.index[clusters == 2][1]
     score[best5], score[best2] = 3.0, 1.5
-    params_on = E.EngineParams(barbell_top_k=2, max_weight=0.3, cluster_cap=0.3)
-    params_off = E.EngineParams(barbell_top_k=2, max_weight=0.3, cluster_cap=0.3, spectral_regimes=False)
+    params_on = make_params(barbell_top_k=2, max_weight=0.3, cluster_cap=0.3)
+    params_off = make_params(barbell_top_k=2, max_weight=0.3, cluster_cap=0.3, spectral_regimes=False)
     expected = {"QUIET": 0.15, "NORMAL": 0.10, "TURBULENT": 0.08, "CRISIS": 0.05}
     for regime, budget in expected.items():
         inputs = _inputs(returns, clusters, regime, antifragility=score)
@@ -313,18 +274,49 @@ def test_barbell_budget_by_regime_and_spectral_flag():
         assert off.diagnostics["aggressor_budget"] == 0.10
 
 
-def test_barbell_core_is_scaled_hrp_and_fallback_when_too_few_buckets():
+def test_barbell_core_is_scaled_hrp():
     returns, clusters = factor_market(30, 6, seed=2)
-    params = E.EngineParams(barbell_top_k=2, max_weight=1.0, cluster_cap=1.0)
+    params = make_params(barbell_top_k=2, max_weight=1.0, cluster_cap=1.0)
     res = E.run_engine("barbell", _inputs(returns, clusters), params)
+    assert res.engine_used == "barbell" and res.relaxations == ()
     core = [s for s in returns.columns if clusters[s] not in res.diagnostics["aggressors"]]
-    cov = E.sample_covariance(returns[core]).matrix
-    hrp = E.hrp_weights(cov, E.correlation_from_covariance(cov))
+    cov = E.sample_covariance(returns[core], 20).matrix
+    hrp = E.hrp_weights(cov, E.correlation_from_covariance(cov), "single")
     np.testing.assert_allclose(res.weights[core], 0.9 * hrp, atol=1e-12)
-    few = E.run_engine("barbell", _inputs(returns, clusters), E.EngineParams(barbell_top_k=6))
+
+
+def test_barbell_few_buckets_rule():
+    """k = the number of aggressor buckets in 1..min(top_k, n_buckets - 1) that needs the least
+    cap relaxation, ties to the larger; below 2 buckets barbell falls back (recorded)."""
+    returns, clusters = factor_market(30, 6, seed=2)  # 6 buckets of 5
+    # open caps: nothing to relax, so the largest k that leaves a core bucket: 5
+    res = E.run_engine("barbell", _inputs(returns, clusters), make_params(barbell_top_k=6, max_weight=1.0,
+                                                                          cluster_cap=1.0))
+    assert res.engine_used == "barbell" and len(res.diagnostics["aggressors"]) == 5
+    assert res.relaxations == ("barbell_top_k 6 -> 5: 6 bucket(s), at least one kept for the core",)
+    # caps 0.25: the core holds 0.9, which needs 4 buckets without relaxation: k = 2
+    res = E.run_engine("barbell", _inputs(returns, clusters), make_params(barbell_top_k=6))
+    assert res.engine_used == "barbell" and len(res.diagnostics["aggressors"]) == 2
+    assert res.relaxations == ("barbell_top_k 6 -> 2: 6 bucket(s), at least one kept for the core",)
+    assert res.caps.max_weight == 0.25 and res.caps.cluster_cap == 0.25
+    # 2 buckets: one aggressor bucket, the core (one bucket of 15) holds 0.9 at a relaxed bucket cap
+    two = clusters.map(lambda b: 1 if b <= 3 else 2)
+    res = E.run_engine("barbell", _inputs(returns, two), make_params())
+    assert res.engine_used == "barbell" and res.fallbacks == []
+    assert res.relaxations == (
+        "cluster_cap 0.25 -> 0.5: 2 bucket(s) of [15, 15] symbols hold at most 0.5 < 1",
+        "barbell_top_k 3 -> 1: 2 bucket(s), at least one kept for the core",
+        "barbell core: cluster_cap 0.5 -> 0.9: 1 bucket(s) of [15] symbols hold at most 0.5 < 0.9",
+    )
+    assert res.caps.cluster_cap == pytest.approx(0.9)
+    assert res.weights.groupby(two).sum().sort_values().tolist() == pytest.approx([0.1, 0.9])
+    assert res.weights.max() <= 0.25 + 1e-12
+    # 1 bucket: no core beside the aggressors -> the chain (hrp), recorded
+    one = pd.Series(1, index=returns.columns)
+    few = E.run_engine("barbell", _inputs(returns, one), make_params())
     assert few.engine_used == "hrp"
-    assert few.fallbacks == [E.FallbackEvent("barbell", few.fallbacks[0].error, "hrp")]
-    assert "barbell_top_k=6" in few.fallbacks[0].error
+    assert few.fallbacks == [E.FallbackEvent("barbell", "barbell: 1 bucket: aggressors and core need >= 2 buckets",
+                                             "hrp")]
 
 
 # ---------------------------------------------------------------------------------- caps
@@ -340,7 +332,7 @@ def test_caps_hold_for_every_optimizing_engine(seed):
     clusters = pd.Series(labels, index=returns.columns)
     # bucket 1 is made very low-vol so every risk-based engine wants to overweight it
     returns.loc[:, clusters.index[clusters == 1]] *= 0.2
-    params = E.EngineParams(max_weight=0.08, cluster_cap=0.25, barbell_top_k=2)
+    params = make_params(max_weight=0.08, cluster_cap=0.25, barbell_top_k=2)
     binding = 0
     for name in ("inverse_vol", "min_variance", "risk_parity", "hrp", "herc", "max_sharpe", "barbell"):
         res = E.run_engine(name, _inputs(returns, clusters), params)
@@ -389,15 +381,15 @@ def test_turnover_penalty_lowers_l1_distance_to_previous_weights(market20):
     prev["NYSE:GONE"] = 1 / 20  # a holding outside the universe: sold in full either way
     inputs = _inputs(returns, clusters, prev_weights=prev)
     for name in ("min_variance", "max_sharpe", "risk_parity"):
-        plain = E.run_engine(name, inputs, E.EngineParams())
-        penalized = E.run_engine(name, inputs, E.EngineParams(turnover_penalty=True))
+        plain = E.run_engine(name, inputs, make_params(turnover_penalty=False))
+        penalized = E.run_engine(name, inputs, make_params(turnover_penalty=True))
         assert plain.diagnostics["turnover_penalty"] == "off"
         assert penalized.diagnostics["turnover_penalty"].startswith("applied")
         assert penalized.diagnostics["l1_turnover"] < plain.diagnostics["l1_turnover"] - 0.05, name
         direct = (penalized.weights.reindex(prev.index.union(returns.columns), fill_value=0)
                   - prev.reindex(prev.index.union(returns.columns), fill_value=0)).abs().sum()
         assert penalized.diagnostics["l1_turnover"] == pytest.approx(direct)
-    hrp = E.run_engine("hrp", inputs, E.EngineParams(turnover_penalty=True))
+    hrp = E.run_engine("hrp", inputs, make_params(turnover_penalty=True))
     assert hrp.diagnostics["turnover_penalty"].startswith("not applicable")
 
 
@@ -406,13 +398,13 @@ def test_turnover_penalty_lowers_l1_distance_to_previous_weights(market20):
 
 def test_forced_failure_uses_and_records_the_fallback(market20):
     returns, clusters = market20
-    res = E.run_engine("max_sharpe", _inputs(returns, clusters), E.EngineParams(force_fail=frozenset({"max_sharpe"})))
+    res = E.run_engine("max_sharpe", _inputs(returns, clusters), make_params(force_fail=frozenset({"max_sharpe"})))
     assert res.engine == "max_sharpe" and res.engine_used == "min_variance"
     assert len(res.fallbacks) == 1
     event = res.fallbacks[0]
     assert (event.engine, event.fallback_to) == ("max_sharpe", "min_variance")
     assert "forced failure" in event.error
-    direct = E.run_engine("min_variance", _inputs(returns, clusters))
+    direct = E.run_engine("min_variance", _inputs(returns, clusters), DEFAULT)
     pd.testing.assert_series_equal(res.weights, direct.weights)
 
 
@@ -420,27 +412,31 @@ def test_non_finite_output_falls_back(market20, monkeypatch):
     returns, clusters = market20
 
     def broken(inputs, params):
-        return E.EngineOutput(pd.Series(np.nan, index=inputs.returns.columns), {})
+        return E.EngineOutput(pd.Series(np.nan, index=inputs.returns.columns), {}, None)
 
     monkeypatch.setitem(E.ENGINES, "hrp", broken)
-    res = E.run_engine("hrp", _inputs(returns, clusters))
+    res = E.run_engine("hrp", _inputs(returns, clusters), DEFAULT)
     assert res.engine_used == "inverse_vol"
     assert res.fallbacks == [E.FallbackEvent("hrp", "hrp: non-finite weights", "inverse_vol")]
 
 
-def test_exhausted_chain_raises_engine_error_listing_every_error(market20):
+def test_exhausted_chain_ends_in_the_terminal_engine_and_only_the_hook_can_fail_it(market20):
     returns, clusters = market20
-    params = E.EngineParams(force_fail=frozenset({"max_sharpe", "min_variance", "inverse_vol"}))
+    failing = {"max_sharpe", "min_variance", "inverse_vol"}
+    res = E.run_engine("max_sharpe", _inputs(returns, clusters), make_params(force_fail=frozenset(failing)))
+    assert res.engine_used == "equal_weight" and (res.weights == 1 / 20).all()
+    assert [(f.engine, f.fallback_to) for f in res.fallbacks] == [
+        ("max_sharpe", "min_variance"), ("min_variance", "inverse_vol"), ("inverse_vol", "equal_weight")]
     with pytest.raises(E.EngineError) as info:
-        E.run_engine("max_sharpe", _inputs(returns, clusters), params)
+        E.run_engine("max_sharpe", _inputs(returns, clusters), make_params(force_fail=frozenset(failing | {"equal_weight"})))
     message = str(info.value)
-    for name in ("max_sharpe", "min_variance", "inverse_vol"):
+    for name in ("max_sharpe", "min_variance", "inverse_vol", "equal_weight"):
         assert f"{name}: {name}: forced failure" in message
-    assert [e.fallback_to for e in info.value.fallbacks] == ["min_variance", "inverse_vol"]
-    # an engine without a chain fails straight to EngineError, never to 1/N
-    with pytest.raises(E.EngineError, match="hrp"):
-        E.run_engine("hrp", _inputs(returns, clusters),
-                     E.EngineParams(force_fail=frozenset({"hrp"}), fallback_chain={}))
+    assert [e.fallback_to for e in info.value.fallbacks] == ["min_variance", "inverse_vol", "equal_weight"]
+    # an engine without a chain goes to the terminal 1/N, recorded
+    res = E.run_engine("hrp", _inputs(returns, clusters), make_params(force_fail=frozenset({"hrp"}), fallback_chain={}))
+    assert res.engine_used == "equal_weight" and (res.weights == 1 / 20).all()
+    assert [(f.engine, f.fallback_to) for f in res.fallbacks] == [("hrp", "equal_weight")]
 
 
 # ---------------------------------------------------------------------------------- API
@@ -452,7 +448,7 @@ def test_registry_order_and_input_errors(market20):
                               "risk_parity", "hrp", "herc", "max_sharpe", "barbell")
     assert tuple(E.ENGINES) == E.ENGINE_NAMES
     with pytest.raises(ValueError, match="unknown engine 'nco'"):
-        E.run_engine("nco", _inputs(returns, clusters))
+        E.run_engine("nco", _inputs(returns, clusters), DEFAULT)
     with pytest.raises(ValueError, match="regime must be one of"):
         _inputs(returns, clusters, "PANIC")
     with pytest.raises(ValueError, match="clusters: no bucket for 1 symbol"):
@@ -461,10 +457,12 @@ def test_registry_order_and_input_errors(market20):
     bad.iloc[3, 2] = np.inf
     with pytest.raises(ValueError, match=r"returns contains \+/-inf"):
         _inputs(bad, clusters)
-    with pytest.raises(ValueError, match="fallback_chain"):
-        E.EngineParams(fallback_chain={"hrp": ["one_over_n"]})
-    with pytest.raises(E.CapsInfeasibleError):
-        E.run_engine("min_variance", _inputs(returns, clusters), E.EngineParams(cluster_cap=0.2))
+    with pytest.raises(ValueError, match=r"fallback_chain\['hrp'\] names unknown engine\(s\) \['one_over_n'\]"):
+        OptimizationConfig(fallback_chain={"hrp": ["one_over_n"]})
+    with pytest.raises(ValueError, match=r"unknown engine\(s\) \['nco'\]"):
+        OptimizationConfig(force_fail=["nco"])
+    with pytest.raises(ValueError, match="aggressor_budget needs exactly the regimes"):
+        OptimizationConfig(aggressor_budget={"QUIET": 0.1})
 
 
 def test_module_import_is_light():

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from portfolio_assets.quant.simulate import SIMULATORS
+from portfolio_assets.manifest import BacktestConfig
+from portfolio_assets.quant.simulate import SIMULATORS, simulator_params
 from portfolio_assets.quant.walkforward import (
     EngineWalkForward,
     WeightsDecision,
@@ -18,6 +19,8 @@ from portfolio_assets.quant.walkforward import (
 )
 
 N_SESSIONS, N_ASSETS = 500, 8
+BT = BacktestConfig()  # the manifest's 252 / 20 / 20
+SIM = simulator_params(BT)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def inverse_vol(window: Window, train: pd.DataFrame) -> WeightsDecision:
 
 def test_windows_for_500_sessions() -> None:
     sessions = pd.bdate_range("2022-01-03", periods=500)
-    windows = make_windows(sessions)
+    windows = make_windows(sessions, BT.train, BT.test, BT.step)
     assert len(windows) == 12  # (500 - 252 - 20) // 20 + 1
     assert [w.k for w in windows] == list(range(12))
     last, first = windows[-1], windows[0]
@@ -54,8 +57,8 @@ def test_windows_for_500_sessions() -> None:
         assert (w.test_first, w.test_last) == (sessions[w.test_start], sessions[w.test_end - 1])
     for prev, cur in zip(windows, windows[1:], strict=False):
         assert cur.test_start == prev.test_end  # contiguous, chronological
-    assert len(make_windows(sessions[:272])) == 1
-    assert len(make_windows(sessions, step=30, test=20)) == (500 - 272) // 30 + 1
+    assert len(make_windows(sessions[:272], BT.train, BT.test, BT.step)) == 1
+    assert len(make_windows(sessions, BT.train, 20, 30)) == (500 - 272) // 30 + 1
 
 
 def test_too_short_history_and_bad_parameters_are_refused() -> None:
@@ -63,25 +66,25 @@ def test_too_short_history_and_bad_parameters_are_refused() -> None:
     with pytest.raises(
         ValueError, match=r"^history has 271 sessions; walk-forward needs at least train \+ test = 272$"
     ):
-        make_windows(sessions)
+        make_windows(sessions, BT.train, BT.test, BT.step)
     with pytest.raises(ValueError, match="overlapping test windows"):
-        make_windows(pd.bdate_range("2022-01-03", periods=500), step=10)
+        make_windows(pd.bdate_range("2022-01-03", periods=500), BT.train, BT.test, 10)
     with pytest.raises(ValueError, match="strictly increasing"):
-        make_windows(pd.bdate_range("2022-01-03", periods=500)[::-1])
+        make_windows(pd.bdate_range("2022-01-03", periods=500)[::-1], BT.train, BT.test, BT.step)
     with pytest.raises(ValueError, match="train must be a positive integer"):
-        make_windows(pd.bdate_range("2022-01-03", periods=500), train=0)
+        make_windows(pd.bdate_range("2022-01-03", periods=500), 0, BT.test, BT.step)
 
 
 def test_fit_sees_only_train_rows_and_diagnostics_are_kept(market) -> None:
     returns, directions = market
-    windows = make_windows(returns.index)
+    windows = make_windows(returns.index, BT.train, BT.test, BT.step)
     seen: list[tuple[pd.Timestamp, pd.Timestamp, int]] = []
 
     def recording_fit(window: Window, train: pd.DataFrame) -> WeightsDecision:
         seen.append((train.index.min(), train.index.max(), len(train)))
         return inverse_vol(window, train)
 
-    result = run_engine_walkforward("inverse_vol", returns, directions, windows, recording_fit)
+    result = run_engine_walkforward("inverse_vol", returns, directions, windows, recording_fit, SIM)
     assert len(seen) == len(windows)
     for (lo, hi, n), w in zip(seen, windows, strict=True):
         assert (lo, hi, n) == (w.train_first, w.train_last, 252)
@@ -92,12 +95,12 @@ def test_fit_sees_only_train_rows_and_diagnostics_are_kept(market) -> None:
 
 def test_no_look_ahead_future_returns_change_nothing_before(market) -> None:
     returns, directions = market
-    windows = make_windows(returns.index)
-    base = run_engine_walkforward("inverse_vol", returns, directions, windows, inverse_vol)
+    windows = make_windows(returns.index, BT.train, BT.test, BT.step)
+    base = run_engine_walkforward("inverse_vol", returns, directions, windows, inverse_vol, SIM)
     cut = windows[5].test_end
     shocked = returns.copy()
     shocked.iloc[cut:] = shocked.iloc[cut:] * 3.0 + 0.01
-    after = run_engine_walkforward("inverse_vol", shocked, directions, windows, inverse_vol)
+    after = run_engine_walkforward("inverse_vol", shocked, directions, windows, inverse_vol, SIM)
 
     for name in SIMULATORS:
         for k in range(12):
@@ -116,13 +119,13 @@ def test_no_look_ahead_future_returns_change_nothing_before(market) -> None:
 
 def test_realized_pays_for_turnover_and_tables_are_consistent(market) -> None:
     returns, directions = market
-    windows = make_windows(returns.index)
+    windows = make_windows(returns.index, BT.train, BT.test, BT.step)
 
     def equal(window: Window, train: pd.DataFrame) -> pd.Series:  # bare weights: no diagnostics
         return pd.Series(1.0 / train.shape[1], index=train.columns)
 
     results = run_walkforward(
-        returns, directions, windows, {"inverse_vol": inverse_vol, "equal_weight": equal}
+        returns, directions, windows, {"inverse_vol": inverse_vol, "equal_weight": equal}, SIM
     )
     assert set(results) == {"inverse_vol", "equal_weight"}
     assert all(isinstance(r, EngineWalkForward) for r in results.values())
@@ -152,7 +155,7 @@ def test_realized_pays_for_turnover_and_tables_are_consistent(market) -> None:
 
 def test_engine_unit_refuses_bad_input(market) -> None:
     returns, directions = market
-    windows = make_windows(returns.index)
+    windows = make_windows(returns.index, BT.train, BT.test, BT.step)
     calls = []
 
     def counting_fit(window: Window, train: pd.DataFrame) -> WeightsDecision:
@@ -160,15 +163,15 @@ def test_engine_unit_refuses_bad_input(market) -> None:
         return inverse_vol(window, train)
 
     with pytest.raises(ValueError, match="unknown simulator 'paper'"):
-        run_engine_walkforward("x", returns, directions, windows, counting_fit, simulators=("paper",))
+        run_engine_walkforward("x", returns, directions, windows, counting_fit, SIM, simulators=("paper",))
     assert calls == []  # refused before any fitting
 
     def half_invested(window: Window, train: pd.DataFrame) -> pd.Series:
         return pd.Series(0.5 / train.shape[1], index=train.columns)
 
     with pytest.raises(ValueError, match=r"engine 'half' window 0: target weights must sum to 1"):
-        run_engine_walkforward("half", returns, directions, windows, half_invested)
+        run_engine_walkforward("half", returns, directions, windows, half_invested, SIM)
     with pytest.raises(ValueError, match="fit must return WeightsDecision or pd.Series"):
-        run_engine_walkforward("dict", returns, directions, windows, lambda w, t: {"NYSE:S0": 1.0})
+        run_engine_walkforward("dict", returns, directions, windows, lambda w, t: {"NYSE:S0": 1.0}, SIM)
     with pytest.raises(ValueError, match="different session index"):
-        run_engine_walkforward("x", returns.iloc[1:], directions, windows[:-1], counting_fit)
+        run_engine_walkforward("x", returns.iloc[1:], directions, windows[:-1], counting_fit, SIM)
