@@ -38,7 +38,7 @@ def _windows(returns: pd.DataFrame, train: int = 252, step: int = 20) -> list[np
 
 
 def _scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from portfolio_assets.quant.engines.moments import ledoit_wolf
+    from portfolio_assets.quant.moments import ledoit_wolf
 
     cov, _, _ = ledoit_wolf(x, 20)
     s = cov / np.mean(np.diag(cov))

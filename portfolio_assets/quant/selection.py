@@ -115,7 +115,7 @@ class SelectionResult:
 def antifragility(streams: pd.DataFrame) -> pd.Series:
     """Antifragility per column: the project's one score,
     `quant.engines.moments.antifragility_scores` (skewness + right-tail gain, dimensionless)."""
-    from portfolio_assets.quant.engines.moments import antifragility_scores
+    from portfolio_assets.quant.moments import antifragility_scores
 
     return antifragility_scores(streams)
 

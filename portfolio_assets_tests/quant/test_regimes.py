@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from portfolio_assets.constants import CRISIS, NORMAL, QUIET, REGIME_LABELS, TURBULENT
 from portfolio_assets.manifest import PROJECT_ROOT, ManifestError, RegimeConfig, resolve
+from portfolio_assets.quant.moments import ledoit_wolf_complete
 from portfolio_assets.quant.regimes import (
     FEATURE_COLUMNS,
     RULES,
@@ -35,7 +36,6 @@ from portfolio_assets.quant.regimes import (
     spectral_null,
     wavelet_energy_shares,
 )
-from portfolio_assets.quant.regimes.turbulence import _ledoit_wolf
 
 CFG = RegimeConfig()
 
@@ -413,7 +413,7 @@ def test_ledoit_wolf_matches_sklearn() -> None:
     rng = np.random.default_rng(4)
     for n, p in [(252, 60), (40, 60), (252, 5)]:
         x = rng.normal(0, 0.01, (n, p)) * rng.uniform(0.5, 3.0, p)
-        cov, shrink = _ledoit_wolf(x)
+        cov, shrink = ledoit_wolf_complete(x)
         ref_cov, ref_shrink = ledoit_wolf(x)
         np.testing.assert_allclose(cov, ref_cov, rtol=1e-10, atol=1e-16)
         assert shrink == pytest.approx(ref_shrink, rel=1e-10)

@@ -83,15 +83,15 @@ from portfolio_assets.quant.engines.caps import (
 )
 from portfolio_assets.quant.engines.convex import max_sharpe, min_variance, risk_contributions, risk_parity
 from portfolio_assets.quant.engines.hierarchical import herc, herc_weights, hrp, hrp_weights
-from portfolio_assets.quant.engines.moments import (
+from portfolio_assets.quant.engines.params import EngineParams, engine_params
+from portfolio_assets.quant.engines.simple import equal_weight, inverse_vol, market, raw_pool_ew
+from portfolio_assets.quant.moments import (
     Covariance,
     antifragility_scores,
     correlation_from_covariance,
     ledoit_wolf_covariance,
     sample_covariance,
 )
-from portfolio_assets.quant.engines.params import EngineParams, engine_params
-from portfolio_assets.quant.engines.simple import equal_weight, inverse_vol, market, raw_pool_ew
 
 __all__ = [
     "BENCHMARK_ENGINES", "CAP_TOL", "ENGINES", "ENGINE_NAMES", "SOLVER_ENGINES", "Caps", "CapsInfeasibleError",

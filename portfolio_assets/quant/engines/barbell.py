@@ -29,8 +29,8 @@ from portfolio_assets.constants import REGIME_LABELS
 from portfolio_assets.quant.engines.base import EngineFailure, EngineInputs, EngineOutput, universe
 from portfolio_assets.quant.engines.caps import Caps, apply_caps, feasible_caps
 from portfolio_assets.quant.engines.hierarchical import hierarchical_inputs, hrp_weights
-from portfolio_assets.quant.engines.moments import antifragility_scores
 from portfolio_assets.quant.engines.params import EngineParams
+from portfolio_assets.quant.moments import antifragility_scores
 
 
 def barbell_budget(regime: str, aggressor_budget: dict[str, float] | object, spectral_regimes: bool) -> float:

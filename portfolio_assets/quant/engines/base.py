@@ -65,7 +65,7 @@ class EngineInputs:
     raw_pool_returns: returns of the raw pool, needed only by ``raw_pool_ew`` (None there is a
         caller bug; an empty frame is a data condition and falls back).
     antifragility: score per symbol for ``barbell``; None computes
-        :func:`~portfolio_assets.quant.engines.moments.antifragility_scores`.
+        :func:`~portfolio_assets.quant.moments.antifragility_scores`.
     """
 
     returns: pd.DataFrame

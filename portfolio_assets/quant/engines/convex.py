@@ -27,8 +27,8 @@ import scipy.sparse as sp
 from portfolio_assets.quant.engines.base import EngineFailure, EngineInputs, EngineOutput, Universe, universe
 from portfolio_assets.quant.engines.caps import Caps, bucket_matrix, within_caps
 from portfolio_assets.quant.engines.conic import Program, solve
-from portfolio_assets.quant.engines.moments import Covariance, covariance
 from portfolio_assets.quant.engines.params import EngineParams
+from portfolio_assets.quant.moments import Covariance, covariance
 
 
 class Scaled(NamedTuple):

@@ -17,8 +17,8 @@ from scipy.spatial.distance import squareform
 
 from portfolio_assets.quant.engines.base import EngineInputs, EngineOutput, Universe, universe
 from portfolio_assets.quant.engines.caps import apply_caps
-from portfolio_assets.quant.engines.moments import Covariance, correlation_from_covariance, sample_covariance
 from portfolio_assets.quant.engines.params import EngineParams
+from portfolio_assets.quant.moments import Covariance, correlation_from_covariance, sample_covariance
 
 
 def _ivp_variance(cov: np.ndarray, idx: np.ndarray) -> float:

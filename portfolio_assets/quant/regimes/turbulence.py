@@ -12,30 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _ledoit_wolf(block: np.ndarray) -> tuple[np.ndarray, float]:
-    """Ledoit–Wolf (2004) shrunk covariance of the rows of ``block`` (n x p), and the shrinkage.
-
-    With ``X`` the column-demeaned block, ``S = X'X / n``, ``mu = tr(S) / p``:
-    ``delta = ||S - mu I||_F^2 / p``, ``beta = min(delta, (sum_k ||x_k||^4 / n - ||S||_F^2) / (n p))``,
-    shrinkage ``s = beta / delta`` and ``S* = (1 - s) S + s mu I`` — the estimator of
-    ``sklearn.covariance.ledoit_wolf`` (checked against it in the tests), without its per-call
-    validation overhead, which dominates in this rolling loop.
-    """
-    n, p = block.shape
-    x = block - block.mean(axis=0)
-    emp = x.T @ x / n
-    trace = float(np.trace(emp))
-    mu = trace / p
-    frob2 = float(np.sum(emp * emp))
-    row_norm2 = np.einsum("ij,ij->i", x, x)
-    beta = (float(row_norm2 @ row_norm2) / n - frob2) / (n * p)
-    delta = (frob2 - 2.0 * mu * trace + p * mu * mu) / p
-    beta = min(beta, delta)
-    shrinkage = 0.0 if beta == 0 else beta / delta
-    shrunk = (1.0 - shrinkage) * emp
-    shrunk[np.diag_indices(p)] += shrinkage * mu
-    return shrunk, shrinkage
+from portfolio_assets.quant.moments import ledoit_wolf_complete
 
 
 def rolling_turbulence(u: np.ndarray, window: int, min_symbols: int) -> np.ndarray:
@@ -66,7 +43,7 @@ def _turbulence_at(u: np.ndarray, finite: np.ndarray, cum: np.ndarray, t: int, w
         return np.nan
     block = block[:, varying]
     diff = u[t, full][varying] - block.mean(axis=0)
-    cov, _ = _ledoit_wolf(block)
+    cov, _ = ledoit_wolf_complete(block)
     try:
         return float(diff @ np.linalg.solve(cov, diff)) / diff.size
     except np.linalg.LinAlgError:  # singular shrunk covariance: no turbulence reading for this session

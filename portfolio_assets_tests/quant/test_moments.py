@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from portfolio_assets.quant.engines.moments import (
+from portfolio_assets.quant.moments import (
     antifragility_scores,
     ledoit_wolf,
+    ledoit_wolf_complete,
+    ledoit_wolf_pairwise,
     pairwise_moments,
     sample_covariance,
 )
@@ -58,10 +60,9 @@ def test_engine_covariance_uses_each_symbols_own_mean_and_zero_below_overlap():
     assert cov[1, 1] == pytest.approx(np.nanvar(x[:, 1], ddof=1), rel=1e-12)
 
 
-def test_one_ledoit_wolf_equals_sklearn_and_the_regime_detectors():
+def test_ledoit_wolf_equals_sklearn_on_both_paths():
     from sklearn.covariance import ledoit_wolf as sk_ledoit_wolf
 
-    from portfolio_assets.quant.regimes import _ledoit_wolf
 
     returns, _ = factor_market(15, 3, seed=2, sessions=120)
     x = returns.to_numpy()
@@ -69,9 +70,10 @@ def test_one_ledoit_wolf_equals_sklearn_and_the_regime_detectors():
     ref, ref_delta = sk_ledoit_wolf(x)
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-15)
     assert delta == pytest.approx(ref_delta, abs=1e-12) and below == 0
-    regimes, regimes_delta = _ledoit_wolf(x)
-    np.testing.assert_allclose(ours, regimes, rtol=0, atol=1e-15)
-    assert delta == pytest.approx(regimes_delta, abs=1e-12)
+    for path in (ledoit_wolf_complete, ledoit_wolf_pairwise):
+        cov, shrink = path(x) if path is ledoit_wolf_complete else path(x, 20)[:2]
+        np.testing.assert_allclose(cov, ref, rtol=0, atol=1e-15)
+        assert shrink == pytest.approx(ref_delta, abs=1e-12)
 
 
 def test_antifragility_hand_computed_and_degenerate_columns():
