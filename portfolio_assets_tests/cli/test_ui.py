@@ -47,7 +47,7 @@ import yaml
 from portfolio_assets import cli
 from portfolio_assets.definitions import defs
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_DEADLINE_S = 90.0  # typically 15-30 s on 2 shared cores (two code-location loads)
 SHUTDOWN_DEADLINE_S = 40.0
 WINDOW = (1600, 1000)
