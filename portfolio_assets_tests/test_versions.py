@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from portfolio_assets import versions
-from portfolio_assets.versions import ASSETS, AREA_VERSIONS, asset_code_version, snapshot_problems
+from portfolio_assets.versions import AREA_VERSIONS, ASSETS, asset_code_version, snapshot_problems
 
 
 def test_the_committed_snapshot_matches_the_sources_and_versions():
