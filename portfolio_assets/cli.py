@@ -223,15 +223,18 @@ def execute(partition: str, asset_keys: list[Any] | None, tags: dict[str, str] |
     return _quiet_run(go)
 
 
-def reexecute(parent_run_id: str, steps: list[str]) -> Any:
-    """Dagster re-execution of `parent_run_id` from `steps` on (shown as such in the UI)."""
+def reexecute(parent_run_id: str, partition: str, steps: list[str]) -> Any:
+    """Dagster re-execution of `parent_run_id` (of `partition`) from `steps` on (shown as a
+    re-execution of it in the UI); the steps not selected are read from storage."""
     from dagster import DagsterInstance, ReexecutionOptions, execute_job, reconstructable
 
     from portfolio_assets.definitions import get_daily_job
 
+    tags = {"dagster/partition": partition, PROFILE_TAG: os.environ["PA_PROFILE"]}
+
     def go(config: dict[str, Any]) -> Any:
         with DagsterInstance.get() as instance:
-            return execute_job(reconstructable(get_daily_job), instance=instance, run_config=config,
+            return execute_job(reconstructable(get_daily_job), instance=instance, run_config=config, tags=tags,
                                reexecution_options=ReexecutionOptions(parent_run_id=parent_run_id, step_selection=steps))
 
     return _quiet_run(go)
@@ -354,7 +357,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         partition = parent.tags["dagster/partition"]
         print(f"profile {resolved.profile}, partition {partition}: re-executing run {args.run_id} "
               f"from step {args.start_step} ({', '.join(steps)})")
-        result = reexecute(args.run_id, steps)
+        result = reexecute(args.run_id, partition, steps)
     else:
         partition = _partition_date(args.date)
         keys = selection_keys(args.select) if args.select else None

@@ -2,8 +2,9 @@
 
 Each module of `portfolio_assets/assets/` is loaded with its own name as the group
 (`assets/universe.py` -> group `universe`), so a group is named once, by the file its assets
-live in. Cross-cutting policy is applied here, once: the backfill policy (one partition per run,
-see docs/ARCHITECTURE.md for why batching does not pay for any asset today) and the check that
+live in. Cross-cutting policy is applied here, once: code versions extended with the upstream's
+(`versions.with_upstream`), the backfill policy (one partition per run, see docs/ARCHITECTURE.md
+for why batching does not pay for any asset today) and the check that
 every dependency names an asset we define (a misspelt input or dependency is a definitions error
 instead of a silently created stub asset).
 """
@@ -13,11 +14,13 @@ from __future__ import annotations
 import importlib
 
 from dagster import (
+    AssetsDefinition,
     BackfillPolicy,
     Definitions,
     JobDefinition,
     load_asset_checks_from_modules,
     load_assets_from_modules,
+    map_asset_specs,
 )
 
 from portfolio_assets.io_manager import LakehouseIOManager
@@ -34,13 +37,26 @@ from portfolio_assets.progress import progress_logger
 from portfolio_assets.resources import PortfolioSettings, PriceCache
 from portfolio_assets.schedules import daily_after_close
 from portfolio_assets.sensors import alert_on_check_warnings, alert_on_failed_run
+from portfolio_assets.versions import with_upstream
 
 GROUPS = ("run", "discovery", "universe", "history", "risk", "allocation", "validation", "reporting", "audit",
           "implementation")
 ASSET_MODULES = {group: importlib.import_module(f"portfolio_assets.assets.{group}") for group in GROUPS}
 
-assets = [a for group, module in ASSET_MODULES.items()
-          for a in load_assets_from_modules([module], group_name=group, backfill_policy=BackfillPolicy.multi_run(1))]
+
+def _with_upstream_code_versions(loaded: list[AssetsDefinition]) -> list[AssetsDefinition]:
+    """Each asset's code version extended with its ancestors' (`versions.with_upstream`)."""
+    own = {key.to_user_string(): a.code_versions_by_key[key] for a in loaded for key in a.keys}
+    parents = {key.to_user_string(): {p.to_user_string() for p in deps} for a in loaded
+               for key, deps in a.asset_deps.items()}
+    full = with_upstream(own, parents)
+    return list(map_asset_specs(
+        lambda spec: spec.replace_attributes(code_version=full[spec.key.to_user_string()]), loaded))
+
+
+assets = _with_upstream_code_versions([
+    a for group, module in ASSET_MODULES.items()
+    for a in load_assets_from_modules([module], group_name=group, backfill_policy=BackfillPolicy.multi_run(1))])
 asset_checks = load_asset_checks_from_modules(list(ASSET_MODULES.values()))
 groups = {key.to_user_string(): group for a in assets for key, group in a.group_names_by_key.items()}
 

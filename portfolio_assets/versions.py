@@ -1,10 +1,19 @@
 """Versions: every asset's Dagster `code_version`, and the code/package versions of a run.
 
 The rule (docs/ARCHITECTURE.md, "Code versions"): an asset's code version is derived, never
-written by hand on the asset:
+written by hand on the asset. Its own part:
 
-    code_version(asset) = "w<wiring>|" + ",".join(f"{area}.{AREA_VERSIONS[area]}" for area in sorted(uses))
-                          (just "w<wiring>" for an asset that uses no area)
+    own(asset) = "w<wiring>|" + ",".join(f"{area}.{AREA_VERSIONS[area]}" for area in sorted(uses))
+                 (just "w<wiring>" for an asset that uses no area)
+
+and, for an asset with upstream assets, the fingerprint of what computed its inputs:
+
+    code_version(asset) = own(asset) + "|up:" + sha256(sorted (ancestor, own(ancestor)))[:12]
+
+so bumping an area changes the code version of the assets that use it *and of everything
+downstream of them*: Dagster then reports that whole cone stale at once (its own staleness only
+follows data versions, i.e. only after the changed asset has been re-materialized), and nothing
+upstream.
 
 * `AREA_VERSIONS` gives each area of the science (a quant module or package, the sources, the
   reports ...) a version. Bump it when a change to that area can change a result: every asset
@@ -106,10 +115,30 @@ ASSETS: dict[str, tuple[int, tuple[str, ...]]] = {
 
 
 def asset_code_version(asset: str) -> str:
-    """The code version of `asset` by the rule above (KeyError: the asset is not in `ASSETS`)."""
+    """The own part of `asset`'s code version (KeyError: the asset is not in `ASSETS`)."""
     wiring, areas = ASSETS[asset]
     used = ",".join(f"{area}.{AREA_VERSIONS[area]}" for area in sorted(set(areas)))
     return f"w{wiring}|{used}" if used else f"w{wiring}"
+
+
+def with_upstream(own: dict[str, str], parents: dict[str, set[str]]) -> dict[str, str]:
+    """Full code versions: `own[key]` plus the fingerprint of the own versions of all its
+    ancestors (`parents`: key -> upstream keys; a self-dependency is not an ancestor)."""
+    out = {}
+    for key in own:
+        seen: set[str] = set()
+        stack = [p for p in parents.get(key, ()) if p != key]
+        while stack:
+            node = stack.pop()
+            if node not in seen and node != key:
+                seen.add(node)
+                stack.extend(parents.get(node, ()))
+        if seen:
+            fingerprint = hashlib.sha256(json.dumps(sorted((a, own[a]) for a in seen)).encode()).hexdigest()[:12]
+            out[key] = f"{own[key]}|up:{fingerprint}"
+        else:
+            out[key] = own[key]
+    return out
 
 
 def area_files(area: str, package: Path = PACKAGE) -> list[Path]:

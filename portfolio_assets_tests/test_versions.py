@@ -26,6 +26,40 @@ def test_a_version_bump_changes_exactly_the_assets_that_use_the_area(monkeypatch
     assert asset_code_version("run_manifest") == "w1"
 
 
+def test_a_bump_makes_the_whole_downstream_cone_new_and_nothing_upstream(monkeypatch):
+    """With the upstream fingerprint, Dagster reports market_regime *and everything downstream*
+    stale after a regimes bump (it compares code versions), and nothing upstream of it."""
+    from portfolio_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+               for k in graph.get_all_asset_keys()}
+    ops = {k.to_user_string(): a.node_def.name for a in defs.assets for k in a.keys}
+
+    def full() -> dict[str, str]:
+        return versions.with_upstream({k: asset_code_version(op) for k, op in ops.items()}, parents)
+
+    before = full()
+    monkeypatch.setitem(AREA_VERSIONS, "regimes", AREA_VERSIONS["regimes"] + 1)
+    changed = {k for k, v in full().items() if v != before[k]}
+    regime = next(n for n in graph.get_all_asset_keys() if n.to_user_string() == "market_regime")
+    downstream = {k.to_user_string() for k in graph.get_all_asset_keys()
+                  if k != regime and regime in _ancestors(graph, k)}
+    assert changed == {"market_regime", *downstream} | {k for k in ops if k.startswith("tournament")}
+    assert {"target_weights", "reports", "audit_ledger", "implementation_orders"} <= changed
+    assert not changed & {"history_500d", "risk_buckets", "raw_pool", "run_manifest", "holdings"}
+
+
+def _ancestors(graph, key) -> set:
+    seen, stack = set(), [key]
+    while stack:
+        for parent in graph.get(stack.pop()).parent_keys:
+            if parent not in seen and parent != key:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
+
+
 def test_every_area_has_sources_and_every_used_area_a_version():
     used = {area for _, areas in ASSETS.values() for area in areas}
     assert used <= set(AREA_VERSIONS) and set(AREA_VERSIONS) == set(versions.AREA_SOURCES)

@@ -193,13 +193,18 @@ def test_no_asset_declares_string_deps_for_data():
             assert spec_deps <= inputs, f"{key.to_user_string()}: deps without an input: {spec_deps - inputs}"
 
 
-def test_every_asset_has_the_code_version_of_the_versions_table():
-    from portfolio_assets.versions import asset_code_version
+def test_every_asset_has_the_code_version_of_the_versions_table(graph):
+    from portfolio_assets.versions import asset_code_version, with_upstream
 
+    own = {}
     for assets_def in defs.assets:
-        op = "tournament" if assets_def.node_def.name == "tournament" else assets_def.node_def.name
         for key in assets_def.keys:
-            assert assets_def.code_versions_by_key[key] == asset_code_version(op), key.to_user_string()
+            own[key.to_user_string()] = asset_code_version(assets_def.node_def.name)
+    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+               for k in graph.get_all_asset_keys()}
+    expected = with_upstream(own, parents)
+    assert {k.to_user_string(): graph.get(k).code_version for k in graph.get_all_asset_keys()} == expected
+    assert all(graph.get(k).code_version for k in graph.get_all_asset_keys())
 
 
 def test_a_failed_health_gate_blocks_every_reader_of_a_history_table(graph):
