@@ -180,45 +180,45 @@ TERMINAL_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAIL
 
 @dataclass
 class BackfillProgress:
-    """Per-partition state of a backfill, from its runs. A partition may take several runs (the
-    daemon launches what is ready): it failed if any of them failed or was canceled, succeeded
-    when all of them succeeded, and is otherwise in the state of its unfinished run."""
+    """Per-partition state of a backfill, from its runs. The daemon launches what is ready, so a
+    partition may take several runs (e.g. the book waits for the previous session's): it failed if
+    any of them failed or was canceled, and succeeded when all of them did."""
 
     partitions: list[str]
     runs: dict[str, dict[str, str]] = field(default_factory=dict)  # partition -> run id -> status
-    state: dict[str, str] = field(default_factory=dict)
 
-    def update(self, runs: Iterable[Any]) -> list[str]:
-        """Fold in the backfill's runs; returns the partitions whose state changed."""
+    def update(self, runs: Iterable[Any]) -> list[tuple[str, str, str]]:
+        """Fold in the backfill's runs; returns `(partition, run id, status)` of every run that
+        started or finished since the last call."""
+        events = []
         for run in runs:
             part = run.tags.get(PARTITION_TAG)
-            if part is not None:
-                self.runs.setdefault(part, {})[run.run_id] = run.status.value
-        changed = []
-        for part, statuses in self.runs.items():
-            values = set(statuses.values())
-            bad = values & {"FAILURE", "CANCELED"}
-            if bad:
-                now = sorted(bad)[-1]
-            elif values == {"SUCCESS"}:
-                now = "SUCCESS"
-            else:
-                now = sorted(values - TERMINAL_RUN)[0]
-            if self.state.get(part) != now:
-                self.state[part] = now
-                changed.append(part)
-        return sorted(changed)
+            if part is None:
+                continue
+            status = run.status.value
+            before = self.runs.setdefault(part, {}).get(run.run_id)
+            self.runs[part][run.run_id] = status
+            if status != before and (status in TERMINAL_RUN or status == "STARTED"):
+                events.append((part, run.run_id, status))
+        return sorted(events)
 
-    def run_ids(self, part: str) -> str:
-        return ", ".join(sorted(self.runs.get(part, {})))
+    def state(self, part: str) -> str:
+        values = set(self.runs.get(part, {}).values())
+        bad = values & {"FAILURE", "CANCELED"}
+        return sorted(bad)[-1] if bad else "SUCCESS" if values == {"SUCCESS"} else "RUNNING" if values else "WAITING"
+
+    @property
+    def finished_runs(self) -> tuple[int, int]:
+        statuses = [s for runs in self.runs.values() for s in runs.values()]
+        return sum(s in TERMINAL_RUN for s in statuses), len(statuses)
 
     @property
     def failed(self) -> list[str]:
-        return [p for p in self.partitions if self.state.get(p) in ("FAILURE", "CANCELED")]
+        return [p for p in self.partitions if self.state(p) in ("FAILURE", "CANCELED")]
 
     @property
     def succeeded(self) -> list[str]:
-        return [p for p in self.partitions if self.state.get(p) == "SUCCESS"]
+        return [p for p in self.partitions if self.state(p) == "SUCCESS"]
 
 
 def watch_backfill(instance: Any, backfill_id: str, partitions: list[str], say: Callable[[str], None],
@@ -231,13 +231,13 @@ def watch_backfill(instance: Any, backfill_id: str, partitions: list[str], say: 
     while True:
         daemon.check_running()
         runs = instance.get_run_records(RunsFilter(tags={BACKFILL_TAG: backfill_id}))
-        for part in progress.update([r.dagster_run for r in runs]):
-            done = sum(progress.state.get(p) in TERMINAL_RUN for p in partitions)
-            say(f"[{done}/{len(partitions)}] {part}: {progress.state[part]} "
-                f"(run {progress.run_ids(part)}, {time.monotonic() - t0:.0f} s)")
+        for part, run_id, status in progress.update([r.dagster_run for r in runs]):
+            done, total = progress.finished_runs
+            say(f"  [{time.monotonic() - t0:5.0f} s] {part}: run {run_id[:8]} {status} "
+                f"({done}/{total} runs finished; partition {progress.state(part)})")
         backfill = instance.get_backfill(backfill_id)
         status = backfill.status.value if backfill is not None else "MISSING"
-        active = any(progress.state.get(p) not in TERMINAL_RUN for p in progress.state)
+        active = any(s not in TERMINAL_RUN for runs_ in progress.runs.values() for s in runs_.values())
         if status in TERMINAL_BACKFILL and not active:
             return progress
         time.sleep(poll_s)

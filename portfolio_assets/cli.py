@@ -66,6 +66,9 @@ def dagster_home() -> Path:
         os.replace(tmp, target)
         _err(f"updated {target}: set {', '.join(fixed)} to false (telemetry off, no onboarding pop-up)")
     os.environ["DAGSTER_HOME"] = str(home)
+    # `telemetry: enabled: false` does not stop the daemon's upload thread (it reads this variable):
+    # every daemon, webserver and code server this command starts inherits it.
+    os.environ["DAGSTER_DISABLE_TELEMETRY"] = "1"
     _init_instance_storage(home)
     return home
 
@@ -117,7 +120,9 @@ def _date_range(date_from: str, date_to: str) -> list[str]:
 
 
 def _log_path(kind: str) -> Path:
-    path = dagster_home() / "logs" / f"{kind}-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    """A log file under `DAGSTER_HOME/cli-logs/` (not `logs/`: Dagster's daemon treats that folder
+    as its telemetry outbox and moves it away)."""
+    path = dagster_home() / "cli-logs" / f"{kind}-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -179,7 +184,7 @@ def missing_upstream(instance: Any, keys: list[Any], partitions: list[str]) -> l
 
 # ---- running ---------------------------------------------------------------------------------------
 def _quiet_run(fn):
-    """Run `fn()` with Dagster's console log in DAGSTER_HOME/logs (the terminal shows the progress
+    """Run `fn()` with Dagster's console log in DAGSTER_HOME/cli-logs (the terminal shows the progress
     logger's lines); `PA_LOG_LEVEL=DEBUG` (or INFO) streams Dagster's log instead."""
     level = os.environ.get("PA_LOG_LEVEL", "WARNING").upper()
     quiet = level not in ("DEBUG", "INFO")

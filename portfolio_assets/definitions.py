@@ -3,10 +3,14 @@
 Each module of `portfolio_assets/assets/` is loaded with its own name as the group
 (`assets/universe.py` -> group `universe`), so a group is named once, by the file its assets
 live in. Cross-cutting policy is applied here, once: code versions extended with the upstream's
-(`versions.with_upstream`), the backfill policy (one partition per run, see docs/ARCHITECTURE.md
-for why batching does not pay for any asset today) and the check that
+(`versions.with_upstream`) and the check that
 every dependency names an asset we define (a misspelt input or dependency is a definitions error
 instead of a silently created stub asset).
+
+No asset sets a `BackfillPolicy`: Dagster's default, one run per partition tagged
+`dagster/partition`, is what every asset needs (docs/ARCHITECTURE.md, "Backfills": per-partition
+check evaluations and ledgers, the per-partition run queue limit, retry of one date from the UI;
+no asset computes several partitions faster than one by one).
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import importlib
 
 from dagster import (
     AssetsDefinition,
-    BackfillPolicy,
     Definitions,
     JobDefinition,
     load_asset_checks_from_modules,
@@ -56,7 +59,7 @@ def _with_upstream_code_versions(loaded: list[AssetsDefinition]) -> list[AssetsD
 
 assets = _with_upstream_code_versions([
     a for group, module in ASSET_MODULES.items()
-    for a in load_assets_from_modules([module], group_name=group, backfill_policy=BackfillPolicy.multi_run(1))])
+    for a in load_assets_from_modules([module], group_name=group)])
 asset_checks = load_asset_checks_from_modules(list(ASSET_MODULES.values()))
 groups = {key.to_user_string(): group for a in assets for key, group in a.group_names_by_key.items()}
 
