@@ -29,6 +29,7 @@ from portfolio_assets.manifest import PROJECT_ROOT
 
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 HEARTBEAT_FRESH_S = 90.0  # a daemon whose backfill heartbeat is older than this is not running
+HEARTBEAT_WAIT_S = 40.0  # daemons heartbeat every 30 s: a live one shows a newer beat within this
 BACKFILL_TAG = "dagster/backfill"
 PARTITION_TAG = "dagster/partition"
 
@@ -130,11 +131,23 @@ def stale_pairs(assets_by_partitions: dict[str, list[str]], log: Path | None = N
 
 
 # ---- the daemon ----------------------------------------------------------------------------------
-def daemon_alive(instance: Any, now: float | None = None) -> bool:
-    """True when a daemon's backfill loop heartbeated within `HEARTBEAT_FRESH_S`."""
-    beats = instance.get_daemon_heartbeats()
-    beat = beats.get("BACKFILL")
-    return beat is not None and (now or time.time()) - beat.timestamp < HEARTBEAT_FRESH_S
+def daemon_alive(instance: Any, wait_s: float = HEARTBEAT_WAIT_S, poll_s: float = 1.0) -> bool:
+    """True when a daemon's backfill loop is running: its latest heartbeat is recent *and* a newer
+    one arrives within `wait_s` (a daemon that just stopped leaves a recent heartbeat behind)."""
+    def latest() -> float | None:
+        beat = instance.get_daemon_heartbeats().get("BACKFILL")
+        return None if beat is None else beat.timestamp
+
+    first = latest()
+    if first is None or time.time() - first > HEARTBEAT_FRESH_S:
+        return False
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(poll_s)
+        now = latest()
+        if now is not None and now > first:
+            return True
+    return False
 
 
 @dataclass

@@ -375,8 +375,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+STALE_ROUNDS = 10  # rounds of `backfill --stale` before giving up (the graph is ~15 steps deep)
+
+
 def cmd_backfill(args: argparse.Namespace) -> int:
-    """A Dagster partition backfill, run to completion (see `backfills.py`)."""
+    """A Dagster partition backfill, run to completion (see `backfills.py`). With `--stale`: what
+    Dagster reports stale in the range, round after round (an asset re-materialized with new data
+    makes its children stale in turn) until nothing is stale."""
     from dagster import DagsterInstance
 
     from portfolio_assets import backfills
@@ -384,10 +389,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     resolved = _setup_env(args)
     dates = _date_range(args.date_from, args.date_to)
     log = _log_path("backfill")
+    title = f"{resolved.profile} {dates[0]}..{dates[-1]}"
     with DagsterInstance.get() as instance:
-        if args.stale:
-            if args.select:
-                raise ValueError("--stale re-materializes what Dagster reports stale: drop --select")
+        if not args.stale:
+            keys = selection_keys(args.select)
+            missing = missing_upstream(instance, keys, dates)
+            if missing:
+                raise ValueError(f"upstream partitions outside the selection are not materialized: "
+                                 f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
+            return _backfill(instance, {k.to_user_string(): dates for k in keys}, dates, title, log)
+        if args.select:
+            raise ValueError("--stale re-materializes what Dagster reports stale: drop --select")
+        for round_ in range(1, STALE_ROUNDS + 1):
             pairs = backfills.stale_pairs(_materialized(instance, selection_keys(None), dates), log)
             if not pairs:
                 print(f"nothing is stale in {dates[0]}..{dates[-1]}")
@@ -395,33 +408,32 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             targets: dict[str, list[str]] = {}
             for asset, part, _ in pairs:
                 targets.setdefault(asset, []).append(part)
-            partitions = sorted({p for _, p, _ in pairs})
-        else:
-            keys = selection_keys(args.select)
-            missing = missing_upstream(instance, keys, dates)
-            if missing:
-                raise ValueError(f"upstream partitions outside the selection are not materialized: "
-                                 f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
-            targets = {k.to_user_string(): dates for k in keys}
-            partitions = dates
-        title = f"{resolved.profile} {dates[0]}..{dates[-1]}" + (" (stale)" if args.stale else "")
-        print(f"backfill {len(partitions)} partition(s) x {len(targets)} asset(s), {title}; daemon log: {log}")
-        with backfills.BackfillDaemon(instance, log) as daemon:
-            if daemon.started is not None:
-                print(f"no dagster-daemon running: started one for this backfill (pid {daemon.started.pid})")
-            backfill_id = backfills.launch_backfill(targets, {PROFILE_TAG: resolved.profile}, title, log)
-            print(f"backfill {backfill_id} submitted (the UI's backfills page shows it; Ctrl-C cancels it)")
-            t0 = time.time()
-            try:
-                progress = backfills.watch_backfill(instance, backfill_id, partitions, print, daemon)
-            except KeyboardInterrupt:
-                _err(f"canceling backfill {backfill_id} ...")
-                backfills.cancel_backfill(backfill_id, log)
-                progress = backfills.watch_backfill(instance, backfill_id, partitions, print, daemon)
-                print(f"backfill {backfill_id} canceled: {len(progress.succeeded)}/{len(partitions)} succeeded")
-                return EXIT_FAILED
-    print(f"backfill {backfill_id}: {len(progress.succeeded)}/{len(partitions)} succeeded in {time.time() - t0:.1f} s"
-          + (f"; failed: {', '.join(progress.failed)}" if progress.failed else ""))
+            code = _backfill(instance, targets, sorted({p for _, p, _ in pairs}), f"{title} (stale, round {round_})", log)
+            if code != EXIT_OK:
+                return code
+    raise RuntimeError(f"still stale after {STALE_ROUNDS} rounds of backfill --stale")
+
+
+def _backfill(instance: Any, targets: dict[str, list[str]], partitions: list[str], title: str, log: Path) -> int:
+    from portfolio_assets import backfills
+
+    print(f"backfill {len(partitions)} partition(s) x {len(targets)} asset(s), {title}; log: {log}")
+    with backfills.BackfillDaemon(instance, log) as daemon:
+        if daemon.started is not None:
+            print(f"no dagster-daemon running: started one for this backfill (pid {daemon.started.pid})")
+        backfill_id = backfills.launch_backfill(targets, {PROFILE_TAG: os.environ["PA_PROFILE"]}, title, log)
+        print(f"backfill {backfill_id} submitted (the UI's backfills page shows it; Ctrl-C cancels it)")
+        t0 = time.time()
+        try:
+            progress = backfills.watch_backfill(instance, backfill_id, partitions, print, daemon)
+        except KeyboardInterrupt:
+            _err(f"canceling backfill {backfill_id} ...")
+            backfills.cancel_backfill(backfill_id, log)
+            progress = backfills.watch_backfill(instance, backfill_id, partitions, print, daemon)
+            print(f"backfill {backfill_id} canceled: {len(progress.succeeded)}/{len(partitions)} partition(s) succeeded")
+            return EXIT_FAILED
+    print(f"backfill {backfill_id}: {len(progress.succeeded)}/{len(partitions)} partition(s) succeeded in "
+          f"{time.time() - t0:.1f} s" + (f"; failed: {', '.join(progress.failed)}" if progress.failed else ""))
     return EXIT_OK if not progress.failed and len(progress.succeeded) == len(partitions) else EXIT_FAILED
 
 
