@@ -43,14 +43,15 @@ def _bin(name: str) -> str:
     return str(exe) if exe.exists() else name
 
 
-def graphql(query: str, variables: dict[str, Any] | None = None, log: Path | None = None) -> dict[str, Any]:
-    """Run one GraphQL document against the workspace on DAGSTER_HOME's instance; its `data`.
+def graphql(query: str, variables: dict[str, Any] | None = None, log: Path | None = None,
+            workspace: Path = WORKSPACE) -> dict[str, Any]:
+    """Run one GraphQL document against `workspace` on DAGSTER_HOME's instance; its `data`.
 
     The code location is loaded by `dagster-graphql` in a subprocess with this process's
     environment (profile, lakehouse, overrides), its log going to `log` (default: discarded)."""
     with tempfile.TemporaryDirectory(prefix="pa-graphql-") as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [_bin("dagster-graphql"), "-w", str(WORKSPACE), "-t", query, "-o", str(out)]
+        cmd = [_bin("dagster-graphql"), "-w", str(workspace), "-t", query, "-o", str(out)]
         if variables is not None:
             cmd += ["-v", json.dumps(variables)]
         with (log.open("ab") if log else open(os.devnull, "wb")) as sink:
@@ -107,7 +108,8 @@ def cancel_backfill(backfill_id: str, log: Path | None = None) -> None:
         raise GraphQLError(answer.get("message") or "cancel failed")
 
 
-def stale_pairs(assets_by_partitions: dict[str, list[str]], log: Path | None = None) -> list[tuple[str, str, str]]:
+def stale_pairs(assets_by_partitions: dict[str, list[str]], log: Path | None = None,
+                workspace: Path = WORKSPACE) -> list[tuple[str, str, str]]:
     """`(asset, partition, root cause)` for every pair Dagster reports STALE, sorted."""
     if not assets_by_partitions:
         return []
@@ -117,7 +119,7 @@ def stale_pairs(assets_by_partitions: dict[str, list[str]], log: Path | None = N
             f'a{i}: assetNodes(assetKeys: [{{path: [{json.dumps(key)}]}}]) {{ assetKey {{ path }} '
             f'staleStatusByPartition(partitions: {json.dumps(parts)}) '
             f'staleCausesByPartition(partitions: {json.dumps(parts)}) {{ reason key {{ path }} partitionKey }} }}')
-    data = graphql("query Stale { " + " ".join(fields) + " }", None, log)
+    data = graphql("query Stale { " + " ".join(fields) + " }", None, log, workspace)
     out = []
     for i, (key, parts) in enumerate(sorted(assets_by_partitions.items())):
         (node,) = data[f"a{i}"]
