@@ -11,7 +11,14 @@ from dagster import AssetSelection, DagsterInstance
 
 from portfolio_assets.backfills import stale_pairs
 from portfolio_assets.manifest import PROJECT_ROOT, resolve
-from portfolio_assets_tests.graph_helpers import DOWNSTREAM_OF_HISTORY, PARTITION, env, run_graph, step_errors, tables
+from portfolio_assets_tests.graph_helpers import (
+    DOWNSTREAM_OF_HISTORY,
+    PARTITION,
+    env,
+    run_graph,
+    step_errors,
+    tables,
+)
 
 pytestmark = pytest.mark.slow
 
