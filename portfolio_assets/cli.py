@@ -109,6 +109,40 @@ def _partition_date(text: str | None) -> str:
     return validate_partition_date(text).isoformat()
 
 
+def check_history(partition: str) -> None:
+    """Refuse, before any run, a date the source cannot serve with enough history: the baseline's
+    bars must reach back over the longest window the graph reads (history + the regime's warm-up)."""
+    from portfolio_assets.assets.history import regime_warmup
+    from portfolio_assets.fetch import window_bounds
+    from portfolio_assets.partitions import sessions_window
+    from portfolio_assets.resources import PortfolioSettings
+    from portfolio_assets.sources.base import SourceError
+
+    settings = PortfolioSettings()
+    cfg = settings.resolved().config
+    sessions = cfg.data.lookback_history + regime_warmup(cfg) + 1
+    window = sessions_window(partition, sessions)
+    start, end = window_bounds(window)
+    baseline = cfg.selection.baseline
+    try:
+        bars = settings.source().bars(baseline, start, end)
+    except SourceError as exc:
+        raise ValueError(f"partition {partition}: the source cannot serve the baseline {baseline}: {exc}") from None
+    first = _first_day(bars)
+    if first is None or first > window[0].date():
+        raise ValueError(
+            f"partition {partition} needs {sessions} sessions of history from {window[0].date()}; the source "
+            f"({cfg.source.kind}) serves {baseline} from {first or 'no date at all'}")
+
+
+def _first_day(bars: Any) -> dt.date | None:
+    import pandas as pd
+
+    if bars is None or len(bars) == 0:
+        return None
+    return pd.to_datetime(bars["time"], utc=True).min().date()
+
+
 def _date_range(date_from: str, date_to: str) -> list[str]:
     """The trading dates D1..D2 (both validated; D1 <= D2)."""
     from portfolio_assets.partitions import master_sessions
@@ -366,6 +400,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         partition = _partition_date(args.date)
         keys = selection_keys(args.select) if args.select else None
+        check_history(partition)
         scope = "the daily graph" if keys is None else f"{len(keys)} asset(s)"
         print(f"profile {resolved.profile} ({' -> '.join(resolved.resolved_from)}), partition {partition}, {scope}")
         result = execute(partition, keys)
@@ -390,6 +425,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     dates = _date_range(args.date_from, args.date_to)
     log = _log_path("backfill")
     title = f"{resolved.profile} {dates[0]}..{dates[-1]}"
+    check_history(dates[0])
     with DagsterInstance.get() as instance:
         if not args.stale:
             keys = selection_keys(args.select)
