@@ -815,9 +815,11 @@ def materialize_partition(partition: str, instance: Any, selection: Any = None) 
     from dagster import materialize
 
     from portfolio_assets.definitions import defs
+    from portfolio_assets.jobs import DAILY_SELECTION
 
     return materialize(_partition_assets(), partition_key=partition, resources=defs.resources, instance=instance,
-                       selection=selection, raise_on_error=False, run_config=QUIET_RUN_CONFIG)
+                       selection=DAILY_SELECTION if selection is None else selection, raise_on_error=False,
+                       run_config=QUIET_RUN_CONFIG)
 
 
 def persistent_instance(home: Path) -> Any:
@@ -840,7 +842,7 @@ def tournament_only_job(kind: str, n_workers: int = 2) -> Any:
     from portfolio_assets.manifest import DaskConfig, ExecutorConfig
 
     cfg = ExecutorConfig(kind=kind, max_concurrent=n_workers, dask=DaskConfig(n_workers=n_workers))
-    job = define_asset_job(f"tournament_{kind}", selection=AssetSelection.assets("tournament"),
+    job = define_asset_job(f"tournament_{kind}", selection=AssetSelection.assets("tournament").required_multi_asset_neighbors(),
                            partitions_def=PARTITIONS, executor_def=executor_for(cfg))
     local = Definitions(assets=list(defs.assets), asset_checks=list(defs.asset_checks), resources=defs.resources,
                         jobs=[job])

@@ -1,7 +1,12 @@
-"""`portfolio-assets`: run, resume, backfill, audit, recover, verify the ledger, status, UI, SQL, bench.
+"""`portfolio-assets`: run, re-execute, backfill, stale, accept, audit, status, UI, SQL, versions, bench.
 
 Exit codes: 0 ok; 1 a run or check failed (the reason is printed); 2 bad input (manifest, profile,
-date, arguments).
+date, selection, run id, arguments), refused before Dagster is involved.
+
+Selections (`--select`) are Dagster's asset selection syntax, as in the UI (`risk_buckets+` is one
+layer downstream, `risk_buckets*` or `risk_buckets+++` all of it); the only addition, Dagster's own
+rule for steps that compute several tables at once, is that selecting one table of such a step
+selects all of them (`AssetSelection.required_multi_asset_neighbors`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from portfolio_assets.manifest import PROJECT_ROOT, ManifestError, parse_cli_ove
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DAGSTER_YAML = PROJECT_ROOT / "configs" / "dagster.yaml"
-GATE_CHECKS = ("history_500d:health_gate", "target_weights:weights_sanity", "audit_ledger:ledger_integrity")
+PROFILE_TAG = "portfolio_assets/profile"
 
 
 def _err(msg: str) -> None:
@@ -62,6 +67,9 @@ def dagster_home() -> Path:
         os.replace(tmp, target)
         _err(f"updated {target}: set {', '.join(fixed)} to false (telemetry off, no onboarding pop-up)")
     os.environ["DAGSTER_HOME"] = str(home)
+    # `telemetry: enabled: false` does not stop the daemon's upload thread (it reads this variable):
+    # every daemon, webserver and code server this command starts inherits it.
+    os.environ["DAGSTER_DISABLE_TELEMETRY"] = "1"
     _init_instance_storage(home)
     return home
 
@@ -102,57 +110,129 @@ def _partition_date(text: str | None) -> str:
     return validate_partition_date(text).isoformat()
 
 
-def _selection_keys(selection: str | None, start_step: int | None) -> list[Any] | None:
-    """Asset keys for a selection string (Dagster syntax, e.g. `risk_buckets+`) or a resume step."""
-    from dagster import AssetKey, AssetSelection
+def check_history(partition: str) -> None:
+    """Refuse, before any run, a date the source cannot serve with enough history: the baseline's
+    bars must cover the 500-session history window (+1 session for the first return). The regime's
+    warm-up before that window is read as far as the source has it (`market_regime` records how many
+    baseline sessions it used; a short warm-up leaves the 3-year reference undefined, not wrong)."""
+    from portfolio_assets.fetch import window_bounds
+    from portfolio_assets.partitions import sessions_window
+    from portfolio_assets.resources import PortfolioSettings
+    from portfolio_assets.sources.base import SourceError
 
-    from portfolio_assets.assets.common import STEPS
+    settings = PortfolioSettings()
+    cfg = settings.resolved().config
+    sessions = cfg.data.lookback_history + 1
+    window = sessions_window(partition, sessions)
+    start, end = window_bounds(window)
+    baseline = cfg.selection.baseline
+    try:
+        bars = settings.source().bars(baseline, start, end)
+    except SourceError as exc:
+        raise ValueError(f"partition {partition}: the source cannot serve the baseline {baseline}: {exc}") from None
+    first = _first_day(bars)
+    if first is None or first > window[0].date():
+        raise ValueError(
+            f"partition {partition} needs {sessions} sessions of history from {window[0].date()}; the source "
+            f"({cfg.source.kind}) serves {baseline} from {first or 'no date at all'}")
+
+
+def _first_day(bars: Any) -> dt.date | None:
+    import pandas as pd
+
+    if bars is None or len(bars) == 0:
+        return None
+    return pd.to_datetime(bars["time"], utc=True).min().date()
+
+
+def _date_range(date_from: str, date_to: str) -> list[str]:
+    """The trading dates D1..D2 (both validated; D1 <= D2)."""
+    from portfolio_assets.partitions import master_sessions
+
+    d1, d2 = _partition_date(date_from), _partition_date(date_to)
+    if d1 > d2:
+        raise ValueError(f"--from {d1} is after --to {d2}")
+    return [d.date().isoformat() for d in master_sessions(d1, d2)]
+
+
+def _log_path(kind: str) -> Path:
+    """A log file under `DAGSTER_HOME/cli-logs/` (not `logs/`: Dagster's daemon treats that folder
+    as its telemetry outbox and moves it away)."""
+    path = dagster_home() / "cli-logs" / f"{kind}-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---- selections ------------------------------------------------------------------------------------
+def selection_keys(selection: str | None) -> list[Any]:
+    """Asset keys of a Dagster selection string within the daily job (default: the whole daily
+    graph), widened to whole multi-table steps; a one-line error for a bad or empty selection."""
+    from dagster import AssetSelection
+
     from portfolio_assets.definitions import defs
+    from portfolio_assets.jobs import DAILY_SELECTION
 
     graph = defs.resolve_asset_graph()
-    if start_step is not None:
-        names = [name for step, keys in STEPS.items() if step >= start_step for name in keys]
-        return [AssetKey(n) for n in names]
-    if selection is None or selection == "*":
-        return None
-    # The runbook's `name+` means "name and everything downstream" (Dagster's own `+` is one layer;
-    # its `name*` is the whole downstream): translate that one form, pass anything else through.
-    if selection.endswith("+") and not selection.endswith("++") and "," not in selection and " " not in selection:
-        selection = selection[:-1] + "*"
-    keys = AssetSelection.from_string(selection).resolve(graph)
-    if not keys:
-        raise ValueError(f"selection {selection!r} matches no asset")
+    if selection is None:
+        chosen = DAILY_SELECTION
+    else:
+        if not selection.strip():
+            raise ValueError("--select is empty")
+        try:
+            chosen = AssetSelection.from_string(selection)
+            keys = chosen.resolve(graph)
+        except Exception as exc:  # Dagster's parser raises several types; the message is what matters
+            raise ValueError(f"--select {selection!r}: {str(exc).splitlines()[0]}") from None
+        if not keys:
+            raise ValueError(f"--select {selection!r} matches no asset")
+    keys = (chosen | chosen.required_multi_asset_neighbors()).resolve(graph)
     return sorted(keys, key=lambda k: k.to_user_string())
 
 
-def execute(partition: str, asset_keys: list[Any] | None, tags: dict[str, str] | None = None) -> Any:
-    """Run the daily job (or a subset) for one partition on the persistent instance.
+def missing_upstream(instance: Any, keys: list[Any], partitions: list[str]) -> list[str]:
+    """`asset@partition` of every upstream partition outside the selection that Dagster has no
+    materialization of (the book's own chain is checked by `holdings`' rule)."""
+    from portfolio_assets.assets.implementation import missing_book
+    from portfolio_assets.definitions import defs
+    from portfolio_assets.lakehouse import Lakehouse
 
-    The terminal shows one progress line per finished step and check (`progress` logger); Dagster's
-    full event log goes to `<DAGSTER_HOME>/logs/cli-<time>.log` and to the UI's run page.
-    `PA_LOG_LEVEL=DEBUG` (or INFO) streams Dagster's console log to the terminal instead.
-    """
-    from dagster import DagsterInstance, execute_job, reconstructable
+    graph = defs.resolve_asset_graph()
+    selected = set(keys)
+    missing = []
+    for parent in sorted({p for k in keys for p in graph.get(k).parent_keys} - selected, key=lambda k: k.to_user_string()):
+        if parent.to_user_string() in ("executions", "holdings"):  # optional / mapped to the previous session
+            continue
+        have = instance.get_materialized_partitions(parent)
+        missing += [f"{parent.to_user_string()}@{p}" for p in partitions if p not in have]
+    holdings = [k for k in keys if k.to_user_string() == "holdings"]
+    if holdings and partitions:
+        from portfolio_assets.partitions import master_sessions
 
-    from portfolio_assets.definitions import get_daily_job
+        first = partitions[0]
+        before = master_sessions(end=first)
+        previous = before[-2].date().isoformat() if len(before) > 1 else None
+        lake = Lakehouse(profile=os.environ["PA_PROFILE"])
+        stored = lake.stored_partitions("implementation", "holdings")
+        if previous and previous not in stored and missing_book(stored, first, previous):
+            missing.append(f"holdings@{previous}")
+    return missing
 
+
+# ---- running ---------------------------------------------------------------------------------------
+def _quiet_run(fn):
+    """Run `fn()` with Dagster's console log in DAGSTER_HOME/cli-logs (the terminal shows the progress
+    logger's lines); `PA_LOG_LEVEL=DEBUG` (or INFO) streams Dagster's log instead."""
     level = os.environ.get("PA_LOG_LEVEL", "WARNING").upper()
-    all_tags = {"dagster/partition": partition, "portfolio_assets/profile": os.environ["PA_PROFILE"], **(tags or {})}
     quiet = level not in ("DEBUG", "INFO")
     loggers = {"progress": {}} if quiet else {"console": {"config": {"log_level": level}}}
-    log_path = dagster_home() / "logs" / f"cli-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
     saved = None
+    log_path = _log_path("cli")
     if quiet:  # step processes inherit fd 2: Dagster's process-level messages go to the log file
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         sys.stderr.flush()
         saved, log_file = os.dup(2), open(log_path, "ab")  # noqa: SIM115 (closed in finally)
         os.dup2(log_file.fileno(), 2)
     try:
-        with DagsterInstance.get() as instance:
-            result = execute_job(
-                reconstructable(get_daily_job), instance=instance, tags=all_tags, asset_selection=asset_keys,
-                run_config={"loggers": loggers},
-            )
+        result = fn({"loggers": loggers})
     finally:
         if saved is not None:
             sys.stderr.flush()
@@ -162,6 +242,69 @@ def execute(partition: str, asset_keys: list[Any] | None, tags: dict[str, str] |
     if quiet:
         print(f"dagster log: {log_path}")
     return result
+
+
+def execute(partition: str, asset_keys: list[Any] | None, tags: dict[str, str] | None = None, job: str = "daily",
+            run_config: dict[str, Any] | None = None) -> Any:
+    """Run a job (the daily graph or a selection of it; `accept`, `audit`) for one partition on the
+    persistent instance, in this process (the executor of the manifest runs the steps)."""
+    from dagster import DagsterInstance, execute_job, reconstructable
+
+    from portfolio_assets import definitions
+
+    getter = {"daily": definitions.get_daily_job, "audit": definitions.get_audit_job,
+              "accept": definitions.get_accept_job}[job]
+    all_tags = {"dagster/partition": partition, PROFILE_TAG: os.environ["PA_PROFILE"], **(tags or {})}
+
+    def go(config: dict[str, Any]) -> Any:
+        with DagsterInstance.get() as instance:
+            return execute_job(reconstructable(getter), instance=instance, tags=all_tags, asset_selection=asset_keys,
+                               run_config={**config, **(run_config or {})})
+
+    return _quiet_run(go)
+
+
+def reexecute(parent_run_id: str, partition: str, steps: list[str]) -> Any:
+    """Dagster re-execution of `parent_run_id` (of `partition`) from `steps` on (shown as a
+    re-execution of it in the UI); the steps not selected are read from storage."""
+    from dagster import DagsterInstance, ReexecutionOptions, execute_job, reconstructable
+
+    from portfolio_assets.definitions import get_daily_job
+
+    tags = {"dagster/partition": partition, PROFILE_TAG: os.environ["PA_PROFILE"]}
+
+    def go(config: dict[str, Any]) -> Any:
+        with DagsterInstance.get() as instance:
+            return execute_job(reconstructable(get_daily_job), instance=instance, run_config=config, tags=tags,
+                               reexecution_options=ReexecutionOptions(parent_run_id=parent_run_id, step_selection=steps))
+
+    return _quiet_run(go)
+
+
+def start_step_selection(step: int) -> list[str]:
+    """Dagster step selections for "runbook step `step` and everything after": each asset (or
+    check) of the daily graph whose `runbook/step` tag (metadata for checks) is >= `step`, with
+    all its downstream steps (`op*`). The mapping comes from the definitions, not a table here."""
+    from dagster import GraphDefinition
+
+    from portfolio_assets.assets.common import STEP_TAG
+    from portfolio_assets.definitions import defs
+    from portfolio_assets.jobs import DAILY_SELECTION
+
+    daily = DAILY_SELECTION.resolve(defs.resolve_asset_graph())
+    queries = []
+    for assets_def in defs.assets:
+        steps = [int(spec.tags[STEP_TAG]) for spec in assets_def.specs if STEP_TAG in spec.tags]
+        if not steps or min(steps) < step or not assets_def.keys <= daily:
+            continue
+        node = assets_def.node_def
+        # A graph-backed asset's steps are its ops: select from its first op on.
+        queries.append(f"{node.name}.{node.nodes_in_topological_order[0].name}*" if isinstance(node, GraphDefinition)
+                       else f"{node.name}*")
+    for checks_def in defs.asset_checks:
+        if any(int(spec.metadata.get(STEP_TAG, 0)) >= step for spec in checks_def.check_specs):
+            queries.append(f"{checks_def.node_def.name}*")
+    return sorted(queries)
 
 
 def summarize_run(result: Any, partition: str) -> int:
@@ -227,53 +370,154 @@ def where_outputs(partition: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from portfolio_assets.jobs import DAILY_JOB
+
     resolved = _setup_env(args)
-    if args.run_id and args.start_step is None:
-        raise ValueError("--run-id is the runbook's resume id: use it with --start-step N")
-    if args.start_step is not None:
-        if not args.run_id:
-            raise ValueError("--start-step needs --run-id YYYYMMDD-HHMMSS (the run being resumed)")
-        partition = _resume_partition(args.run_id)
+    if (args.run_id is None) != (args.start_step is None):
+        raise ValueError("--start-step N and --run-id ID go together: re-execute run ID from step N "
+                         "(`portfolio-assets status` lists a partition's run ids)")
+    t0 = time.time()
+    if args.run_id is not None:
+        if args.date or args.select:
+            raise ValueError("a re-execution takes its partition and steps from --run-id and --start-step; "
+                             "drop --date/--select")
+        steps = start_step_selection(args.start_step)
+        if not steps:
+            raise ValueError(f"--start-step {args.start_step}: no asset has a runbook step >= {args.start_step}")
+        with DagsterInstance.get() as instance:
+            parent = instance.get_run_by_id(args.run_id)
+        if parent is None:
+            raise ValueError(f"--run-id {args.run_id}: no such run in {os.environ['DAGSTER_HOME']} "
+                             f"(`portfolio-assets status --date D` lists a partition's runs)")
+        if parent.job_name != DAILY_JOB or "dagster/partition" not in parent.tags:
+            raise ValueError(f"--run-id {args.run_id} is a run of {parent.job_name!r}, not of the daily graph")
+        if not parent.is_finished:
+            raise ValueError(f"--run-id {args.run_id} is still {parent.status.value}: wait for it to finish")
+        partition = parent.tags["dagster/partition"]
+        print(f"profile {resolved.profile}, partition {partition}: re-executing run {args.run_id} "
+              f"from step {args.start_step} ({', '.join(steps)})")
+        result = reexecute(args.run_id, partition, steps)
     else:
         partition = _partition_date(args.date)
-    keys = _selection_keys(args.select, args.start_step)
-    scope = "all assets" if keys is None else f"{len(keys)} asset(s)"
-    print(f"profile {resolved.profile} ({' -> '.join(resolved.resolved_from)}), partition {partition}, {scope}")
-    t0 = time.time()
-    result = execute(partition, keys, {"portfolio_assets/resume_of": args.run_id} if args.run_id else None)
+        keys = selection_keys(args.select) if args.select else None
+        check_history(partition)
+        scope = "the daily graph" if keys is None else f"{len(keys)} asset(s)"
+        print(f"profile {resolved.profile} ({' -> '.join(resolved.resolved_from)}), partition {partition}, {scope}")
+        result = execute(partition, keys)
     code = summarize_run(result, partition)
     print(f"wall time {time.time() - t0:.1f} s")
     where_outputs(partition)
     return code
 
 
-def _resume_partition(run_id: str) -> str:
-    """`YYYYMMDD-HHMMSS` -> the trading date it names (validated)."""
-    try:
-        stamp = dt.datetime.strptime(run_id, "%Y%m%d-%H%M%S")
-    except ValueError:
-        raise ValueError(f"run id {run_id!r} is not YYYYMMDD-HHMMSS") from None
-    return _partition_date(stamp.date().isoformat())
+STALE_ROUNDS = 10  # rounds of `backfill --stale` before giving up (the graph is ~15 steps deep)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from portfolio_assets.partitions import master_sessions
+    """A Dagster partition backfill, run to completion (see `backfills.py`). With `--stale`: what
+    Dagster reports stale in the range, round after round (an asset re-materialized with new data
+    makes its children stale in turn) until nothing is stale."""
+    from dagster import DagsterInstance
+
+    from portfolio_assets import backfills
+
+    resolved = _setup_env(args)
+    dates = _date_range(args.date_from, args.date_to)
+    log = _log_path("backfill")
+    title = f"{resolved.profile} {dates[0]}..{dates[-1]}"
+    check_history(dates[0])
+    with DagsterInstance.get() as instance:
+        if not args.stale:
+            keys = selection_keys(args.select)
+            missing = missing_upstream(instance, keys, dates)
+            if missing:
+                raise ValueError(f"upstream partitions outside the selection are not materialized: "
+                                 f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
+            return _backfill(instance, {k.to_user_string(): dates for k in keys}, dates, title, log)
+        if args.select:
+            raise ValueError("--stale re-materializes what Dagster reports stale: drop --select")
+        for round_ in range(1, STALE_ROUNDS + 1):
+            pairs = backfills.stale_pairs(_materialized(instance, selection_keys(None), dates), log)
+            if not pairs:
+                print(f"nothing is stale in {dates[0]}..{dates[-1]}")
+                return EXIT_OK
+            targets: dict[str, list[str]] = {}
+            for asset, part, _ in pairs:
+                targets.setdefault(asset, []).append(part)
+            code = _backfill(instance, targets, sorted({p for _, p, _ in pairs}), f"{title} (stale, round {round_})", log)
+            if code != EXIT_OK:
+                return code
+    raise RuntimeError(f"still stale after {STALE_ROUNDS} rounds of backfill --stale")
+
+
+def _backfill(instance: Any, targets: dict[str, list[str]], partitions: list[str], title: str, log: Path) -> int:
+    from portfolio_assets import backfills
+
+    print(f"backfill {len(partitions)} partition(s) x {len(targets)} asset(s), {title}; log: {log}")
+    with backfills.BackfillDaemon(instance, log) as daemon:
+        if daemon.started is not None:
+            print(f"no dagster-daemon running: started one for this backfill (pid {daemon.started.pid})")
+        backfill_id = backfills.launch_backfill(targets, {PROFILE_TAG: os.environ["PA_PROFILE"]}, title, log)
+        print(f"backfill {backfill_id} submitted (the UI's backfills page shows it; Ctrl-C cancels it)")
+        t0 = time.time()
+        try:
+            progress = backfills.watch_backfill(instance, backfill_id, partitions, print, daemon)
+        except KeyboardInterrupt:
+            _err(f"canceling backfill {backfill_id} ...")
+            backfills.cancel_backfill(backfill_id, log)
+            progress = backfills.watch_backfill(instance, backfill_id, partitions, print, daemon)
+            print(f"backfill {backfill_id} canceled: {len(progress.succeeded)}/{len(partitions)} partition(s) succeeded")
+            return EXIT_FAILED
+    print(f"backfill {backfill_id}: {len(progress.succeeded)}/{len(partitions)} partition(s) succeeded in "
+          f"{time.time() - t0:.1f} s" + (f"; failed: {', '.join(progress.failed)}" if progress.failed else ""))
+    return EXIT_OK if not progress.failed and len(progress.succeeded) == len(partitions) else EXIT_FAILED
+
+
+def _materialized(instance: Any, keys: list[Any], dates: list[str]) -> dict[str, list[str]]:
+    """`{asset: [partitions in dates with a materialization]}` (stale status applies to those)."""
+    wanted = set(dates)
+    out = {}
+    for key in keys:
+        have = sorted(instance.get_materialized_partitions(key) & wanted)
+        if have:
+            out[key.to_user_string()] = have
+    return out
+
+
+def cmd_stale(args: argparse.Namespace) -> int:
+    """List the (asset, partition) pairs Dagster reports stale, with their root cause."""
+    from dagster import DagsterInstance
+
+    from portfolio_assets import backfills
 
     _setup_env(args)
-    d1, d2 = _partition_date(args.date_from), _partition_date(args.date_to)
-    dates = [d.date().isoformat() for d in master_sessions(d1, d2)]
-    keys = _selection_keys(args.select, None)
-    print(f"backfill {len(dates)} trading date(s) {d1}..{d2}, selection {args.select or '*'}")
-    codes, t0 = [], time.time()
-    for i, partition in enumerate(dates, 1):
-        t1 = time.time()
-        result = execute(partition, keys, {"portfolio_assets/backfill": f"{d1}..{d2}"})
-        print(f"[{i}/{len(dates)}] {partition}: {'ok' if result.success else 'FAILED'} in {time.time() - t1:.1f} s")
-        if not result.success:
-            summarize_run(result, partition)
-        codes.append(EXIT_OK if result.success else EXIT_FAILED)
-    print(f"backfill wall time {time.time() - t0:.1f} s; {codes.count(EXIT_OK)}/{len(codes)} succeeded")
-    return max(codes, default=EXIT_OK)
+    log = _log_path("stale")
+    with DagsterInstance.get() as instance:
+        if args.date_from or args.date_to:
+            dates = _date_range(args.date_from or args.date_to, args.date_to or args.date_from)
+        else:
+            dates = sorted(instance.get_materialized_partitions(_key("run_manifest")))
+        if args.check_market_data and dates:
+            print(f"re-fingerprinting the source's bars (market_bars) for {len(dates)} partition(s) ...")
+            for day in dates:
+                result = execute(day, [_key("market_bars")], {"portfolio_assets/check": "market_data"})
+                if not result.success:
+                    return summarize_run(result, day)
+        pairs = backfills.stale_pairs(_materialized(instance, selection_keys(None), dates), log)
+    for asset, part, why in pairs:
+        print(f"{part}  {asset:28s} {why}")
+    print(f"{len(pairs)} stale (asset, partition) pair(s) in {len(dates)} partition(s)"
+          + (f"; re-materialize them: portfolio-assets backfill --stale --from {dates[0]} --to {dates[-1]}"
+             if pairs else ""))
+    return EXIT_OK
+
+
+def _key(name: str) -> Any:
+    from dagster import AssetKey
+
+    return AssetKey(name)
 
 
 def cmd_verify_ledger(args: argparse.Namespace) -> int:
@@ -299,82 +543,111 @@ def _guess_profile_root(path: Path) -> Path | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance
+    """Runs of a partition (ids for `run --start-step N --run-id ID`), each asset's latest
+    materialization, the gate checks."""
+    from dagster import AssetRecordsFilter, DagsterInstance, RunsFilter
 
+    from portfolio_assets.assets.common import STEP_TAG
+    from portfolio_assets.assets.gates import GATES, latest_evaluation
     from portfolio_assets.definitions import defs
     from portfolio_assets.lakehouse import Lakehouse
 
     resolved = _setup_env(args)
     partition = _partition_date(args.date)
-    instance = DagsterInstance.get()
-    print(f"profile {resolved.profile}, partition {partition}")
-    missing = 0
-    from portfolio_assets.assets.common import STEPS
-
-    order = {name: (step, i) for step, names in STEPS.items() for i, name in enumerate(names)}
-    keys = sorted(defs.resolve_asset_graph().get_all_asset_keys(),
-                  key=lambda k: (order.get(k.to_user_string(), (99, 0)), k.to_user_string()))
-    for key in keys:
-        records = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-        ).records
-        missing += not records
-        when = dt.datetime.fromtimestamp(records[0].timestamp, dt.UTC).isoformat(timespec="seconds") if records else ""
-        print(f"  {key.to_user_string():24s} {'materialized ' + when if records else 'not materialized'}")
-    print("gate checks (latest evaluation for this partition):")
-    failed = 0
-    for check in GATE_CHECKS:
-        asset, name = check.split(":")
-        status = "never evaluated"
-        for ex in instance.event_log_storage.get_asset_check_execution_history(
-            AssetCheckKey(AssetKey(asset), name), limit=50
-        ):
-            ev = ex.event.dagster_event.event_specific_data if ex.event and ex.event.dagster_event else None
-            if ev is not None and getattr(ev, "partition", None) in (partition, None):
-                status = "passed" if ev.passed else f"FAILED ({ev.severity.value}): {ev.description or ''}"
-                failed += not ev.passed
-                break
-        print(f"  {check:34s} {status}")
+    graph = defs.resolve_asset_graph()
+    with DagsterInstance.get() as instance:
+        print(f"profile {resolved.profile}, partition {partition}")
+        runs = instance.get_run_records(RunsFilter(tags={"dagster/partition": partition}), limit=20)
+        print("runs (newest first):" if runs else "runs: none")
+        for rec in runs:
+            run = rec.dagster_run
+            started = dt.datetime.fromtimestamp(rec.create_timestamp.timestamp(), dt.UTC).isoformat(timespec="seconds")
+            origin = (f", re-execution of {run.parent_run_id}" if run.parent_run_id else "") + (
+                f", backfill {run.tags['dagster/backfill']}" if "dagster/backfill" in run.tags else "")
+            print(f"  {run.run_id}  {run.status.value:9s} {run.job_name} {started}{origin}")
+        keys = sorted(graph.get_all_asset_keys(),
+                      key=lambda k: (int(graph.get(k).tags.get(STEP_TAG, 99)), k.to_user_string()))
+        missing = 0
+        print("assets:")
+        for key in keys:
+            records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[partition]),
+                                                      limit=1).records
+            missing += not records and key.to_user_string() != "executions"
+            when = dt.datetime.fromtimestamp(records[0].timestamp, dt.UTC).isoformat(timespec="seconds") if records else ""
+            print(f"  {key.to_user_string():28s} {'materialized ' + when if records else 'not materialized'}")
+        print("gate checks (latest evaluation for this partition):")
+        failed = 0
+        for check in GATES:
+            ev = latest_evaluation(instance, check, partition)
+            status = "never evaluated" if ev is None else (
+                "passed" if ev.passed else f"FAILED ({ev.severity.value}): {ev.description or ''}")
+            failed += ev is not None and not ev.passed
+            print(f"  {check.to_user_string():34s} {status}")
     print(f"reports: {Lakehouse(profile=resolved.profile).reports_dir(partition) / 'index.html'}")
     return EXIT_OK if not missing and not failed else EXIT_FAILED
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Run the blocking gate checks for a partition; non-zero on any failure (never implement then)."""
-    from dagster import DagsterInstance, execute_job, reconstructable
-
-    from portfolio_assets.definitions import get_audit_job
-
     _setup_env(args)
     partition = _partition_date(args.date)
-    result = execute_job(
-        reconstructable(get_audit_job), instance=DagsterInstance.get(),
-        tags={"dagster/partition": partition, "portfolio_assets/profile": os.environ["PA_PROFILE"]},
-    )
-    return summarize_run(result, partition)
+    return summarize_run(execute(partition, None, job="audit"), partition)
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from dagster import AssetKey
-
     _setup_env(args)
     partition = _partition_date(args.date)
-    result = execute(partition, [AssetKey("history_500d")], {"portfolio_assets/recover": "true"})
+    result = execute(partition, selection_keys("history_500d"), {"portfolio_assets/recover": "true"})
     return summarize_run(result, partition)
 
 
 def cmd_accept(args: argparse.Namespace) -> int:
-    from portfolio_assets.holdings import accept_implementation
+    """Record what was executed of a partition's orders (the `executions` asset)."""
+    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+
+    from portfolio_assets.assets.gates import gate_problems
+    from portfolio_assets.holdings import executed_orders, read_fills
     from portfolio_assets.lakehouse import Lakehouse
 
     resolved = _setup_env(args)
     partition = _partition_date(args.date)
     lake = Lakehouse(profile=resolved.profile)
-    if not lake.has_table("implementation", "implementation_orders", partition):
-        raise ValueError(f"no implementation_orders for {partition} in profile {resolved.profile}: nothing to accept")
-    held = accept_implementation(lake, partition)
-    print(f"accepted {partition}: {len(held)} holding(s) are now the current book ({lake.state_path('holdings.parquet')})")
-    return EXIT_OK
+    with DagsterInstance.get() as instance:
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey("implementation_orders"), asset_partitions=[partition]), limit=1).records
+        if not records or not lake.has_table("implementation", "implementation_orders", partition):
+            raise ValueError(f"no implementation_orders for {partition} in profile {resolved.profile}: nothing to accept")
+        problems = gate_problems(instance, partition)
+        if problems:
+            raise ValueError(f"refusing to accept {partition}: " + "; ".join(problems))
+    orders = lake.read_table("implementation", "implementation_orders", partition)
+    not_traded = [s.strip() for s in (args.not_traded or "").split(",") if s.strip()]
+    fills = read_fills(Path(args.fills)) if args.fills else None
+    trades = executed_orders(orders, not_traded=not_traded, fills=fills)
+    config = {"trades": trades.to_dict("records"),
+              "orders_version": records[0].asset_materialization.tags.get("dagster/data_version", "unknown")}
+    result = execute(partition, None, {"portfolio_assets/accept": "true"}, job="accept",
+                     run_config={"ops": {"executions": {"config": config}}})
+    code = summarize_run(result, partition)
+    if code == EXIT_OK:
+        executed = int((trades["delta_net_weight"] != 0).sum())
+        print(f"accepted {partition}: {executed} of {len(trades)} order(s) executed; the book of the next session "
+              f"(`holdings`) includes them")
+    return code
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    """Every asset's code version; `--refresh` records the source snapshot the guard test reads."""
+    from portfolio_assets import versions
+
+    if args.refresh:
+        print(f"wrote {versions.refresh_snapshot()}")
+    for asset in sorted(versions.ASSETS):
+        print(f"  {asset:24s} {versions.asset_code_version(asset)}")
+    problems = versions.snapshot_problems()
+    for problem in problems:
+        _err(problem)
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -477,20 +750,29 @@ def build_parser() -> argparse.ArgumentParser:
         if date:
             sp.add_argument("--date", help="trading date YYYY-MM-DD (default: the latest closed XNYS session)")
 
-    r = sub.add_parser("run", help="materialize the graph for one trading date (or resume from a step)")
+    select_help = "Dagster asset selection (e.g. 'risk_buckets*' = it and everything downstream; default: all)"
+    r = sub.add_parser("run", help="materialize the graph for one trading date, or re-execute a run from a step")
     common(r)
-    r.add_argument("--select", help="asset selection: 'NAME+' = NAME and everything downstream; any other "
-                                    "Dagster selection string is passed through (default: everything)")
-    r.add_argument("--start-step", type=int, help="resume: re-run the assets of steps >= N plus implementation")
-    r.add_argument("--run-id", help="resume id YYYYMMDD-HHMMSS (its date is the partition)")
+    r.add_argument("--select", help=select_help)
+    r.add_argument("--start-step", type=int, help="re-execute run --run-id from runbook step N on (Dagster re-execution)")
+    r.add_argument("--run-id", help="the Dagster run id to re-execute (what `run` prints; `status` lists them)")
     r.set_defaults(func=cmd_run)
 
-    b = sub.add_parser("backfill", help="re-materialize a selection for every trading date in a range")
+    b = sub.add_parser("backfill", help="a Dagster backfill of a selection over a date range, run to completion")
     common(b, date=False)
     b.add_argument("--from", dest="date_from", required=True)
     b.add_argument("--to", dest="date_to", required=True)
-    b.add_argument("--select", help="'NAME+' = NAME and everything downstream, or a Dagster selection string")
+    b.add_argument("--select", help=select_help)
+    b.add_argument("--stale", action="store_true", help="re-materialize exactly what Dagster reports stale in the range")
     b.set_defaults(func=cmd_backfill)
+
+    st = sub.add_parser("stale", help="the (asset, partition) pairs Dagster reports stale, with the root cause")
+    common(st, date=False)
+    st.add_argument("--from", dest="date_from")
+    st.add_argument("--to", dest="date_to")
+    st.add_argument("--check-market-data", action="store_true",
+                    help="first re-fingerprint the source's bars (market_bars) so new or corrected bars show")
+    st.set_defaults(func=cmd_stale)
 
     v = sub.add_parser("verify-ledger", help="verify an audit.jsonl (links, hashes, pairing, files, signatures)")
     v.add_argument("path")
@@ -498,7 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--require-signatures", action="store_true")
     v.set_defaults(func=cmd_verify_ledger)
 
-    s = sub.add_parser("status", help="what is materialized for a date, gate results, where reports are")
+    s = sub.add_parser("status", help="a date's runs (their ids), what is materialized, gate results")
     common(s)
     s.set_defaults(func=cmd_status)
 
@@ -510,8 +792,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(rc)
     rc.set_defaults(func=cmd_recover)
 
-    ac = sub.add_parser("accept", help="accept a date's orders as executed: they become the current holdings")
+    ac = sub.add_parser("accept", help="record what was executed of a date's orders (the next book starts from it)")
     common(ac)
+    ac.add_argument("--not-traded", metavar="SYM,SYM", help="orders that were not executed at all")
+    ac.add_argument("--fills", metavar="FILE", help="CSV/Parquet of executed changes: symbol, delta_net_weight")
     ac.set_defaults(func=cmd_accept)
 
     u = sub.add_parser("ui", help="start the Dagster UI (and daemon) on 127.0.0.1")
@@ -536,6 +820,10 @@ def build_parser() -> argparse.ArgumentParser:
     ic.add_argument("--universe", help="CSV: symbol, asset_class, calendar, sector, industry, description, "
                                        "currency, direction (default: every symbol an equity on XNYS)")
     ic.set_defaults(func=cmd_import_closes)
+
+    ve = sub.add_parser("versions", help="every asset's code version; --refresh records the source snapshot")
+    ve.add_argument("--refresh", action="store_true")
+    ve.set_defaults(func=cmd_versions)
 
     be = sub.add_parser("bench", help="time the stages and compare with reference implementations")
     be.add_argument("--quick", action="store_true", help="smaller scale universes, no Dagster sections")

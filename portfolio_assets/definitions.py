@@ -1,51 +1,104 @@
-"""The one code location: every asset, check, job, schedule, sensor and resource."""
+"""The one code location: every asset, check, job, schedule, sensor and resource.
+
+Each module of `portfolio_assets/assets/` is loaded with its own name as the group
+(`assets/universe.py` -> group `universe`), so a group is named once, by the file its assets
+live in. Cross-cutting policy is applied here, once: code versions extended with the upstream's
+(`versions.with_upstream`) and the check that
+every dependency names an asset we define (a misspelt input or dependency is a definitions error
+instead of a silently created stub asset).
+
+No asset sets a `BackfillPolicy`: Dagster's default, one run per partition tagged
+`dagster/partition`, is what every asset needs (docs/ARCHITECTURE.md, "Backfills": per-partition
+check evaluations and ledgers, the per-partition run queue limit, retry of one date from the UI;
+no asset computes several partitions faster than one by one).
+"""
 
 from __future__ import annotations
 
 import importlib
 
 from dagster import (
-    AssetSelection,
+    AssetsDefinition,
     Definitions,
     JobDefinition,
-    define_asset_job,
     load_asset_checks_from_modules,
     load_assets_from_modules,
+    map_asset_specs,
 )
 
-from portfolio_assets.assets.common import PARTITIONS
-from portfolio_assets.io import ParquetIOManager
-from portfolio_assets.jobs import DAILY_JOB, daily_job, executor_for
+from portfolio_assets.io_manager import LakehouseIOManager
+from portfolio_assets.jobs import (
+    ACCEPT_JOB,
+    AUDIT_JOB,
+    DAILY_JOB,
+    accept_job,
+    audit_job,
+    daily_job,
+    executor_for,
+)
 from portfolio_assets.progress import progress_logger
-from portfolio_assets.resources import PortfolioSettings
+from portfolio_assets.resources import PortfolioSettings, PriceCache
 from portfolio_assets.schedules import daily_after_close
 from portfolio_assets.sensors import alert_on_check_warnings, alert_on_failed_run
+from portfolio_assets.versions import with_upstream
 
-ASSET_MODULE_NAMES = (
-    "run", "discovery", "universe", "history", "risk", "allocation", "validation", "reporting", "audit", "implementation",
-)
-ASSET_MODULES = [importlib.import_module(f"portfolio_assets.assets.{m}") for m in ASSET_MODULE_NAMES]
-AUDIT_JOB = "audit_gates"
+GROUPS = ("run", "discovery", "universe", "history", "risk", "allocation", "validation", "reporting", "audit",
+          "implementation")
+ASSET_MODULES = {group: importlib.import_module(f"portfolio_assets.assets.{group}") for group in GROUPS}
 
-audit_job = define_asset_job(
-    AUDIT_JOB,
-    selection=AssetSelection.checks_for_assets("history_500d", "target_weights", "audit_ledger"),
-    partitions_def=PARTITIONS,
-    description="Re-evaluate the blocking gate checks on the stored data of a partition (`make audit`).",
-)
+
+def _with_upstream_code_versions(loaded: list[AssetsDefinition]) -> list[AssetsDefinition]:
+    """Each asset's code version extended with its ancestors' (`versions.with_upstream`)."""
+    own = {key.to_user_string(): a.code_versions_by_key[key] for a in loaded for key in a.keys}
+    parents = {key.to_user_string(): {p.to_user_string() for p in deps} for a in loaded
+               for key, deps in a.asset_deps.items()}
+    full = with_upstream(own, parents)
+    return list(map_asset_specs(
+        lambda spec: spec.replace_attributes(code_version=full[spec.key.to_user_string()]), loaded))
+
+
+assets = _with_upstream_code_versions([
+    a for group, module in ASSET_MODULES.items()
+    for a in load_assets_from_modules([module], group_name=group)])
+asset_checks = load_asset_checks_from_modules(list(ASSET_MODULES.values()))
+groups = {key.to_user_string(): group for a in assets for key, group in a.group_names_by_key.items()}
 
 settings = PortfolioSettings()
 
 defs = Definitions(
-    assets=load_assets_from_modules(ASSET_MODULES),
-    asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
-    jobs=[daily_job, audit_job],
+    assets=assets,
+    asset_checks=asset_checks,
+    jobs=[daily_job, audit_job, accept_job],
     schedules=[daily_after_close],
     sensors=[alert_on_failed_run, alert_on_check_warnings],
-    resources={"settings": settings, "io_manager": ParquetIOManager(settings=settings)},
+    resources={
+        "settings": settings,
+        "price_cache": PriceCache(settings=settings),
+        "io_manager": LakehouseIOManager(settings=settings, groups=groups),
+    },
     loggers={"progress": progress_logger},
     executor=executor_for(settings.resolved().config.executor),
 )
+
+
+def undefined_dependencies(definitions: Definitions) -> dict[str, list[str]]:
+    """`{asset or check: [upstream keys no asset of ours defines]}` (empty when every dependency resolves)."""
+    defined = {key for a in definitions.assets or [] for key in a.keys}
+    graph = definitions.resolve_asset_graph()
+    out: dict[str, list[str]] = {}
+    for key in sorted(defined, key=lambda k: k.to_user_string()):
+        missing = sorted(p.to_user_string() for p in graph.get(key).parent_keys if p not in defined)
+        if missing:
+            out[key.to_user_string()] = missing
+    for check in graph.asset_check_keys:
+        if check.asset_key not in defined:
+            out[check.to_user_string()] = [check.asset_key.to_user_string()]
+    return out
+
+
+_undefined = undefined_dependencies(defs)
+if _undefined:
+    raise ValueError(f"dependencies on assets that no module defines (a typo?): {_undefined}")
 
 
 def get_daily_job() -> JobDefinition:
@@ -55,3 +108,7 @@ def get_daily_job() -> JobDefinition:
 
 def get_audit_job() -> JobDefinition:
     return defs.resolve_job_def(AUDIT_JOB)
+
+
+def get_accept_job() -> JobDefinition:
+    return defs.resolve_job_def(ACCEPT_JOB)

@@ -14,10 +14,16 @@ from portfolio_assets.assets.common import PARTITIONS
 from portfolio_assets.manifest import ExecutorConfig
 
 DAILY_JOB = "daily_portfolio"
+AUDIT_JOB = "audit_gates"
+ACCEPT_JOB = "accept_executions"
+# Everything a trading date computes. `executions` is left out: it is a fact an operator states
+# (`portfolio-assets accept`), never something a whole-graph run produces.
+DAILY_SELECTION = AssetSelection.all() - AssetSelection.assets("executions")
+GATE_ASSETS = ("history_500d", "target_weights", "audit_ledger")
 
 
 def executor_for(cfg: ExecutorConfig) -> ExecutorDefinition:
-    """multiprocess (default, both cores), in_process, or dask (local cluster or a scheduler)."""
+    """in_process (default: fastest on 2 cores), multiprocess (both cores), or dask."""
     if cfg.kind == "in_process":
         return in_process_executor
     if cfg.kind == "dask":
@@ -38,7 +44,21 @@ def executor_for(cfg: ExecutorConfig) -> ExecutorDefinition:
 
 daily_job = define_asset_job(
     DAILY_JOB,
-    selection=AssetSelection.all(),
+    selection=DAILY_SELECTION,
     partitions_def=PARTITIONS,
     description="The whole graph for one trading date: discovery to orders, with every check.",
+)
+
+audit_job = define_asset_job(
+    AUDIT_JOB,
+    selection=AssetSelection.checks_for_assets(*GATE_ASSETS),
+    partitions_def=PARTITIONS,
+    description="Re-evaluate the blocking gate checks on the stored data of a partition (`make audit`).",
+)
+
+accept_job = define_asset_job(
+    ACCEPT_JOB,
+    selection=AssetSelection.assets("executions"),
+    partitions_def=PARTITIONS,
+    description="Record what was executed of a partition's orders (`portfolio-assets accept`).",
 )

@@ -2,15 +2,21 @@
 
 Layout under `<root>/<profile>/`:
 
-    <group>/<asset>/<date>.parquet          one table per asset per partition
-    <group>/<asset>__<part>/<date>.parquet  further tables of the same asset (queryable the same way)
+    <group>/<asset>/<date>.parquet          one table per asset key per partition (the IO manager's;
+                                            a multi-asset's further tables are keys `<asset>__<part>`)
+    files/<asset>/<date>/...                files an asset writes besides its tables (images, Markdown)
+    reports/<date>/...                      the `reports` asset's folder
     prices/<EXCH__TICKER>.parquet           the price cache (merged, de-duplicated; never wiped)
-    reports/<date>/...                      reports and images
     ledger/<date>/audit.jsonl               the partition's audit ledger
-    state/...                               accepted holdings, gate records
+    _intermediate/<run id>/...              values passed between the tournament's ops
 
-Every write goes to a temporary file in the same directory and is renamed into place (POSIX
-`os.replace` is atomic), so a killed step leaves the previous partition intact. No pickle.
+Every table write goes to a temporary file in the same directory and is renamed into place (POSIX
+`os.replace` is atomic), so a killed step leaves the previous partition intact. A folder an asset
+owns (`files/<asset>/<date>`, `reports/<date>`) is a symbolic link to a complete version folder,
+swapped by one `os.replace` of the link (`publish_dir`): readers see the old or the new folder,
+never a mix, and re-materializing an asset replaces only its own tables and folder. Tables are
+stored without pandas index columns (a named index, e.g. `session`, is an ordinary column). No
+pickle.
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import io
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -33,6 +42,7 @@ from portfolio_assets.symbols import filename_symbol, symbol_filename, validate_
 
 DEFAULT_ROOT = PROJECT_ROOT / "lakehouse"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+T = TypeVar("T")
 PRICE_COLUMNS = ("time", "open", "high", "low", "close", "volume", "source", "fetched_at")
 
 
@@ -82,10 +92,32 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
-def atomic_write_frame(path: Path, df: pd.DataFrame) -> Path:
-    """Write a DataFrame as Parquet atomically. The index is kept (restored on read)."""
+def stored_form(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame as an asset table stores it: an unnamed index (positions or leftovers of a
+    filter) is dropped, a named index (e.g. `session`) is kept and written as a column."""
+    names = [n for n in df.index.names if n is not None]
+    if not names:
+        return df.reset_index(drop=True)
+    if len(names) != df.index.nlevels:
+        raise ValueError(f"index levels {list(df.index.names)}: name every level or none")
+    return df
+
+
+def read_back(df: pd.DataFrame) -> pd.DataFrame:
+    """What a reader gets back from `Lakehouse.write_table(df)`: the same Parquet round trip, in
+    memory (it can change dtypes, e.g. a nullable Int32 comes back as Int64)."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(stored_form(df), preserve_index=None), buffer)
+    buffer.seek(0)
+    return pd.read_parquet(buffer)
+
+
+def atomic_write_frame(path: Path, df: pd.DataFrame, *, preserve_index: bool | None = True) -> Path:
+    """Write a DataFrame as Parquet atomically (temp file, fsync, rename). With the default
+    `preserve_index=True` every index is kept (the price cache's format); asset tables use
+    `write_table`, which stores `stored_form(df)` with `preserve_index=None` (no index columns)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(df, preserve_index=True)
+    table = pa.Table.from_pandas(df, preserve_index=preserve_index)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -114,6 +146,39 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def publish_dir(target: Path, build: Callable[[Path], T]) -> T:
+    """Build a folder with `build(staging)` and make it `target` in one atomic step.
+
+    `target` is a relative symbolic link to `.<name>.versions/<token>/`; the new version is built
+    beside the old one and the link is swapped with `os.replace`, so readers see the old folder or
+    the new one, never a mix, and a failed build leaves the old one in place. Older versions are
+    removed after the swap. A `target` that is still a plain folder (written before this layout)
+    is moved into the versions folder first.
+    """
+    versions = target.parent / f".{target.name}.versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ-"), dir=versions))
+    try:
+        result = build(stage)
+        for path in sorted(stage.rglob("*")):
+            if path.is_file():
+                with open(path, "rb") as fh:
+                    os.fsync(fh.fileno())
+        if target.exists() and not target.is_symlink():
+            os.replace(target, versions / f"legacy-{stage.name}")
+        link = target.parent / f".{target.name}.link-{stage.name}"
+        os.symlink(os.path.relpath(stage, target.parent), link)
+        os.replace(link, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    for old in versions.iterdir():
+        if old != stage:
+            shutil.rmtree(old, ignore_errors=True)
+    return result
+
+
 class Lakehouse:
     """One profile's storage root. All paths are validated and stay inside the root."""
 
@@ -125,6 +190,11 @@ class Lakehouse:
         self.root = (base / profile).resolve()
         self.profile = profile
 
+    def _named(self, path: Path) -> Path:
+        """`path` as named (links not followed), after checking it resolves inside the root."""
+        self._inside(path)
+        return Path(os.path.abspath(path))
+
     def _inside(self, path: Path) -> Path:
         resolved = path.resolve()
         if resolved != self.root and self.root not in resolved.parents:
@@ -133,32 +203,43 @@ class Lakehouse:
 
     # ---- asset partitions -------------------------------------------------------------------
     def table_path(self, group: str, asset: str, partition: str, part: str | None = None) -> Path:
+        """`<group>/<asset>/<date>.parquet`; `part` names a multi-asset's further table `<asset>__<part>`."""
         name = _check_name("asset", asset) + (f"__{_check_name('part', part)}" if part else "")
         return self._inside(self.root / _check_name("group", group) / name / f"{_check_date(partition)}.parquet")
 
     def write_table(self, group: str, asset: str, partition: str, df: pd.DataFrame, part: str | None = None) -> Path:
-        return atomic_write_frame(self.table_path(group, asset, partition, part), df)
+        """Store `stored_form(df)` atomically (no pandas index columns in the file)."""
+        return atomic_write_frame(self.table_path(group, asset, partition, part), stored_form(df), preserve_index=None)
 
     def read_table(self, group: str, asset: str, partition: str, part: str | None = None) -> pd.DataFrame:
         path = self.table_path(group, asset, partition, part)
         if not path.exists():
             label = asset + (f"__{part}" if part else "")
-            raise FileNotFoundError(
-                f"{label} has no stored partition {partition} at {path}; materialize it first"
-            )
+            raise FileNotFoundError(f"{label} has no stored partition {partition} at {path}; materialize it first")
         return pd.read_parquet(path)
 
     def has_table(self, group: str, asset: str, partition: str, part: str | None = None) -> bool:
         return self.table_path(group, asset, partition, part).exists()
 
     def partition_files(self, partition: str) -> list[Path]:
-        """Every stored table of `partition` (used by step 1 to clear stale derived artifacts)."""
+        """Every stored table of `partition`."""
         _check_date(partition)
         return sorted(p for p in self.root.glob(f"*/*/{partition}.parquet") if p.parent.parent.name != "prices")
 
-    # ---- reports, ledger, state ------------------------------------------------------------
+    def stored_partitions(self, group: str, asset: str) -> list[str]:
+        """Partition keys with a stored table of `asset`, sorted."""
+        folder = self.table_path(group, asset, "2000-01-03").parent
+        return sorted(p.stem for p in folder.glob("*.parquet")) if folder.exists() else []
+
+    # ---- folders owned by one asset, reports, ledger --------------------------------------
+    def files_dir(self, asset: str, partition: str) -> Path:
+        """`files/<asset>/<date>`: the folder of files `asset` writes for `partition` besides its
+        tables (a link to its current version, see `publish_dir`)."""
+        return self._named(self.root / "files" / _check_name("asset", asset) / _check_date(partition))
+
     def reports_dir(self, partition: str) -> Path:
-        return self._inside(self.root / "reports" / _check_date(partition))
+        """`reports/<date>`: the `reports` asset's folder (a link to its current version)."""
+        return self._named(self.root / "reports" / _check_date(partition))
 
     def report_path(self, partition: str, relative: str) -> Path:
         if relative.startswith("/") or ".." in Path(relative).parts:
@@ -169,31 +250,13 @@ class Lakehouse:
         return self._inside(self.root / "ledger" / _check_date(partition) / "audit.jsonl")
 
     def state_path(self, name: str) -> Path:
+        """A path under `state/` (no asset of the graph keeps state there; kept for operators' files)."""
         return self._inside(self.root / "state" / name)
 
     def relative(self, path: Path) -> str:
-        """Path relative to the profile root (what the ledger records)."""
-        return str(self._inside(path).relative_to(self.root))
-
-    def clear_partition(self, partition: str, keep_groups: tuple[str, ...] = ("run",)) -> list[str]:
-        """Move this partition's derived artifacts (tables, reports, gate records) out of the way,
-        into `_archive/<partition>/<UTC time>/`, so no stale file of an earlier run can be read as
-        this run's; never the price cache. Nothing is deleted: a re-run that fails part-way leaves
-        the previous partition whole in the archive. Returns the moved paths (relative)."""
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        archive = self._inside(self.root / "_archive" / _check_date(partition) / stamp)
-        moved: list[str] = []
-        targets = [p for p in self.partition_files(partition) if p.parent.parent.name not in keep_groups]
-        for extra in (self.reports_dir(partition), self.root / "state" / "gates" / partition):
-            if extra.exists():
-                targets.append(extra)
-        for path in targets:
-            rel = self.relative(path)
-            dest = archive / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, dest)
-            moved.append(rel)
-        return moved
+        """Path relative to the profile root as the caller named it (what the ledger records),
+        after checking that it resolves inside the root (a published folder is a link)."""
+        return self._named(path).relative_to(self.root).as_posix()
 
     # ---- price cache ------------------------------------------------------------------------
     def price_path(self, symbol: str) -> Path:
@@ -239,7 +302,7 @@ class Lakehouse:
         if self.root.exists():
             for folder in sorted(self.root.glob("*/*")):
                 if (folder.is_dir() and NAME_RE.fullmatch(folder.name)  # asset folders, not e.g. scans/<date>
-                        and folder.parent.name not in ("reports", "ledger", "state", "prices")
+                        and folder.parent.name not in ("reports", "ledger", "state", "prices", "files")
                         and not folder.parent.name.startswith("_")):
                     if any(folder.glob("*.parquet")):
                         out[folder.name] = str(folder / "*.parquet")
@@ -248,22 +311,25 @@ class Lakehouse:
         return out
 
     def duckdb(self, database: str = ":memory:"):
-        """A DuckDB connection with one view per asset; each view has a `partition` (or `symbol`) column."""
+        """A DuckDB connection with one view per asset table (and `prices`).
+
+        Asset views lead with the `partition` taken from the file name; a table's own `partition`
+        column (the run manifest's) is that same date, so it is not repeated (no `partition_1`).
+        Pandas index columns of files written before tables were stored without an index
+        (`__index_level_0__`) are left out."""
         import duckdb
 
         con = duckdb.connect(database)
         for name, glob in self.table_globs().items():
+            source = f"read_parquet('{glob}', filename=true, union_by_name=true)"
+            columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+            hidden = {"filename", "partition"} | {c for c in columns if re.fullmatch(r"__index_level_\d+__", c)}
             if name == "prices":
-                select = (
-                    f"SELECT replace(regexp_extract(filename, '([^/]+)\\.parquet$', 1), '__', ':') AS symbol, * "
-                    f"EXCLUDE (filename) FROM read_parquet('{glob}', filename=true, union_by_name=true)"
-                )
+                lead = "replace(regexp_extract(filename, '([^/]+)\\.parquet$', 1), '__', ':') AS symbol"
             else:
-                select = (
-                    f"SELECT regexp_extract(filename, '([0-9-]+)\\.parquet$', 1) AS partition, * EXCLUDE (filename) "
-                    f"FROM read_parquet('{glob}', filename=true, union_by_name=true)"
-                )
-            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {select}')
+                lead = "regexp_extract(filename, '([0-9-]+)\\.parquet$', 1) AS partition"
+            keep = ", ".join(f'"{c}"' for c in columns if c not in hidden)
+            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT {lead}{", " + keep if keep else ""} FROM {source}')
         return con
 
     def write_catalog(self) -> Path:

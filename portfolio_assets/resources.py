@@ -1,11 +1,15 @@
-"""Dagster resources: the resolved profile, its lakehouse and its market-data source."""
+"""Dagster resources: the resolved profile, its lakehouse, its market-data source, the price cache."""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import os
 from functools import lru_cache
+from typing import Any
 
+import pandas as pd
 from dagster import ConfigurableResource
 
 from portfolio_assets.lakehouse import Lakehouse
@@ -56,3 +60,44 @@ class PortfolioSettings(ConfigurableResource):
         cfg = self.resolved().config.source
         given = cfg.model_dump(mode="json")["settings"]
         return _source_cached(cfg.kind, json.dumps(given, sort_keys=True), str(self.lakehouse().root))
+
+
+class RecordedCache(Lakehouse):
+    """The profile's lakehouse whose price-cache writes are recorded: every `merge_prices` (the
+    only writer of `prices/`) adds the symbol, the bars written and their content hash."""
+
+    def __init__(self, root: Any, profile: str):
+        super().__init__(root, profile)
+        self.writes: list[dict[str, Any]] = []
+
+    def merge_prices(self, symbol: str, bars: pd.DataFrame, source: str, fetched_at: dt.datetime) -> pd.DataFrame:
+        from portfolio_assets.ledger import frame_hash
+
+        merged = super().merge_prices(symbol, bars, source, fetched_at)
+        days = pd.to_datetime(bars["time"], utc=True)
+        self.writes.append({
+            "symbol": symbol, "bars": len(bars), "source": source,
+            "first": days.min().date().isoformat() if len(bars) else None,
+            "last": days.max().date().isoformat() if len(bars) else None,
+            "bars_hash": frame_hash(bars.loc[:, ["time", "open", "high", "low", "close", "volume"]].reset_index(drop=True)),
+        })
+        return merged
+
+    def summary(self) -> dict[str, Any]:
+        """What this step wrote to the cache: counts and one hash over every write, in order
+        (fetch times excluded, so the same bars give the same hash in any process)."""
+        digest = hashlib.sha256(json.dumps([(w["symbol"], w["bars_hash"]) for w in self.writes]).encode())
+        return {"writes": len(self.writes), "symbols": len({w["symbol"] for w in self.writes}),
+                "bars": sum(w["bars"] for w in self.writes), "writes_hash": f"sha256:{digest.hexdigest()}"}
+
+
+class PriceCache(ConfigurableResource):
+    """Owner of the per-symbol price cache (`prices/<EXCH__TICKER>.parquet`, merged and
+    de-duplicated, never wiped). Assets that fetch bars take this resource; each step gets a
+    `RecordedCache` whose writes go into the step's metadata and ledger outcome (`Step`)."""
+
+    settings: PortfolioSettings
+
+    def recorder(self) -> RecordedCache:
+        lake = self.settings.lakehouse()
+        return RecordedCache(lake.base, lake.profile)

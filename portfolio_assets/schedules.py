@@ -13,7 +13,8 @@ from portfolio_assets.partitions import MASTER_TZ, is_session
     cron_schedule="30 17 * * 1-5",
     execution_timezone=MASTER_TZ,
     default_status=DefaultScheduleStatus.STOPPED,
-    description="17:30 New York on weekdays: materialize today's partition if XNYS had a session.",
+    description="17:30 New York on weekdays: materialize today's partition if XNYS had a session "
+                "(the partition exists from the 16:00 close on).",
 )
 def daily_after_close(context: ScheduleEvaluationContext):
     day = context.scheduled_execution_time.date()

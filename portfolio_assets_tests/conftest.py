@@ -140,10 +140,11 @@ def byte_digest(path: Path) -> str:
 
 
 def partition_snapshot(root: Path, partition: str) -> dict[str, str]:
-    """SHA-256 of the bytes of every file that belongs to `partition`: its tables, reports, ledger
-    (incl. archives) and gate records. Lock files are skipped (empty, and created by readers)."""
+    """SHA-256 of the bytes of every file that belongs to `partition`: its tables, the assets'
+    folders (reports, images ...) and its ledger (incl. archives). Lock files are skipped (empty,
+    and created by readers)."""
     files = list(table_paths(root, partition))
-    for folder in (root / "reports" / partition, root / "ledger" / partition, root / "state" / "gates" / partition):
+    for folder in (root / "reports" / partition, root / "ledger" / partition, *root.glob(f"files/*/{partition}")):
         if folder.exists():
             files += [p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
     return {p.relative_to(root).as_posix(): byte_digest(p) for p in sorted(files)}

@@ -16,9 +16,14 @@ env = environment  # the one helper, shared with the bench
 
 def run_graph(lake: Path, profile: str = "development", partition: str = PARTITION,
               selection: AssetSelection | None = None, instance: DagsterInstance | None = None, **env_extra: str):
-    """Materialize (a selection of) the graph in-process; returns the ExecuteInProcessResult."""
-    from portfolio_assets.definitions import defs
+    """Materialize (a selection of) the daily graph in-process; returns the ExecuteInProcessResult.
 
+    A selection is widened to whole multi-table steps (Dagster's `required_multi_asset_neighbors`,
+    as the UI and the CLI do)."""
+    from portfolio_assets.definitions import defs
+    from portfolio_assets.jobs import DAILY_SELECTION
+
+    selection = DAILY_SELECTION if selection is None else selection | selection.required_multi_asset_neighbors()
     with env(PA_LAKEHOUSE=str(lake), PA_PROFILE=profile, **env_extra):
         return materialize(
             list(defs.assets) + list(defs.asset_checks), partition_key=partition, resources=defs.resources,
@@ -49,13 +54,26 @@ def step_errors(result) -> dict[str, str]:
     return out
 
 
+def tables(step: str, *parts: str) -> set[str]:
+    """The asset keys of a multi-table step: `step` and `step__<part>`."""
+    return {step, *(f"{step}__{part}" for part in parts)}
+
+
+# Every asset of the daily graph (everything but `executions`, which `accept` records).
 ALL_ASSETS = {
-    "run_manifest", "equity_scan", "crypto_scan", "bond_scan", "forex_scan", "raw_pool", "returns_60d",
-    "selected_universe", "enriched_universe", "history_500d", "raw_pool_history", "risk_buckets", "market_regime",
-    "target_weights", "tournament", "reports", "golden_artifacts", "audit_ledger", "implementation_orders",
+    "run_manifest", "equity_scan", "crypto_scan", "bond_scan", "forex_scan", *tables("raw_pool", "audit"),
+    "market_bars", *tables("returns_60d", "coverage"), *tables("selected_universe", "audit"), "enriched_universe",
+    *tables("history_500d", "returns", "health", "recovery"), *tables("raw_pool_history", "coverage"),
+    *tables("risk_buckets", "stats", "pairs"), "market_regime", "holdings", *tables("target_weights", "diagnostics"),
+    *tables("tournament", "windows", "returns", "weights", "contexts"), "reports", "golden_artifacts", "audit_ledger",
+    "implementation_orders",
 }
-DOWNSTREAM_OF_HISTORY = {"risk_buckets", "market_regime", "target_weights", "tournament", "reports",
-                         "golden_artifacts", "audit_ledger", "implementation_orders"}
+# What reads a history table (all blocked by a failed health gate) and everything after it.
+DOWNSTREAM_OF_HISTORY = {
+    *tables("risk_buckets", "stats", "pairs"), "market_regime", *tables("target_weights", "diagnostics"),
+    *tables("tournament", "windows", "returns", "weights", "contexts"), "reports", "golden_artifacts", "audit_ledger",
+    "implementation_orders",
+}
 
 __all__ = ["ALL_ASSETS", "DOWNSTREAM_OF_HISTORY", "PARTITION", "check_results", "env", "materialized",
-           "run_graph", "step_errors"]
+           "run_graph", "step_errors", "tables"]

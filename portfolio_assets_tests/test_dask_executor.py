@@ -38,9 +38,9 @@ def stored_upstream(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("dask")
     partition = PARTITION
-    with environment(PA_PROFILE=PROFILE, PA_LAKEHOUSE=str(root / "lake"), PA_CLI_OVERRIDES=None), \
+    with environment(PA_PROFILE=PROFILE, PA_LAKEHOUSE=str(root / "lake"), PA_CLI_OVERRIDES=None, PA_EXECUTOR__KIND="dask"), \
             persistent_instance(root / "dagster_home") as instance:
-        upstream = AssetSelection.assets(*UPSTREAM).upstream()
+        upstream = AssetSelection.assets(*UPSTREAM).upstream().required_multi_asset_neighbors()
         result = materialize_partition(partition, instance, selection=upstream)
         assert result.success, run_error(result)
         yield instance, partition, Lakehouse(root / "lake", PROFILE)

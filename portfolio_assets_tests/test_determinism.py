@@ -27,11 +27,11 @@ from portfolio_assets_tests.conftest import (
 pytestmark = pytest.mark.slow
 
 # Tables computed without reading the price cache (scans, raw pool, the run manifest).
-CACHE_INDEPENDENT = ("run/", "discovery/", "universe/raw_pool/", "universe/raw_pool__audit/")
-EVERY_STEP = {"run_manifest", "bond_scan", "crypto_scan", "equity_scan", "forex_scan", "raw_pool", "returns_60d",
-              "selected_universe", "enriched_universe", "history_500d", "raw_pool_history", "risk_buckets",
-              "market_regime", "target_weights", "tournament", "reports", "golden_artifacts", "audit_ledger",
-              "implementation_orders"}
+CACHE_INDEPENDENT = ("run/", "discovery/", "universe/raw_pool/", "universe/raw_pool__audit/", "history/market_bars/")
+EVERY_STEP = {"run_manifest", "bond_scan", "crypto_scan", "equity_scan", "forex_scan", "raw_pool", "market_bars",
+              "returns_60d", "selected_universe", "enriched_universe", "history_500d", "raw_pool_history",
+              "risk_buckets", "market_regime", "holdings", "target_weights", "tournament", "reports",
+              "golden_artifacts", "audit_ledger", "implementation_orders"}
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_two_fresh_runs_record_identical_ledger_output_hashes(dev_lakehouse, sec
     first = ledger_output_hashes(dev_lakehouse.ledger())
     second = ledger_output_hashes(second_fresh_run.ledger())
     assert {asset for asset, _ in first} >= EVERY_STEP
-    assert len(first) > 60  # tables, their parts, every report file and the golden bundle
+    assert len(first) > 38  # every table, and the folders: reports, the golden bundle, images, data health
     assert _differences(first, second) == []
     # The recorded hashes are those of the stored files (so equal hashes mean equal stored data).
     for run in (dev_lakehouse, second_fresh_run):

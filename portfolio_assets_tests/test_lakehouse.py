@@ -70,17 +70,62 @@ def test_price_cache_merges_and_deduplicates(lake):
     assert lake.cached_symbols() == ["AMEX:SPY"]
 
 
-def test_clear_partition_never_touches_price_cache(lake):
-    t = pd.date_range("2024-07-01", periods=2, tz="UTC")
-    lake.merge_prices("AMEX:SPY", pd.DataFrame({"time": t, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}),
-                      "synthetic", dt.datetime.now(dt.UTC))
-    lake.write_table("universe", "raw_pool", "2024-07-05", frame(1.0))
-    lake.write_table("universe", "raw_pool", "2024-07-08", frame(1.0))
-    lake.write_table("run", "run_manifest", "2024-07-05", frame(1.0))
-    removed = lake.clear_partition("2024-07-05")
-    assert removed == ["universe/raw_pool/2024-07-05.parquet"]
-    assert lake.has_table("universe", "raw_pool", "2024-07-08") and lake.has_table("run", "run_manifest", "2024-07-05")
-    assert lake.price_path("AMEX:SPY").exists()
+def test_tables_are_stored_without_pandas_index_columns(lake):
+    import pyarrow.parquet as pq
+
+    filtered = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": list("xyz")}).iloc[[2, 0]]  # a leftover index 2, 0
+    path = lake.write_table("universe", "raw_pool", "2024-07-05", filtered)
+    assert pq.read_schema(path).names == ["a", "b"]
+    pd.testing.assert_frame_equal(lake.read_table("universe", "raw_pool", "2024-07-05"), filtered.reset_index(drop=True))
+    sessions = pd.DataFrame({"x": [0.1, 0.2]}, index=pd.DatetimeIndex(["2024-07-03", "2024-07-05"], name="session"))
+    path = lake.write_table("universe", "returns_60d", "2024-07-05", sessions)
+    assert pq.read_schema(path).names == ["x", "session"]  # a named index is an ordinary column ...
+    pd.testing.assert_frame_equal(lake.read_table("universe", "returns_60d", "2024-07-05"), sessions)  # ... and comes back
+    with pytest.raises(ValueError, match="name every level or none"):
+        lh.stored_form(pd.DataFrame({"x": [1]}, index=pd.MultiIndex.from_tuples([("a", 1)], names=["k", None])))
+
+
+def test_read_back_is_what_the_file_gives_back(lake):
+    from portfolio_assets.ledger import file_hash, frame_hash
+
+    df = pd.DataFrame({"n": pd.array([1, None], dtype="Int32"), "s": ["a", "b"]}).iloc[[1, 0]]
+    path = lake.write_table("universe", "raw_pool", "2024-07-05", df)
+    assert frame_hash(lh.read_back(df)) == file_hash(path)
+
+
+def test_publish_dir_swaps_a_whole_folder_and_keeps_the_old_one_on_failure(lake):
+    target = lake.files_dir("risk_buckets", "2024-07-05")
+
+    def build(files: dict[str, str]):
+        def write(stage):
+            for name, text in files.items():
+                (stage / name).write_text(text)
+            return sorted(files)
+        return write
+
+    assert lh.publish_dir(target, build({"a.md": "1", "b.md": "2"})) == ["a.md", "b.md"]
+    assert target.is_symlink() and sorted(p.name for p in target.iterdir()) == ["a.md", "b.md"]
+    lh.publish_dir(target, build({"a.md": "3"}))
+    assert sorted(p.name for p in target.iterdir()) == ["a.md"] and (target / "a.md").read_text() == "3"  # b.md gone
+
+    def fail(stage):
+        (stage / "a.md").write_text("half")
+        raise RuntimeError("plot failed")
+
+    with pytest.raises(RuntimeError, match="plot failed"):
+        lh.publish_dir(target, fail)
+    assert (target / "a.md").read_text() == "3"
+    versions = target.parent / f".{target.name}.versions"
+    assert len(list(versions.iterdir())) == 1  # the failed stage and the replaced versions are gone
+    assert lake.relative(target / "a.md") == "files/risk_buckets/2024-07-05/a.md"  # as named, not resolved
+
+
+def test_publish_dir_takes_over_a_plain_folder(lake):
+    target = lake.reports_dir("2024-07-05")
+    target.mkdir(parents=True)
+    (target / "old.md").write_text("old")
+    lh.publish_dir(target, lambda stage: (stage / "new.md").write_text("new"))
+    assert target.is_symlink() and [p.name for p in target.iterdir()] == ["new.md"]
 
 
 def test_duckdb_views_over_every_asset(lake):
@@ -93,6 +138,21 @@ def test_duckdb_views_over_every_asset(lake):
     assert con.execute("SELECT count(*) FROM raw_pool__audit").fetchone() == (2,)
     path = lake.write_catalog()
     assert path.exists() and not any(p.name.endswith(".tmp") for p in path.parent.iterdir())
+
+
+def test_duckdb_views_hide_index_columns_and_keep_one_partition_column(lake):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = pd.DataFrame([{"partition": "2024-07-05", "profile": "demo"}])
+    lake.write_table("run", "run_manifest", "2024-07-05", manifest)
+    legacy = lake.table_path("universe", "raw_pool", "2024-07-08")  # written before tables dropped the index
+    legacy.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(frame(1.0).iloc[[1, 0]], preserve_index=True), legacy)
+    assert "__index_level_0__" in pq.read_schema(legacy).names
+    con = lake.duckdb()
+    assert [c[0] for c in con.execute("DESCRIBE run_manifest").fetchall()] == ["partition", "profile"]
+    assert [c[0] for c in con.execute("DESCRIBE raw_pool").fetchall()] == ["partition", "a", "b"]
 
 
 def test_no_pickle_anywhere_in_the_package():

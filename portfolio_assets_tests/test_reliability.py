@@ -264,8 +264,8 @@ def test_killed_rerun_at_several_points_leaves_old_or_new_tables_and_a_rerun_suc
 
 @pytest.fixture(scope="module")
 def killed_selection_rerun(dev_lakehouse, tmp_path_factory):
-    """A copy of the dev lakehouse in which `run --select 'history_500d*'` (no step 1, so nothing is
-    cleared) was SIGKILLed right after history_500d's table was replaced."""
+    """A copy of the dev lakehouse in which `run --select 'history_500d*'` (no step 1) was
+    SIGKILLed right after history_500d's table was replaced."""
     base = tmp_path_factory.mktemp("killed_selection")
     run = copy_run(dev_lakehouse, base)
     old = table_hashes(run.root, DEV_DATE)
@@ -280,7 +280,7 @@ def killed_selection_rerun(dev_lakehouse, tmp_path_factory):
 def test_killed_selection_rerun_keeps_every_table_old_or_new(killed_selection_rerun):
     run, old, old_cache, reason = killed_selection_rerun
     obs = _assert_consistent_after_kill(run, old_cache, reason)
-    assert set(obs.contents) == set(old), "a re-run without step 1 clears nothing: every table must still be there"
+    assert set(obs.contents) == set(old), "a re-run replaces tables, never removes one: every table must still be there"
     changed = {t for t in old if obs.contents[t] != old[t]}
     # Only the selection (history_500d and what depends on it) may have been rewritten.
     upstream = ("run/", "discovery/", "universe/", "history/raw_pool_history")
@@ -334,7 +334,7 @@ def test_temp_leftovers_of_a_killed_report_write_are_not_taken_into_the_golden_b
     (reports / ".golden.x1y2z3" / "index.md").write_bytes((reports / "index.md").read_bytes())
     proc = run_graph_cli(run, DEV_DATE, "--select", "golden_artifacts")
     assert proc.returncode == 0, describe(proc)
-    manifest = (reports / "golden" / "golden_manifest.json").read_text()
+    manifest = (run.root / "files" / "golden_artifacts" / DEV_DATE / "golden" / "golden_manifest.json").read_text()
     sources = [entry["source"] for entry in json.loads(manifest)["files"]]
     assert sources and not [s for s in sources if any(part.startswith(".") for part in s.split("/"))], sources
 

@@ -1,34 +1,46 @@
-"""The one piece of wiring every asset shares: read stored inputs, write outputs atomically,
-record metadata and the ledger's intent/outcome pair.
+"""The ledger's intent/outcome pair around one asset step, and the outputs it emits.
 
-    with Step(context, settings, "raw_pool", "universe", params={...}) as step:
-        scans = step.read("discovery", "equity_scan")
-        ...
-        step.write(pool)
-        return step.result(metrics={...}, preview=pool)
+    @multi_asset(outs=outs("raw_pool", 3, {"audit": ...}, ...), ...)
+    def raw_pool(context, settings: PortfolioSettings, equity_scan: pd.DataFrame, ...):
+        with Step(context, settings) as step:
+            ...
+            yield from step.emit({"raw_pool": pool, "raw_pool__audit": audit}, metrics={...}, preview=pool)
 
-An exception inside the block writes a `failed` outcome (with the error) and re-raises.
+* entering writes the ledger's `intent` (before any compute): parameters, profile and the data
+  version of every upstream partition the step reads;
+* `emit` yields one `Output` per table with its content hash as the Dagster data version; the IO
+  manager stores it; when the generator resumes, the stored file is hashed again (what the
+  verifier will see) and must equal that data version;
+* leaving writes the `outcome` after every output is stored: status, metrics, events, final
+  parameters, the hash of every stored file and folder, and the price-cache writes. An exception
+  in the block, or a step stopped before its outputs were all stored, writes a `failed` outcome.
+
+Files besides tables (images, Markdown) go into a folder the asset owns, published atomically
+(`publish`), and are recorded as one output with the folder's hash.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, OpExecutionContext
+from dagster import AssetKey, AssetRecordsFilter, DataVersion, GraphDefinition, MetadataValue, Output
 
-from portfolio_assets.lakehouse import Lakehouse
-from portfolio_assets.ledger import Ledger, file_hash, frame_hash, signer_from_env
+from portfolio_assets.io_manager import content_version
+from portfolio_assets.lakehouse import Lakehouse, publish_dir
+from portfolio_assets.ledger import Ledger, file_hash, signer_from_env
 from portfolio_assets.manifest import Config, ResolvedManifest
 from portfolio_assets.partitions import validate_partition_date
-from portfolio_assets.resources import PortfolioSettings
+from portfolio_assets.resources import PortfolioSettings, PriceCache, RecordedCache
+
+T = TypeVar("T")
+DATA_VERSION_TAG = "dagster/data_version"
 
 
 def preview_md(df: pd.DataFrame, n: int = 15, floatfmt: str = ".4f") -> MetadataValue:
@@ -75,123 +87,132 @@ def genesis_payload(resolved: ResolvedManifest) -> dict[str, Any]:
     }
 
 
+def upstream_versions(context: Any, partition: str) -> dict[str, str]:
+    """`{upstream asset: data version}` of the partitions this step reads, from Dagster's records
+    (the content hash the upstream's ledger outcome recorded), `missing` when never stored."""
+    assets_def = context.assets_def
+    # An op inside a graph-backed asset (the tournament) does not own the asset's inputs, all of
+    # which read the step's own partition.
+    graph_backed = isinstance(assets_def.node_def, GraphDefinition)
+    out: dict[str, str] = {}
+    for name, key in sorted(assets_def.keys_by_input_name.items(), key=lambda kv: kv[1].to_user_string()):
+        partitions = [partition] if graph_backed else list(context.asset_partition_keys_for_input(name))
+        for part in partitions:
+            records = context.instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=key, asset_partitions=[part]), limit=1).records
+            version = records[0].asset_materialization.tags.get(DATA_VERSION_TAG) if records else None
+            out[f"{key.to_user_string()}@{part}" if part != partition else key.to_user_string()] = version or "missing"
+    return out
+
+
 class Step:
-    """One asset materialization for one partition."""
+    """One asset step for one partition: ledger records, outputs, metadata (module docstring)."""
 
     def __init__(
         self,
-        context: AssetExecutionContext | OpExecutionContext,
+        context: Any,
         settings: PortfolioSettings,
-        asset: str,
-        group: str,
+        *,
+        asset: str | None = None,
+        price_cache: PriceCache | None = None,
         params: dict[str, Any] | None = None,
     ):
         self.context = context
         self.settings = settings
-        self.asset = asset
-        self.group = group
+        self.asset = asset or context.op_def.name
         self.partition: str = context.partition_key
         self.date: dt.date = validate_partition_date(self.partition)
         self.as_of = pd.Timestamp(self.date)
         self.resolved: ResolvedManifest = settings.resolved()
         self.cfg: Config = self.resolved.config
-        self.lake: Lakehouse = settings.lakehouse()
+        self.lake: Lakehouse = price_cache.recorder() if price_cache is not None else settings.lakehouse()
         self.run_id: str = context.run_id
-        self.params = params or {}
-        self.inputs: dict[str, str] = {}
+        self.params = dict(params or {})
         self.outputs: dict[str, dict[str, str]] = {}
         self.events: list[dict[str, Any]] = []
-        self.metadata: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
         self.ledger = ledger_for(settings, self.partition)
 
-    # ---- context manager: the ledger's intent/outcome pair -------------------------------
+    # ---- the ledger's intent/outcome pair -------------------------------------------------
     def __enter__(self) -> Step:
         if self.ledger is not None:
-            # The first record of a run that did not start at step 1 (backfill, resume, recover):
+            # The first record of a run that did not start at step 1 (backfill, re-execution):
             # a genesis if the partition has no chain yet, else a resume record — never a second genesis.
             self.ledger.ensure_started(self.run_id, {**genesis_payload(self.resolved), "started_by": self.asset})
-            self.ledger.intent(self.run_id, self.asset, {"params": self.params, "profile": self.resolved.profile})
+            self.ledger.intent(self.run_id, self.asset, {
+                "params": jsonable(self.params), "profile": self.resolved.profile,
+                "inputs": upstream_versions(self.context, self.partition)})
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.ledger is None:
             return
-        payload: dict[str, Any] = {"inputs": self.inputs, "outputs": self.outputs, "events": self.events}
+        payload: dict[str, Any] = {"params": jsonable(self.params), "outputs": self.outputs, "events": self.events}
+        if isinstance(self.lake, RecordedCache) and self.lake.writes:
+            payload["price_cache"] = self.lake.summary()
         if exc is None:
-            payload.update(status="ok", metrics=jsonable(self.metadata.get("_metrics", {})))
+            payload.update(status="ok", metrics=jsonable(self.metrics))
+        elif exc_type is GeneratorExit:
+            payload.update(status="failed", error="the step stopped before all its outputs were stored")
         else:
             payload.update(status="failed", error=f"{exc_type.__name__}: {exc}"[:2000],
                            where=traceback.format_tb(tb)[-1][:500] if tb else "")
         self.ledger.outcome(self.run_id, self.asset, payload)
 
-    # ---- inputs ---------------------------------------------------------------------------
-    def read(self, group: str, asset: str, part: str | None = None) -> pd.DataFrame:
-        df = self.lake.read_table(group, asset, self.partition, part)
-        key = asset + (f"__{part}" if part else "")
-        self.inputs[key] = frame_hash(df)
-        return df
-
     # ---- outputs --------------------------------------------------------------------------
-    def write(self, df: pd.DataFrame, part: str | None = None, asset: str | None = None) -> Path:
-        path = self.lake.write_table(self.group, asset or self.asset, self.partition, df, part)
-        name = (asset or self.asset) + (f"__{part}" if part else "")
-        # Hash what a reader gets back from the file (the verifier's view), not the in-memory frame,
-        # whose dtypes a Parquet round trip may normalize (e.g. int32 -> Int64).
-        self.outputs[name] = {"path": self.lake.relative(path), "hash": file_hash(path)}
-        return path
+    def emit(
+        self,
+        tables: pd.DataFrame | Mapping[str, pd.DataFrame],
+        *,
+        metrics: dict[str, Any] | None = None,
+        preview: pd.DataFrame | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Iterator[Output]:
+        """Yield each table as an `Output` (output name -> frame; a bare frame is the single
+        output `result`), the step's metadata on the first; record each stored file's hash."""
+        named = {"result": tables} if isinstance(tables, pd.DataFrame) else dict(tables)
+        self.metrics = dict(metrics or {})
+        for i, (name, df) in enumerate(named.items()):
+            version = content_version(df)
+            metadata = self.metadata(preview, extra) if i == 0 else {}
+            yield Output(df, output_name=name, data_version=DataVersion(version), metadata=metadata)
+            self._record_table(self.context.asset_key_for_output(name), version)
 
-    def write_file(self, relative: str, data: bytes | str) -> Path:
-        from portfolio_assets.lakehouse import atomic_write_bytes
+    def _record_table(self, key: AssetKey, version: str) -> None:
+        name = key.to_user_string()
+        group = self.context.assets_def.group_names_by_key[key]
+        path = self.lake.table_path(group, name, self.partition)
+        stored = file_hash(path)
+        if stored != version:
+            raise RuntimeError(f"{name}: the stored table hashes {stored}, not its data version {version} "
+                               f"(a Parquet round trip changed the content: fix the column types)")
+        self.outputs[name] = {"path": self.lake.relative(path), "hash": stored}
 
-        path = self.lake.report_path(self.partition, relative)
-        atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
-        self.outputs[relative] = {"path": self.lake.relative(path), "hash": file_hash(path)}
-        return path
-
-    def write_with(self, relative: str, writer: Callable[[Path], object]) -> Path:
-        """Let a library write a report file (e.g. a PNG) to a temp path, then rename it into place."""
-        path = self.lake.report_path(self.partition, relative)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-        try:
-            writer(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        self.outputs[relative] = {"path": self.lake.relative(path), "hash": file_hash(path)}
-        return path
+    def publish(self, build: Callable[[Path], T], target: Path | None = None) -> tuple[Path, T]:
+        """Build the asset's folder (default `files/<asset>/<date>`) in a staging folder and
+        publish it atomically; recorded as one output with the folder's hash. Returns the
+        folder and what `build` returned."""
+        target = target or self.lake.files_dir(self.asset, self.partition)
+        result = publish_dir(target, build)
+        self.outputs[self.lake.relative(target)] = {"path": self.lake.relative(target), "hash": file_hash(target)}
+        return target, result
 
     def event(self, kind: str, **details: Any) -> None:
-        """A recorded event (fallback, dropped symbol, recovery ...): ledger + UI log."""
+        """A recorded event (fallback, dropped symbol, recovery ...): ledger + UI metadata + log."""
         item = {"kind": kind, **jsonable(details)}
         self.events.append(item)
         self.context.log.warning(f"{self.asset}: {kind}: {json.dumps(item, default=str)[:400]}")
 
-    # ---- result ---------------------------------------------------------------------------
-    def result(
-        self,
-        metrics: dict[str, Any] | None = None,
-        preview: pd.DataFrame | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> MaterializeResult:
-        self.metadata["_metrics"] = metrics or {}
-        return MaterializeResult(metadata=self.dagster_metadata(metrics, preview, extra))
-
-    def dagster_metadata(
-        self, metrics: dict[str, Any] | None = None, preview: pd.DataFrame | None = None, extra: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        self.metadata["_metrics"] = metrics or {}
+    def metadata(self, preview: pd.DataFrame | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         md: dict[str, Any] = {"profile": self.resolved.profile, "partition": self.partition}
-        main = self.outputs.get(self.asset)
-        if main:
-            md["path"] = MetadataValue.path(str(self.lake.root / main["path"]))
-            md["data_hash"] = main["hash"]
-        for key, value in (metrics or {}).items():
+        for key, value in self.metrics.items():
             md[key] = value if isinstance(value, int | float | str | bool) else MetadataValue.json(jsonable(value))
         if preview is not None:
             md["preview"] = preview_md(preview)
         if self.events:
             md["events"] = MetadataValue.json(self.events)
+        if isinstance(self.lake, RecordedCache) and self.lake.writes:
+            md["price_cache_writes"] = MetadataValue.json(self.lake.summary())
         md.update(extra or {})
         return md
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset, asset_check
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetIn, MetadataValue, asset_check, multi_asset
 
 from portfolio_assets.assets._step import Step, preview_md
-from portfolio_assets.assets.common import OWNERS, PARTITIONS
-from portfolio_assets.assets.gates import record_gate
+from portfolio_assets.assets.common import OWNERS, PARTITIONS, after, outs
 from portfolio_assets.assets.history import healthy_returns
-from portfolio_assets.holdings import current_holdings
 from portfolio_assets.manifest import Config
 from portfolio_assets.quant.convention import publish_net_weights, synthetic_long
 from portfolio_assets.quant.weights_audit import AuditRules, audit_weights
@@ -29,54 +27,53 @@ def audit_rules(cfg: Config) -> AuditRules:
     return build_audit_rules(cfg)
 
 
-def raw_pool_streams(step: Step) -> pd.DataFrame:
+def raw_pool_streams(raw_pool_history: pd.DataFrame, raw_pool: pd.DataFrame) -> pd.DataFrame:
     """Synthetic-long 500-session streams of the raw pool (for `raw_pool_ew`)."""
-    raw = step.read("history", "raw_pool_history")
-    pool = step.read("universe", "raw_pool").set_index("symbol")
-    directions = pool["direction"].reindex(raw.columns).fillna("long")
-    return synthetic_long(raw, directions)
+    directions = raw_pool.set_index("symbol")["direction"].reindex(raw_pool_history.columns).fillna("long")
+    return synthetic_long(raw_pool_history, directions)
 
 
-@asset(
-    group_name="allocation",
-    partitions_def=PARTITIONS,
-    deps=["risk_buckets", "market_regime", "raw_pool_history", "enriched_universe"],
-    kinds={"python", "parquet", "clarabel"},
-    owners=OWNERS,
-    description=(
+@multi_asset(
+    name="target_weights",
+    outs=outs("target_weights", 11, {
+        "diagnostics": "Per engine: the engine used, fallbacks, aggressor weight, regime, solver status",
+    }, owners=OWNERS, kinds={"python", "parquet", "clarabel"}, description=(
         "Step 11. Every engine's weights on the last `backtest.train` sessions of the synthetic-long "
         "streams (market, raw_pool_ew, equal_weight, inverse_vol, min_variance, risk_parity, hrp, "
         "herc, max_sharpe, barbell) with bucket, direction, `weight` and signed `net_weight`; the "
         "manifest's production engine is flagged. Fully invested, per-asset cap, bucket cap; the "
-        "turnover penalty uses the accepted holdings; every fallback is recorded. Part `diagnostics`."
-    ),
+        "turnover penalty starts from the book (`holdings`); every fallback is recorded.")),
+    ins=after("history_500d"),
+    partitions_def=PARTITIONS,
 )
-def target_weights(context, settings: PortfolioSettings):
+def target_weights(context, settings: PortfolioSettings, history_500d__returns: pd.DataFrame,
+                   history_500d__health: pd.DataFrame, selected_universe: pd.DataFrame, risk_buckets: pd.DataFrame,
+                   market_regime: pd.DataFrame, raw_pool_history: pd.DataFrame, raw_pool: pd.DataFrame,
+                   enriched_universe: pd.DataFrame, holdings: pd.DataFrame):
     from portfolio_assets.quant.engines import EngineInputs, run_engine
 
-    with Step(context, settings, "target_weights", "allocation") as step:
+    with Step(context, settings) as step:
         cfg = step.cfg
-        rets, directions, dropped = healthy_returns(step)
+        rets, directions, dropped = healthy_returns(step, history_500d__returns, history_500d__health, selected_universe)
         streams = synthetic_long(rets, directions).iloc[-cfg.backtest.train:]
-        buckets = step.read("risk", "risk_buckets").set_index("symbol")["bucket"]
-        regime = str(step.read("risk", "market_regime")["label"].iloc[-1])
-        raw = raw_pool_streams(step).reindex(streams.index)
-        enriched = step.read("universe", "enriched_universe").set_index("symbol")
-        holdings = current_holdings(step.lake)
-        prev = holdings.set_index("symbol")["weight"] if holdings is not None else None
+        buckets = risk_buckets.set_index("symbol")["bucket"]
+        regime = str(market_regime["label"].iloc[-1])
+        raw = raw_pool_streams(raw_pool_history, raw_pool).reindex(streams.index)
+        enriched = enriched_universe.set_index("symbol")
+        prev = holdings.set_index("symbol")["weight"] if len(holdings) else None  # an empty book: no penalty anchor
         params = engine_params(cfg)
         step.params.update(engines=cfg.optimization.engines, production=cfg.optimization.production_engine,
-                           regime=regime, train_sessions=len(streams), dropped=dropped,
-                           prev_holdings_from=None if holdings is None else str(holdings.attrs.get("accepted_from")))
+                           regime=regime, train_sessions=len(streams), dropped=dropped, book_positions=len(holdings))
         inputs = EngineInputs(returns=streams, clusters=buckets.reindex(streams.columns), regime=regime,
                               prev_weights=prev, baseline=cfg.selection.baseline, raw_pool_returns=raw)
+        all_directions = pd.concat([directions, raw_pool.set_index("symbol")["direction"]]).groupby(level=0).first()
         frames, diags, seconds = [], [], {}
         for engine in cfg.optimization.engines:
             res = run_engine(engine, inputs, params)
             for fb in res.fallbacks:
                 step.event("engine_fallback", engine=fb.engine, error=fb.error, fallback_to=fb.fallback_to)
             w = res.weights[res.weights > 0]
-            dirs = pd.concat([directions, raw_directions(step)]).groupby(level=0).first().reindex(w.index).fillna("long")
+            dirs = all_directions.reindex(w.index).fillna("long")
             frames.append(pd.DataFrame({
                 "engine": engine, "symbol": w.index, "bucket": buckets.reindex(w.index).fillna(0).astype(int).to_numpy(),
                 "direction": dirs.to_numpy(), "weight": w.to_numpy(),
@@ -101,10 +98,9 @@ def target_weights(context, settings: PortfolioSettings):
                 step.event("caps_relaxed", engine=engine, engine_used=res.engine_used, relaxation=note)
             seconds[engine] = round(float(res.diagnostics.get("seconds") or 0.0), 4)
         table = pd.concat(frames, ignore_index=True)
-        step.write(table)
-        step.write(pd.DataFrame(diags), part="diagnostics")
         prod = table[table["is_production"]].sort_values("weight", ascending=False)
-        return step.result(
+        yield from step.emit(
+            {"target_weights": table, "target_weights__diagnostics": pd.DataFrame(diags)},
             metrics={"engines": len(cfg.optimization.engines), "production_engine": cfg.optimization.production_engine,
                      "regime": regime, "fallbacks": int(sum(1 for d in diags if d["fallbacks"])),
                      "relaxed": int(sum(1 for d in diags if d["relaxations"])),
@@ -116,32 +112,28 @@ def target_weights(context, settings: PortfolioSettings):
         )
 
 
-def raw_directions(step: Step) -> pd.Series:
-    return step.read("universe", "raw_pool").set_index("symbol")["direction"]
-
-
 @asset_check(
-    asset=target_weights,
+    asset="target_weights",
     blocking=True,
     partitions_def=PARTITIONS,
+    additional_ins={"diagnostics": AssetIn("target_weights__diagnostics"), "risk_buckets": AssetIn("risk_buckets"),
+                    "returns": AssetIn("history_500d__returns")},
     description=(
         "Blocking. Every engine: weights sum to 1, no NaN or negative weight, per-asset and bucket "
         "caps hold (honest baselines market/raw_pool_ew/equal_weight exempt from caps), min_variance's "
         "beta to the baseline within the manifest limit, barbell's aggressor budget equals the regime's."
     ),
 )
-def weights_sanity(context, settings: PortfolioSettings) -> AssetCheckResult:
-    lake = settings.lakehouse()
-    partition = context.partition_key
+def weights_sanity(settings: PortfolioSettings, target_weights: pd.DataFrame, diagnostics: pd.DataFrame,
+                   risk_buckets: pd.DataFrame, returns: pd.DataFrame) -> AssetCheckResult:
     cfg = settings.resolved().config
-    table = lake.read_table("allocation", "target_weights", partition)
-    diags = lake.read_table("allocation", "target_weights", partition, "diagnostics").set_index("engine")
-    buckets = lake.read_table("risk", "risk_buckets", partition).set_index("symbol")["bucket"]
-    hist = lake.read_table("history", "history_500d", partition, "returns").iloc[-cfg.backtest.train:]
+    diags = diagnostics.set_index("engine")
+    buckets = risk_buckets.set_index("symbol")["bucket"]
+    hist = returns.iloc[-cfg.backtest.train:]
     rules = audit_rules(cfg)
     violations: list[str] = []
     notes: list[str] = []
-    for engine, g in table.groupby("engine", sort=False):
+    for engine, g in target_weights.groupby("engine", sort=False):
         w = g.set_index("symbol")["weight"]
         d = diags.loc[engine] if engine in diags.index else None
         dropped = [s for s in str(d["dropped_symbols"] or "").split("; ") if s] if d is not None else []
@@ -158,17 +150,14 @@ def weights_sanity(context, settings: PortfolioSettings) -> AssetCheckResult:
         )
         violations += report.violations
         notes += [f"{engine}: {n}" for n in report.notes]
-    missing = sorted(set(cfg.optimization.engines) - set(table["engine"]))
+    missing = sorted(set(cfg.optimization.engines) - set(target_weights["engine"]))
     violations += [f"{e}: no weights" for e in missing]
     passed = not violations
     description = "all engines within the rules" if passed else f"{len(violations)} violation(s): " + " | ".join(violations)
-    record_gate(settings, partition, "weights_sanity", passed=passed, severity="ERROR", description=description,
-                checked=[("allocation", "target_weights")], run_id=context.op_execution_context.run_id,
-                details={"violations": violations, "notes": notes})
     return AssetCheckResult(
         passed=passed,
         severity=AssetCheckSeverity.ERROR,
         description=description[:1000],
         metadata={"violations": MetadataValue.json(violations), "notes": MetadataValue.json(notes),
-                  "engines": int(table["engine"].nunique())},
+                  "engines": int(target_weights["engine"].nunique())},
     )

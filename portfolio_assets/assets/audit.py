@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, MaterializeResult, MetadataValue, asset, asset_check
+from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset, asset_check
 
 from portfolio_assets.assets._step import Step, ledger_for
-from portfolio_assets.assets.common import DATA_OWNERS, PARTITIONS
-from portfolio_assets.assets.gates import record_gate
+from portfolio_assets.assets.common import DATA_OWNERS, PARTITIONS, after, attrs
 from portfolio_assets.ledger import signer_from_env, verify_ledger
 from portfolio_assets.resources import PortfolioSettings
 
@@ -29,9 +28,8 @@ def _report_table(report) -> pd.DataFrame:
 
 
 @asset(
-    group_name="audit",
-    partitions_def=PARTITIONS,
-    deps=["reports", "golden_artifacts", "tournament", "target_weights"],
+    **attrs("audit_ledger", 14),
+    ins=after("reports", "golden_artifacts", "tournament", "target_weights"),
     kinds={"python", "parquet"},
     owners=DATA_OWNERS,
     description=(
@@ -41,28 +39,30 @@ def _report_table(report) -> pd.DataFrame:
     ),
 )
 def audit_ledger(context, settings: PortfolioSettings):
-    if not settings.resolved().config.features.feat_audit_ledger:
-        context.log.warning("feat_audit_ledger is off: no ledger was written for this partition")
-        return MaterializeResult(metadata={"ledger": "disabled (feat_audit_ledger off)"})
+    enabled = settings.resolved().config.features.feat_audit_ledger
     # Verify the chain as the pipeline left it, before this asset's own intent is appended.
-    before, seconds = _verify(settings, context.partition_key)
-    with Step(context, settings, "audit_ledger", "audit") as step:
+    before, seconds = _verify(settings, context.partition_key) if enabled else (None, 0.0)
+    with Step(context, settings) as step:
+        if before is None:
+            context.log.warning("feat_audit_ledger is off: no ledger was written for this partition")
+            table = pd.DataFrame([{"check": "ledger", "status": "disabled", "detail": "feat_audit_ledger is off",
+                                   "errors": ""}])
+            yield from step.emit(table, extra={"ledger": "disabled (feat_audit_ledger off)"})
+            return
         table = _report_table(before)
-        step.write(table)
-        records = len(step.ledger.records()) if step.ledger else 0
-        result = step.result(
+        records = len(step.ledger.records())
+        yield from step.emit(
+            table,
             metrics={"records": records, "verified_ok": bool(before.ok), "verify_seconds": round(seconds, 4),
                      "ledger_bytes": step.lake.ledger_path(step.partition).stat().st_size},
             preview=table[["check", "status", "detail"]],
             extra={"ledger": MetadataValue.path(str(step.lake.ledger_path(step.partition)))},
         )
-    ledger = ledger_for(settings, step.partition)
-    ledger.close(step.run_id, {"records_before_close": records, "verified_ok": bool(before.ok)})
-    return result
+    ledger_for(settings, step.partition).close(step.run_id, {"records_before_close": records, "verified_ok": bool(before.ok)})
 
 
 @asset_check(
-    asset=audit_ledger,
+    asset="audit_ledger",
     blocking=True,
     partitions_def=PARTITIONS,
     description=(
@@ -72,20 +72,14 @@ def audit_ledger(context, settings: PortfolioSettings):
     ),
 )
 def ledger_integrity(context, settings: PortfolioSettings) -> AssetCheckResult:
-    partition = context.partition_key
-    run_id = context.op_execution_context.run_id
     if not settings.resolved().config.features.feat_audit_ledger:
         # The operator turned the ledger off: nothing to verify. A WARN (recorded, alerted), not a pass.
-        description = "feat_audit_ledger is off: no ledger to verify"
-        record_gate(settings, partition, "ledger_integrity", passed=False, severity="WARN", description=description,
-                    checked=[], run_id=run_id)
-        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, description=description)
-    report, seconds = _verify(settings, partition)
+        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
+                                description="feat_audit_ledger is off: no ledger to verify")
+    report, seconds = _verify(settings, context.partition_key)
     errors = list(report.errors)
     description = (f"{report.n_records} records verified in {seconds * 1000:.0f} ms" if report.ok
                    else f"{len(errors)} problem(s): " + " | ".join(errors[:10]))
-    record_gate(settings, partition, "ledger_integrity", passed=report.ok, severity="ERROR", description=description,
-                checked=[("audit", "audit_ledger")], run_id=run_id, details={"errors": errors[:50]})
     return AssetCheckResult(
         passed=report.ok, severity=AssetCheckSeverity.ERROR, description=description[:1000],
         metadata={"records": report.n_records, "errors": MetadataValue.json(errors[:50]),

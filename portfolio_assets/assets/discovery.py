@@ -8,7 +8,7 @@ import pandas as pd
 from dagster import AssetsDefinition, asset
 
 from portfolio_assets.assets._step import Step
-from portfolio_assets.assets.common import DATA_OWNERS, FAMILIES, PARTITIONS
+from portfolio_assets.assets.common import DATA_OWNERS, FAMILIES, after, attrs
 from portfolio_assets.manifest import Config
 from portfolio_assets.resources import PortfolioSettings
 from portfolio_assets.sources.base import SCAN_COLUMNS, MarketData
@@ -45,10 +45,8 @@ def make_scan_asset(family: str) -> AssetsDefinition:
     extra = " Multi-timeframe: monthly -> weekly -> daily screens." if family == "forex" else ""
 
     @asset(
-        name=f"{family}_scan",
-        group_name="discovery",
-        partitions_def=PARTITIONS,
-        deps=["run_manifest"],
+        **attrs(f"{family}_scan", 2),
+        ins=after("run_manifest"),
         kinds={"python", "parquet"},
         owners=DATA_OWNERS,
         description=(
@@ -58,18 +56,15 @@ def make_scan_asset(family: str) -> AssetsDefinition:
         ),
     )
     def _scan(context, settings: PortfolioSettings):
-        with Step(context, settings, f"{family}_scan", "discovery", params={"family": family}) as step:
+        with Step(context, settings, params={"family": family}) as step:
             scanned = scan_family(step.cfg, step.settings.source(), family, step.date)
             if scanned is None:
                 step.event("scanner_disabled", family=family)
                 scanned = pd.DataFrame(columns=[*SCAN_COLUMNS, "direction", "preset"]), {}
             df, counts = scanned
-            step.write(df)
             by_dir = df["direction"].value_counts().to_dict() if len(df) else {}
-            return step.result(
-                metrics={"rows": len(df), "by_preset": counts, "by_direction": by_dir},
-                preview=df[[c for c in PREVIEW if c in df.columns]],
-            )
+            yield from step.emit(df, metrics={"rows": len(df), "by_preset": counts, "by_direction": by_dir},
+                                 preview=df[[c for c in PREVIEW if c in df.columns]])
 
     return _scan
 

@@ -1,77 +1,62 @@
-"""Gate records: what each blocking check decided, about which exact data.
+"""Gate decisions, read from Dagster's own check records.
 
-Dagster's blocking holds only inside one run. Each gate check therefore also writes a record
-`state/gates/<date>/<check>.json` with its verdict and the content hash of every table it
-checked. `implementation_orders` refuses unless every gate's latest record passed (or only
-warned) *and* was made on the data that is stored now — a re-materialized upstream after the
-check, a missing record or a failed one all refuse, with the reason.
+Dagster's blocking holds only inside one run. A later run of `implementation_orders` (or
+`accept`) therefore asks Dagster, for each blocking gate, for its latest evaluation on the
+partition and refuses unless it passed (or only warned) *and* was made on the data stored now:
+the evaluation's target materialization must be the checked asset's latest materialization of
+that partition (a re-materialized `target_weights` after its check "predates the stored data").
+A missing evaluation or a failed one refuses too, with the reason.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-from typing import Any
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+)
 
-from portfolio_assets.lakehouse import atomic_write_bytes
-from portfolio_assets.ledger import file_hash
-from portfolio_assets.resources import PortfolioSettings
-
-GATES = ("health_gate", "weights_sanity", "ledger_integrity")
-
-
-def _checked_hashes(settings: PortfolioSettings, partition: str, checked: list[tuple[str, str]]) -> dict[str, str]:
-    lake = settings.lakehouse()
-    out = {}
-    for group, asset in checked:
-        path = lake.table_path(group, asset, partition)
-        out[f"{group}/{asset}"] = file_hash(path) if path.exists() else "missing"
-    return out
+GATES = (
+    AssetCheckKey(AssetKey("history_500d"), "health_gate"),
+    AssetCheckKey(AssetKey("target_weights"), "weights_sanity"),
+    AssetCheckKey(AssetKey("audit_ledger"), "ledger_integrity"),
+)
+HISTORY_PAGE = 100
 
 
-def record_gate(
-    settings: PortfolioSettings,
-    partition: str,
-    name: str,
-    *,
-    passed: bool,
-    severity: str,
-    description: str,
-    checked: list[tuple[str, str]],
-    run_id: str,
-    details: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    record = {
-        "check": name,
-        "partition": partition,
-        "passed": passed,
-        "severity": severity,
-        "description": description,
-        "checked": _checked_hashes(settings, partition, checked),
-        "run_id": run_id,
-        "evaluated_at": dt.datetime.now(dt.UTC).isoformat(),
-        "details": details or {},
-    }
-    path = settings.lakehouse().state_path(f"gates/{partition}/{name}.json")
-    atomic_write_bytes(path, json.dumps(record, indent=2, sort_keys=True, default=str).encode())
-    return record
+def latest_evaluation(instance: DagsterInstance, check: AssetCheckKey, partition: str) -> AssetCheckEvaluation | None:
+    """The most recent evaluation of `check` for `partition` (None if it never ran there)."""
+    cursor = None
+    while True:
+        records = instance.event_log_storage.get_asset_check_execution_history(check, limit=HISTORY_PAGE, cursor=cursor)
+        for record in records:
+            event = record.event.dagster_event if record.event else None
+            evaluation = event.event_specific_data if event is not None else None
+            if isinstance(evaluation, AssetCheckEvaluation) and evaluation.partition == partition:
+                return evaluation
+        if len(records) < HISTORY_PAGE:
+            return None
+        cursor = records[-1].id
 
 
-def gate_problems(settings: PortfolioSettings, partition: str, gates: tuple[str, ...] = GATES) -> list[str]:
+def gate_problems(instance: DagsterInstance, partition: str, gates: tuple[AssetCheckKey, ...] = GATES) -> list[str]:
     """Reasons to refuse implementation (empty list = every gate passed on the current data)."""
-    lake = settings.lakehouse()
     problems = []
-    for name in gates:
-        path = lake.state_path(f"gates/{partition}/{name}.json")
-        if not path.exists():
-            problems.append(f"{name}: never evaluated for {partition}")
+    for check in gates:
+        evaluation = latest_evaluation(instance, check, partition)
+        if evaluation is None:
+            problems.append(f"{check.name}: never evaluated for {partition}")
             continue
-        record = json.loads(path.read_text())
-        if not record["passed"] and record["severity"] == "ERROR":
-            problems.append(f"{name}: latest evaluation FAILED ({record['description']})")
+        if not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR:
+            problems.append(f"{check.name}: latest evaluation FAILED ({evaluation.description})")
             continue
-        now = _checked_hashes(settings, partition, [tuple(k.split("/", 1)) for k in record["checked"]])
-        stale = [k for k, h in record["checked"].items() if now.get(k) != h]
-        if stale:
-            problems.append(f"{name}: latest evaluation predates the stored data of {', '.join(stale)}")
+        latest = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=check.asset_key, asset_partitions=[partition]), limit=1).records
+        target = evaluation.target_materialization_data
+        if latest and (target is None or target.storage_id != latest[0].storage_id):
+            problems.append(f"{check.name}: latest evaluation predates the stored data of "
+                            f"{check.asset_key.to_user_string()}")
     return problems

@@ -1,86 +1,142 @@
-"""Steps 7-8: 500-session history with automated recovery, and the blocking health gate."""
+"""Steps 7-8: the market-data fingerprint, 500-session history with automated recovery, the blocking
+health gate, and the raw pool's 500-session returns."""
 
 from __future__ import annotations
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset, asset_check
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetIn,
+    MetadataValue,
+    asset,
+    asset_check,
+    multi_asset,
+)
 
 from portfolio_assets.assets._step import Step, preview_md
-from portfolio_assets.assets.common import DATA_OWNERS, PARTITIONS
-from portfolio_assets.assets.gates import record_gate
+from portfolio_assets.assets.common import DATA_OWNERS, PARTITIONS, STEP_TAG, after, attrs, outs
 from portfolio_assets.assets.universe import calendars_of, fetch_returns, health_params
-from portfolio_assets.fetch import coverage, fetch_and_recover, load_panel, window_bounds
+from portfolio_assets.fetch import clean_bars, coverage, fetch_and_recover, load_panel, window_bounds
+from portfolio_assets.ledger import frame_hash
 from portfolio_assets.partitions import sessions_window
 from portfolio_assets.quant.calendar import simple_returns
 from portfolio_assets.reports.markdown import health_markdown
-from portfolio_assets.resources import PortfolioSettings
+from portfolio_assets.resources import PortfolioSettings, PriceCache
+
+KINDS = {"python", "parquet"}
+
+
+def regime_warmup(cfg) -> int:
+    """Sessions of baseline history `market_regime` reads before the 500-session window
+    (`quant.regimes.history_sessions`: the volatility percentile, the 3-year reference and the
+    drawdown need full windows)."""
+    from portfolio_assets.quant.regimes import history_sessions
+
+    return history_sessions(cfg.regime)
 
 
 @asset(
-    group_name="history",
-    partitions_def=PARTITIONS,
-    deps=["selected_universe"],
-    kinds={"python", "parquet"},
+    **attrs("market_bars", 4),
+    kinds=KINDS,
     owners=DATA_OWNERS,
     description=(
-        "Step 7. 500 master sessions (sessions, not calendar days) of aligned closes for the winners "
-        "+ baseline, with automated recovery: every MISSING/STALE/GAPS/BAD_TICKS symbol is re-fetched "
-        "up to `data.recovery_attempts` times with exponential backoff. Parts: `returns` (simple "
-        "returns), `health` (status before/after recovery), `recovery` (every attempt)."
+        "The source's bars as this partition's assets read them, fingerprinted: per raw-pool symbol "
+        "(+ baseline) the bars <= D over the history window (the baseline over the regime's longer "
+        "one), with their content hash. Its data version changes when the source delivers a new or "
+        "corrected bar, which makes every asset that fetches bars stale for this partition "
+        "(`portfolio-assets stale --check-market-data`). Not written to the price cache."
     ),
 )
-def history_500d(context, settings: PortfolioSettings):
-    with Step(context, settings, "history_500d", "history") as step:
+def market_bars(context, settings: PortfolioSettings, raw_pool: pd.DataFrame):
+    with Step(context, settings) as step:
+        cfg, source = step.cfg, step.settings.source()
+        baseline = cfg.selection.baseline
+        windows = {n: window_bounds(sessions_window(step.date, n + 1))
+                   for n in (cfg.data.lookback_history, cfg.data.lookback_history + regime_warmup(cfg))}
+        short, long = sorted(windows)
+        symbols = sorted(set(raw_pool["symbol"]) | {baseline})
+        fetch_many = getattr(source, "fetch_many", None)
+        start, end = windows[short]
+        delivered = fetch_many(symbols, start, end) if callable(fetch_many) else {
+            s: source.bars(s, start, end) for s in symbols}
+        delivered[baseline] = source.bars(baseline, *windows[long])
+        rows = []
+        for symbol in symbols:
+            bars, _ = clean_bars(symbol, delivered[symbol], step.date)
+            rows.append({"symbol": symbol, "first_bar": str(bars["time"].min().date()) if len(bars) else None,
+                         "last_bar": str(bars["time"].max().date()) if len(bars) else None,
+                         "bars": len(bars), "bars_hash": frame_hash(bars.reset_index(drop=True))})
+        table = pd.DataFrame(rows)
+        step.params.update(symbols=len(symbols), window=[str(start), str(end)], baseline_window=[str(d) for d in windows[long]])
+        yield from step.emit(table, metrics={"symbols": len(table), "bars": int(table["bars"].sum())},
+                             preview=table.sort_values("bars").head(10))
+
+
+@multi_asset(
+    name="history_500d",
+    outs=outs("history_500d", 7, {
+        "returns": "Simple returns of the 500-session closes (sessions x symbols)",
+        "health": "Per-symbol health before and after recovery, the attempts and the issues",
+        "recovery": "Every recovery attempt: symbol, attempt, status before and after, error",
+    }, owners=DATA_OWNERS, kinds=KINDS, description=(
+        "Step 7. 500 master sessions (sessions, not calendar days) of aligned closes for the winners "
+        "+ baseline, with automated recovery: every MISSING/STALE/GAPS/BAD_TICKS symbol is re-fetched "
+        "up to `data.recovery_attempts` times with exponential backoff. Writes `data_health.md`.")),
+    ins=after("market_bars"),
+    partitions_def=PARTITIONS,
+)
+def history_500d(context, settings: PortfolioSettings, price_cache: PriceCache, selected_universe: pd.DataFrame):
+    with Step(context, settings, price_cache=price_cache) as step:
         data = step.cfg.data
-        winners = step.read("universe", "selected_universe")
-        symbols = sorted(set(winners["symbol"]) | {step.cfg.selection.baseline})
+        symbols = sorted(set(selected_universe["symbol"]) | {step.cfg.selection.baseline})
         window = sessions_window(step.date, data.lookback_history + 1)
-        start, end = window_bounds(window)
         step.params.update(sessions=data.lookback_history, attempts=data.recovery_attempts, symbols=len(symbols))
         calendars = calendars_of(step, symbols)
-        before, after, log = fetch_and_recover(
+        before, healed, log = fetch_and_recover(
             step.settings.source(), step.lake, symbols, calendars, window, step.date,
             health_params(step, symbols), data.recovery_attempts, data.recovery_backoff_s,
         )
         panel = load_panel(step.lake, symbols, calendars, window, step.date)
         rets = simple_returns(panel).iloc[1:]
-        health = after.assign(status_before=before["status"], issues_before=before["issues"],
-                              attempts=log.frame().groupby("symbol").size().reindex(after.index).fillna(0).astype(int))
+        health = healed.assign(status_before=before["status"], issues_before=before["issues"],
+                               attempts=log.frame().groupby("symbol").size().reindex(healed.index).fillna(0).astype(int))
         health = health.reset_index()
-        step.write(panel.iloc[1:])
-        step.write(rets, part="returns")
-        step.write(health, part="health")
-        step.write(log.frame(), part="recovery")
-        step.write_file("data_health.md", health_markdown(health, step.partition, step.cfg.data.strict_health))
+        report = health_markdown(health, step.partition, data.strict_health)
+        folder, _ = step.publish(lambda stage: (stage / "data_health.md").write_text(report))
         for row in health.itertuples():
             if row.status_before != "OK" or row.status != "OK":
                 step.event("health", symbol=row.symbol, before=row.status_before, after=row.status, issues=row.issues)
-        return step.result(
+        yield from step.emit(
+            {"history_500d": panel.iloc[1:], "history_500d__returns": rets, "history_500d__health": health,
+             "history_500d__recovery": log.frame()},
             metrics={
                 "symbols": len(symbols), "sessions": len(rets),
                 "status_before": before["status"].value_counts().to_dict(),
-                "status_after": after["status"].value_counts().to_dict(),
+                "status_after": healed["status"].value_counts().to_dict(),
                 "recovery_attempts": len(log.rows),
             },
             preview=health[["symbol", "status_before", "status", "attempts", "issues"]].sort_values("status"),
+            extra={"data_health": MetadataValue.path(str(step.lake.files_dir(step.asset, step.partition) / "data_health.md")),
+                   "folder": MetadataValue.path(str(folder))},
         )
 
 
 @asset_check(
-    asset=history_500d,
+    asset="history_500d",
     blocking=True,
     partitions_def=PARTITIONS,
+    additional_ins={"health": AssetIn("history_500d__health")},
+    metadata={STEP_TAG: "8"},
     description=(
         "Step 8, blocking. Every winner's history must be OK after recovery (gap-free on its own "
         "calendar, fresh, enough sessions, no bad ticks). strict_health: any unhealthy symbol is an "
-        "ERROR and nothing downstream runs; otherwise a WARN and the symbols are dropped downstream."
+        "ERROR and nothing that reads a history table runs; otherwise a WARN and the symbols are "
+        "dropped downstream."
     ),
 )
-def health_gate(context, settings: PortfolioSettings) -> AssetCheckResult:
-    lake = settings.lakehouse()
-    partition = context.partition_key
+def health_gate(settings: PortfolioSettings, health: pd.DataFrame) -> AssetCheckResult:
     strict = settings.resolved().config.data.strict_health
-    health = lake.read_table("history", "history_500d", partition, "health")
     bad = health[health["status"] != "OK"]
     severity = AssetCheckSeverity.ERROR if strict else AssetCheckSeverity.WARN
     listing = ", ".join(f"{r.symbol} {r.status}" for r in bad.itertuples())
@@ -89,9 +145,6 @@ def health_gate(context, settings: PortfolioSettings) -> AssetCheckResult:
         else f"{len(bad)} unhealthy symbol(s) after recovery: {listing}"
         + ("" if strict else " (non-strict: dropped downstream)")
     )
-    record_gate(settings, partition, "health_gate", passed=bad.empty, severity=severity.value,
-                description=description, checked=[("history", "history_500d")], run_id=context.op_execution_context.run_id,
-                details={"unhealthy": bad[["symbol", "status", "issues"]].to_dict("records")})
     return AssetCheckResult(
         passed=bad.empty,
         severity=severity,
@@ -105,46 +158,41 @@ def health_gate(context, settings: PortfolioSettings) -> AssetCheckResult:
     )
 
 
-@asset(
-    group_name="history",
+@multi_asset(
+    name="raw_pool_history",
+    outs=outs("raw_pool_history", 7, {"coverage": "Share of sessions with a return per raw-pool symbol"},
+              owners=DATA_OWNERS, kinds=KINDS, description=(
+                  "500-session returns of the whole raw pool (not only the winners): the `raw_pool_ew` "
+                  "baseline and point-in-time re-selection in the tournament need them.")),
+    ins=after("market_bars"),
     partitions_def=PARTITIONS,
-    deps=["raw_pool"],
-    kinds={"python", "parquet"},
-    owners=DATA_OWNERS,
-    description=(
-        "500-session returns of the whole raw pool (not only the winners): the `raw_pool_ew` baseline "
-        "and point-in-time re-selection in the tournament need them. Part `coverage`."
-    ),
 )
-def raw_pool_history(context, settings: PortfolioSettings):
-    with Step(context, settings, "raw_pool_history", "history") as step:
-        pool = step.read("universe", "raw_pool")
-        symbols = sorted(set(pool["symbol"]) | {step.cfg.selection.baseline})
+def raw_pool_history(context, settings: PortfolioSettings, price_cache: PriceCache, raw_pool: pd.DataFrame):
+    with Step(context, settings, price_cache=price_cache) as step:
+        symbols = sorted(set(raw_pool["symbol"]) | {step.cfg.selection.baseline})
         _, rets = fetch_returns(step, symbols, step.cfg.data.lookback_history)
         cov = coverage(rets).reset_index().rename(columns={"index": "symbol"})
-        step.write(rets)
-        step.write(cov, part="coverage")
-        return step.result(metrics={"symbols": len(symbols), "sessions": len(rets),
-                                    "mean_coverage": float(cov["coverage"].mean())},
-                           preview=cov.sort_values("coverage").head(10))
+        yield from step.emit({"raw_pool_history": rets, "raw_pool_history__coverage": cov},
+                             metrics={"symbols": len(symbols), "sessions": len(rets),
+                                      "mean_coverage": float(cov["coverage"].mean())},
+                             preview=cov.sort_values("coverage").head(10))
 
 
-def healthy_returns(step: Step) -> tuple[pd.DataFrame, pd.Series, list[str]]:
+def healthy_returns(step: Step, returns: pd.DataFrame, health: pd.DataFrame,
+                    winners: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, list[str]]:
     """History returns restricted to symbols whose health is OK; (returns, directions, dropped).
 
-    Dropped symbols are recorded as events (metadata + ledger) by the calling asset.
+    Dropped symbols are recorded as events (metadata + ledger) of the calling asset.
     """
-    rets = step.read("history", "history_500d", "returns")
-    health = step.read("history", "history_500d", "health").set_index("symbol")
-    winners = step.read("universe", "selected_universe").set_index("symbol")
+    health = health.set_index("symbol")
+    winners = winners.set_index("symbol")
     baseline = step.cfg.selection.baseline
-    ok = [s for s in rets.columns if health.at[s, "status"] == "OK"]
-    dropped = [s for s in rets.columns if s not in ok]
+    ok = [s for s in returns.columns if health.at[s, "status"] == "OK"]
+    dropped = [s for s in returns.columns if s not in ok]
     if baseline in dropped:
         raise ValueError(f"baseline {baseline} is unhealthy ({health.at[baseline, 'status']}): nothing downstream can run")
     for s in dropped:
         step.event("dropped_unhealthy", symbol=s, status=health.at[s, "status"], issues=health.at[s, "issues"])
     directions = winners["direction"].reindex(ok).fillna("long")
     directions[baseline] = "long"
-    return rets[ok], directions, dropped
-
+    return returns[ok], directions, dropped

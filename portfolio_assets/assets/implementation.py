@@ -1,59 +1,135 @@
-"""Implementation: orders from the accepted holdings to the production target — only after every gate."""
+"""Implementation: the book, orders from it to the production target (only after every gate), and
+what was executed (`portfolio-assets accept`)."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster reads the `ExecutionsConfig` annotation at runtime.
 import pandas as pd
-from dagster import Failure, MetadataValue, asset
+from dagster import AssetIn, Config, Failure, MetadataValue, TimeWindowPartitionMapping, asset
 
 from portfolio_assets.assets._step import Step, ledger_for
-from portfolio_assets.assets.common import OWNERS, PARTITIONS
+from portfolio_assets.assets.common import OWNERS, after, attrs
 from portfolio_assets.assets.gates import gate_problems
-from portfolio_assets.holdings import current_holdings
+from portfolio_assets.holdings import EXECUTION_COLUMNS, book_after, empty_book
 from portfolio_assets.quant.orders import build_orders
 from portfolio_assets.resources import PortfolioSettings
 
+PREVIOUS_SESSION = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+
+
+def missing_book(stored: list[str], partition: str, previous: str | None) -> str | None:
+    """Why the book of `partition` cannot be built when the previous session's holdings are not
+    stored: None when no earlier book exists at all (the first book is empty), else the reason."""
+    earlier = [p for p in stored if p < partition]
+    if not earlier:
+        return None
+    return (f"holdings of the previous session {previous} are not stored (the latest book is {earlier[-1]}): "
+            f"materialize them first, e.g. portfolio-assets backfill --from {earlier[-1]} --to {previous} "
+            f"--select holdings")
+
 
 @asset(
-    group_name="implementation",
-    partitions_def=PARTITIONS,
-    deps=["audit_ledger", "target_weights"],
+    **attrs("holdings", 11),
+    ins={"previous": AssetIn("holdings", partition_mapping=PREVIOUS_SESSION, metadata={"allow_missing": True}),
+         "executions": AssetIn("executions", partition_mapping=PREVIOUS_SESSION, metadata={"allow_missing": True}),
+         **after("run_manifest")},
     kinds={"python", "parquet"},
     owners=OWNERS,
     description=(
-        "Orders from the last accepted holdings (`portfolio-assets accept --date D`) to the production "
-        "engine's target: BUY / SELL / HOLD on signed net weights, size, target weight; changes under 1% "
-        "are HOLD as dust with feat_partial_rebalance. Runs only when every blocking check passed in "
-        "this run; in a later run it refuses when the latest gate evaluation failed, is missing or "
-        "predates the stored data."
+        "The book at the close of the session: the previous session's book plus what was executed of "
+        "the previous session's orders (`executions`, recorded by `portfolio-assets accept`); nothing "
+        "accepted means nothing traded. Signed `net_weight`, `weight` = |net_weight|. The first book is "
+        "empty; a gap in the chain is refused with the range to materialize."
     ),
 )
-def implementation_orders(context, settings: PortfolioSettings):
-    problems = gate_problems(settings, context.partition_key)
+def holdings(context, settings: PortfolioSettings, previous: pd.DataFrame | None, executions: pd.DataFrame | None):
+    with Step(context, settings) as step:
+        prior = context.asset_partition_keys_for_input("previous")
+        prev_session = prior[0] if prior else None
+        if previous is None:
+            problem = missing_book(step.lake.stored_partitions("implementation", "holdings"), step.partition, prev_session)
+            if problem:
+                raise ValueError(problem)
+            step.event("first_book", reason=f"no book before {step.partition}: starting from an empty book")
+        book = book_after(previous if previous is not None else empty_book(), executions, traded_on=prev_session or "")
+        step.params.update(previous_session=prev_session,
+                           executions="none accepted (nothing traded)" if executions is None else f"{len(executions)} row(s)")
+        yield from step.emit(book, metrics={"positions": len(book), "gross": float(book["weight"].sum()),
+                                            "net": float(book["net_weight"].sum())}, preview=book)
+
+
+@asset(
+    **attrs("implementation_orders", 15),
+    ins=after("audit_ledger"),
+    kinds={"python", "parquet"},
+    owners=OWNERS,
+    description=(
+        "Orders from the book (`holdings`) to the production engine's target: BUY / SELL / HOLD on "
+        "signed net weights, size, target weight; changes under 1% are HOLD as dust with "
+        "feat_partial_rebalance. Runs only when every blocking check passed in this run; in a later "
+        "run it refuses unless Dagster's latest evaluation of every gate passed on the data stored now."
+    ),
+)
+def implementation_orders(context, settings: PortfolioSettings, target_weights: pd.DataFrame, holdings: pd.DataFrame):
+    problems = gate_problems(context.instance, context.partition_key)
     if problems:
         ledger = ledger_for(settings, context.partition_key)
         if ledger is not None:
             ledger.note(context.run_id, {"refused": problems}, asset="implementation_orders")
-        raise Failure(
-            description="refusing to implement: " + "; ".join(problems),
-            metadata={"gate_problems": MetadataValue.json(problems)},
-        )
-    with Step(context, settings, "implementation_orders", "implementation") as step:
-        weights = step.read("allocation", "target_weights")
-        prod = weights[weights["is_production"]]
-        holdings = current_holdings(step.lake)
-        current = holdings.set_index("symbol")["net_weight"] if holdings is not None else pd.Series(dtype=float)
-        directions = pd.concat([prod.set_index("symbol")["direction"],
-                                holdings.set_index("symbol")["direction"] if holdings is not None else pd.Series(dtype=str)])
+        raise Failure(description="refusing to implement: " + "; ".join(problems),
+                      metadata={"gate_problems": MetadataValue.json(problems)})
+    with Step(context, settings) as step:
+        prod = target_weights[target_weights["is_production"]].set_index("symbol")
+        book = holdings.set_index("symbol")
+        directions = pd.concat([prod["direction"], book["direction"]])
         directions = directions[~directions.index.duplicated()]
-        orders = build_orders(current, prod.set_index("symbol")["net_weight"], directions,
+        orders = build_orders(book["net_weight"], prod["net_weight"], directions,
                               partial_rebalance=step.cfg.features.feat_partial_rebalance)
-        step.params.update(production_engine=step.cfg.optimization.production_engine,
-                           holdings_from=holdings.attrs.get("accepted_from") if holdings is not None else "empty book")
-        step.write(orders)
-        counts = orders["action"].value_counts().to_dict()
-        return step.result(
-            metrics={"orders": counts, "dust_skipped": int(orders["reason"].str.startswith("dust").sum()),
-                     "gross_traded": float(orders["size"].sum()),
-                     "holdings_from": holdings.attrs.get("accepted_from") if holdings is not None else "empty book"},
-            preview=orders.sort_values("size", ascending=False),
-        )
+        step.params.update(production_engine=step.cfg.optimization.production_engine, book_positions=len(book))
+        yield from step.emit(orders, metrics={
+            "orders": orders["action"].value_counts().to_dict(),
+            "dust_skipped": int(orders["reason"].str.startswith("dust").sum()),
+            "gross_traded": float(orders["size"].sum()), "book_positions": len(book),
+        }, preview=orders.sort_values("size", ascending=False))
+
+
+class Trade(Config):
+    """One executed order (`holdings.EXECUTION_COLUMNS`)."""
+
+    symbol: str
+    direction: str
+    action: str
+    ordered_delta_net_weight: float
+    delta_net_weight: float
+    source: str
+
+
+class ExecutionsConfig(Config):
+    """What was executed of the partition's orders; `portfolio-assets accept` fills it in from the
+    stored orders (minus what was not traded) or a fills file. No default: executions are facts
+    an operator states, never something a whole-graph run invents."""
+
+    trades: list[Trade]
+    orders_version: str  # data version of the implementation_orders partition they execute
+
+
+@asset(
+    **attrs("executions", 16),
+    kinds={"python", "parquet"},
+    owners=OWNERS,
+    description=(
+        "What was executed of the partition's orders, stated by `portfolio-assets accept --date D` "
+        "(never by the daily job): the orders as proposed minus `--not-traded`, or a fills file, with "
+        "the data version of the orders they execute. A fact from the broker, so a root asset: the "
+        "next session's `holdings` adds it to the book. Refused unless every gate passed."
+    ),
+)
+def executions(context, config: ExecutionsConfig, settings: PortfolioSettings):
+    problems = gate_problems(context.instance, context.partition_key)
+    if problems:
+        raise Failure(description="refusing to accept: " + "; ".join(problems),
+                      metadata={"gate_problems": MetadataValue.json(problems)})
+    with Step(context, settings, params={"orders_version": config.orders_version}) as step:
+        done = pd.DataFrame([t.model_dump() for t in config.trades], columns=list(EXECUTION_COLUMNS))
+        done = done.astype({"ordered_delta_net_weight": float, "delta_net_weight": float})
+        yield from step.emit(done, metrics={"executed": int((done["delta_net_weight"] != 0).sum()),
+                                            "not_traded": int((done["delta_net_weight"] == 0).sum()),
+                                            "orders_version": config.orders_version}, preview=done)

@@ -1,4 +1,4 @@
-"""Step 1: the run manifest — resolved profile, versions, a clean partition and the ledger genesis."""
+"""Step 1: the run manifest — resolved profile, versions, and the ledger genesis."""
 
 from __future__ import annotations
 
@@ -8,34 +8,32 @@ import pandas as pd
 from dagster import MetadataValue, asset
 
 from portfolio_assets.assets._step import Step, genesis_payload, ledger_for
-from portfolio_assets.assets.common import DATA_OWNERS, PARTITIONS
+from portfolio_assets.assets.common import DATA_OWNERS, attrs
 from portfolio_assets.partitions import validate_partition_date
 from portfolio_assets.resources import PortfolioSettings
 
 
 @asset(
-    group_name="run",
-    partitions_def=PARTITIONS,
+    **attrs("run_manifest", 1),
     kinds={"python", "parquet"},
     owners=DATA_OWNERS,
     description=(
         "Step 1. The resolved profile (CLI > PA_* env > profile > defaults > code), a snapshot of the "
-        "manifest, code and package versions. Clears this partition's stale derived artifacts (never "
-        "the price cache), archives any previous ledger and writes the ledger genesis."
+        "manifest, code and package versions. A run from step 1 starts a new ledger chain: the "
+        "partition's previous ledger is archived and the genesis written. Other assets' files are "
+        "never touched: each asset replaces only its own."
     ),
 )
 def run_manifest(context, settings: PortfolioSettings):
-    validate_partition_date(context.partition_key)
+    validate_partition_date(context.partition_key)  # before the previous ledger is archived
     resolved = settings.resolved()
-    lake = settings.lakehouse()
-    removed = lake.clear_partition(context.partition_key)
     ledger = ledger_for(settings, context.partition_key)
     archived = None
     if ledger is not None:
         archived = ledger.archive()
-        ledger.genesis(context.run_id, {**genesis_payload(resolved), "cleared": removed,
+        ledger.genesis(context.run_id, {**genesis_payload(resolved),
                                         "archived_previous_ledger": str(archived) if archived else None})
-    with Step(context, settings, "run_manifest", "run", params={"profile": resolved.profile}) as step:
+    with Step(context, settings, params={"profile": resolved.profile}) as step:
         snap = genesis_payload(resolved)
         table = pd.DataFrame([{
             "partition": step.partition,
@@ -48,15 +46,10 @@ def run_manifest(context, settings: PortfolioSettings):
             "overrides_json": json.dumps(resolved.overrides, sort_keys=True),
             "package_versions_json": json.dumps(snap["package_versions"], sort_keys=True),
         }])
-        step.write(table)
-        features = resolved.config.features.model_dump()
-        return step.result(
-            metrics={"cleared_artifacts": len(removed), "source": resolved.config.source.kind},
-            extra={
-                "resolved_from": " -> ".join(resolved.resolved_from),
-                "config_hash": resolved.config_hash,
-                "features": MetadataValue.json(features),
-                "code_version": snap["code_version"],
-                "ledger_archived": str(archived) if archived else "none",
-            },
-        )
+        yield from step.emit(table, metrics={"source": resolved.config.source.kind}, extra={
+            "resolved_from": " -> ".join(resolved.resolved_from),
+            "config_hash": resolved.config_hash,
+            "features": MetadataValue.json(resolved.config.features.model_dump()),
+            "code_version": snap["code_version"],
+            "ledger_archived": str(archived) if archived else "none",
+        })

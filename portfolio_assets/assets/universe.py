@@ -1,21 +1,21 @@
-"""Steps 3-6: raw pool, 60-session returns, natural selection, enrichment."""
+"""Steps 3-6: raw pool, 60-session returns, natural selection, enrichment (+ the helpers that fetch bars)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 import pandas as pd
-from dagster import asset
+from dagster import asset, multi_asset
 
 from portfolio_assets.assets._step import Step
-from portfolio_assets.assets.common import FAMILIES, OWNERS, PARTITIONS
+from portfolio_assets.assets.common import FAMILIES, OWNERS, PARTITIONS, after, attrs, outs
 from portfolio_assets.fetch import coverage, fetch_and_recover, load_panel
 from portfolio_assets.manifest import Config
 from portfolio_assets.partitions import sessions_window
 from portfolio_assets.quant.calendar import simple_returns
 from portfolio_assets.quant.health import HealthParams
 from portfolio_assets.quant.rawpool import build_raw_pool
-from portfolio_assets.resources import PortfolioSettings
+from portfolio_assets.resources import PortfolioSettings, PriceCache
 from portfolio_assets.sources.base import MarketData
 
 KINDS = {"python", "parquet"}
@@ -82,12 +82,12 @@ def fetch_returns(step: Step, symbols: list[str], n_sessions: int) -> tuple[pd.D
     data = step.cfg.data
     # The same fetch + repair as the 500-session history (not gated here: the light prep only
     # masks what stays bad), so a re-run finds the cache in the state a fresh run leaves it.
-    _, after, log = fetch_and_recover(step.settings.source(), step.lake, symbols, calendars, window, step.date,
+    _, healed, log = fetch_and_recover(step.settings.source(), step.lake, symbols, calendars, window, step.date,
                                       health_params(step, symbols, min_days_floor=0), data.recovery_attempts,
                                       data.recovery_backoff_s)
     if log.rows:
         step.event("prep_recovery", attempts=len(log.rows),
-                   still_unhealthy=after.loc[after["status"] != "OK", "status"].to_dict())
+                   still_unhealthy=healed.loc[healed["status"] != "OK", "status"].to_dict())
     panel = load_panel(step.lake, symbols, calendars, window, step.date)
     bad_price = panel.notna() & ~(panel > 0)
     panel = panel.where(~bad_price)
@@ -104,30 +104,27 @@ def fetch_returns(step: Step, symbols: list[str], n_sessions: int) -> tuple[pd.D
     return panel.iloc[1:], rets
 
 
-@asset(
-    group_name="universe",
+@multi_asset(
+    name="raw_pool",
+    outs=outs("raw_pool", 3, {"audit": "Counts per stage, family and direction: scanned, merged, capped, forced"},
+              owners=OWNERS, kinds=KINDS, description=(
+                  "Step 3. The scans merged: exact instrument-identity merge across venues (best venue kept, "
+                  "alternates listed), composite score per asset class (liquidity, ADX, momentum, volatility "
+                  "sanity), class cap, the baseline forced in. All scanner fields are kept.")),
     partitions_def=PARTITIONS,
-    deps=[f"{f}_scan" for f in FAMILIES],
-    kinds=KINDS,
-    owners=OWNERS,
-    description=(
-        "Step 3. The scans merged: exact instrument-identity merge across venues (best venue kept, "
-        "alternates listed), composite score per asset class (liquidity, ADX, momentum, volatility "
-        "sanity), class cap, the baseline forced in. All scanner fields are kept."
-    ),
 )
-def raw_pool(context, settings: PortfolioSettings):
-    with Step(context, settings, "raw_pool", "universe") as step:
+def raw_pool(context, settings: PortfolioSettings, equity_scan: pd.DataFrame, crypto_scan: pd.DataFrame,
+             bond_scan: pd.DataFrame, forex_scan: pd.DataFrame):
+    with Step(context, settings) as step:
         sel = step.cfg.selection
         step.params.update(class_cap=sel.class_cap, baseline=sel.baseline)
-        scans = {f: step.read("discovery", f"{f}_scan") for f in FAMILIES}
+        scans = {"equity": equity_scan, "crypto": crypto_scan, "bond": bond_scan, "forex": forex_scan}
         pool, audit = merge_scans(step.cfg, step.settings.source(), scans, step.date)
         if (audit["stage"] == "forced_baseline").any():
             step.event("baseline_forced", symbol=sel.baseline, reason="absent from every scan")
-        step.write(pool.reset_index())
-        step.write(audit, part="audit")
         by_class = pool.groupby(["asset_class", "direction"]).size().rename("n").reset_index()
-        return step.result(
+        yield from step.emit(
+            {"raw_pool": pool.reset_index(), "raw_pool__audit": audit},
             metrics={
                 "rows": len(pool),
                 "by_class": {f"{c}/{d}": int(n) for c, d, n in by_class.itertuples(index=False)},
@@ -137,30 +134,26 @@ def raw_pool(context, settings: PortfolioSettings):
         )
 
 
-@asset(
-    group_name="universe",
+@multi_asset(
+    name="returns_60d",
+    outs=outs("returns_60d", 4, {"coverage": "Share of sessions with data and masked bad ticks per symbol"},
+              owners=OWNERS, kinds=KINDS, description=(
+                  "Step 4. 60-session return matrix (master sessions x symbols) for the raw pool + baseline, "
+                  "aligned to XNYS sessions from each symbol's own calendar: no zero-filled closed days, crypto "
+                  "weekends folded into the next session.")),
+    ins=after("market_bars"),
     partitions_def=PARTITIONS,
-    deps=["raw_pool"],
-    kinds=KINDS,
-    owners=OWNERS,
-    description=(
-        "Step 4. 60-session return matrix (master sessions x symbols) for the raw pool + baseline, "
-        "aligned to XNYS sessions from each symbol's own calendar: no zero-filled closed days, crypto "
-        "weekends folded into the next session. Part `coverage`: share of sessions with data."
-    ),
 )
-def returns_60d(context, settings: PortfolioSettings):
-    with Step(context, settings, "returns_60d", "universe") as step:
+def returns_60d(context, settings: PortfolioSettings, price_cache: PriceCache, raw_pool: pd.DataFrame):
+    with Step(context, settings, price_cache=price_cache) as step:
         n = step.cfg.data.lookback_prep
         step.params.update(sessions=n)
-        pool = step.read("universe", "raw_pool")
-        symbols = sorted(set(pool["symbol"]) | {step.cfg.selection.baseline})
+        symbols = sorted(set(raw_pool["symbol"]) | {step.cfg.selection.baseline})
         _, rets = fetch_returns(step, symbols, n)
         cov = coverage(rets).reset_index().rename(columns={"index": "symbol"})
         cov["masked_bad_ticks"] = cov["symbol"].map(rets.attrs["masked"]).fillna(0).astype(int)
-        step.write(rets)
-        step.write(cov, part="coverage")
-        return step.result(
+        yield from step.emit(
+            {"returns_60d": rets, "returns_60d__coverage": cov},
             metrics={"sessions": len(rets), "symbols": rets.shape[1], "masked_bad_ticks": sum(rets.attrs["masked"].values()),
                      "first_session": str(rets.index[0].date()), "last_session": str(rets.index[-1].date()),
                      "mean_coverage": float(cov["coverage"].mean())},
@@ -168,35 +161,30 @@ def returns_60d(context, settings: PortfolioSettings):
         )
 
 
-@asset(
-    group_name="universe",
+@multi_asset(
+    name="selected_universe",
+    outs=outs("selected_universe", 5, {"audit": "Every candidate with its cluster, scores and why it won or lost"},
+              owners=OWNERS, kinds={"python", "parquet", "scipy"}, description=(
+                  "Step 5. Natural selection: coverage-aware pairwise correlation, angular distance "
+                  "sqrt(0.5(1-rho)), Ward linkage cut at the manifest threshold (or max_clusters); alpha score "
+                  "(return, inverse vol, antifragility, liquidity) ranked globally with feat_xs_momentum, "
+                  "within-cluster otherwise; diversity-scaled top-n per cluster and direction, momentum gate, "
+                  "one venue per identity, baseline kept; below selection.min_winners the next best fill in "
+                  "round-robin over clusters (docs/selection.md).")),
     partitions_def=PARTITIONS,
-    deps=["raw_pool", "returns_60d"],
-    kinds={"python", "parquet", "scipy"},
-    owners=OWNERS,
-    description=(
-        "Step 5. Natural selection: coverage-aware pairwise correlation, angular distance "
-        "sqrt(0.5(1-rho)), Ward linkage cut at the manifest threshold (or max_clusters); alpha score "
-        "(return, inverse vol, antifragility, liquidity) ranked globally with feat_xs_momentum, "
-        "within-cluster otherwise; diversity-scaled top-n per cluster and direction, momentum gate, "
-        "one venue per identity, baseline kept; below selection.min_winners the next best fill in round-robin "
-        "over clusters (docs/selection.md). Part `audit`: every candidate with why it won or lost."
-    ),
 )
-def selected_universe(context, settings: PortfolioSettings):
+def selected_universe(context, settings: PortfolioSettings, raw_pool: pd.DataFrame, returns_60d: pd.DataFrame):
     from portfolio_assets.quant.selection import SelectionParams, select_universe
 
-    with Step(context, settings, "selected_universe", "universe") as step:
+    with Step(context, settings) as step:
         params = SelectionParams.from_config(step.cfg)
         step.params.update(params.record())
-        pool = step.read("universe", "raw_pool").set_index("symbol")
-        rets = step.read("universe", "returns_60d")
+        pool = raw_pool.set_index("symbol")
         candidates = pool[["direction", "identity", "asset_class"]].assign(value_traded=pool["Value.Traded"])
-        result = select_universe(candidates, rets, params)
+        result = select_universe(candidates, returns_60d, params)
         winners = result.winners.reset_index(drop=True)
-        step.write(winners)
-        step.write(result.audit.reset_index(drop=True), part="audit")
-        return step.result(
+        yield from step.emit(
+            {"selected_universe": winners, "selected_universe__audit": result.audit.reset_index(drop=True)},
             metrics={"funnel": result.funnel, "winners": len(winners), "clusters": int(result.clusters.n_clusters),
                      "ranking": "global percentile (feat_xs_momentum)" if params.xs_momentum else "within-cluster min-max"},
             preview=winners[["symbol", "direction", "asset_class", "cluster", "score", "reason"]],
@@ -204,28 +192,23 @@ def selected_universe(context, settings: PortfolioSettings):
 
 
 @asset(
-    group_name="universe",
-    partitions_def=PARTITIONS,
-    deps=["selected_universe", "raw_pool"],
-    kinds={"python", "parquet"},
+    **attrs("enriched_universe", 6),
+    kinds=KINDS,
     owners=OWNERS,
     description=(
         "Step 6. Sector, industry, description and asset class for every winner, each with its "
         "provenance: scanner row, source metadata, built-in map of well-known ETFs, class fallback."
     ),
 )
-def enriched_universe(context, settings: PortfolioSettings):
+def enriched_universe(context, settings: PortfolioSettings, selected_universe: pd.DataFrame, raw_pool: pd.DataFrame):
     from portfolio_assets.quant.enrichment import FIELDS, enrich
 
-    with Step(context, settings, "enriched_universe", "universe") as step:
-        winners = step.read("universe", "selected_universe").set_index("symbol")
-        pool = step.read("universe", "raw_pool").set_index("symbol")
+    with Step(context, settings) as step:
+        winners = selected_universe.set_index("symbol")
+        pool = raw_pool.set_index("symbol")
         meta = step.settings.source().metadata(list(winners.index))
         enriched = enrich(winners, pool, meta)
         out = winners[["direction", "cluster", "score"]].join(enriched).reset_index()
-        step.write(out)
         provenance = {f: out[f"{f}_source"].value_counts().to_dict() for f in FIELDS}
-        return step.result(
-            metrics={"rows": len(out), "provenance": provenance},
-            preview=out[["symbol", "asset_class", "sector", "sector_source", "description"]],
-        )
+        yield from step.emit(out, metrics={"rows": len(out), "provenance": provenance},
+                             preview=out[["symbol", "asset_class", "sector", "sector_source", "description"]])

@@ -1,11 +1,12 @@
 """Step 12: the walk-forward tournament, fanned out per engine over the Dagster executor.
 
     tournament_plan ──DynamicOut(batch)──> tournament_engines (one step per batch, in parallel)
-          └──── contexts, streams ───────────────┴──> tournament_collect -> `tournament` tables
+          └──── contexts, streams ───────────────┴──> tournament_collect -> the five `tournament*` assets
 
 Engines are batched round-robin, one batch per parallel worker (`executor.max_concurrent`, or the
-dask cluster's workers): the multiprocess executor runs the batches on both cores. Values between the ops travel as Parquet in the lakehouse (never pickle), so every
-worker reads them from shared storage.
+dask cluster's workers): the multiprocess executor runs the batches on both cores; in-process (the
+default) they run one after the other. Values between the ops travel as Parquet in the lakehouse
+(never pickle), so every worker reads them from shared storage.
 """
 
 from __future__ import annotations
@@ -19,16 +20,22 @@ from dagster import (
     Nothing,
     Out,
     Output,
-    graph_asset,
+    graph_multi_asset,
     op,
 )
 
 from portfolio_assets.assets._step import Step, preview_md
-from portfolio_assets.assets.common import OWNERS, PARTITIONS
+from portfolio_assets.assets.common import OWNERS, PARTITIONS, outs
 from portfolio_assets.manifest import Config
 from portfolio_assets.resources import PortfolioSettings
 
-UPSTREAM = ("history_500d", "raw_pool_history", "risk_buckets", "market_regime", "target_weights", "selected_universe")
+# What the tournament reads, and what it only runs after: `history_500d` (its blocking health gate
+# stops it) and `market_bars` (it fetches bars). It does not wait for `target_weights`, which waits
+# for the book of the previous session: in a backfill the tournaments of all dates run in parallel.
+UPSTREAM = ("history_500d__returns", "history_500d__health", "selected_universe", "raw_pool", "raw_pool_history",
+            "risk_buckets", "market_regime")
+ORDERING = ("history_500d", "market_bars")
+TABLES = ("tournament", "tournament__windows", "tournament__returns", "tournament__weights", "tournament__contexts")
 
 
 def tournament_settings(cfg: Config):
@@ -83,11 +90,16 @@ def point_in_time_pools(step: Step, windows, today_pool: pd.DataFrame) -> dict[i
 
 
 @op(
-    ins={name: In(Nothing) for name in UPSTREAM},
+    ins={"history_500d__returns": In(pd.DataFrame), "history_500d__health": In(pd.DataFrame),
+         "selected_universe": In(pd.DataFrame), "raw_pool": In(pd.DataFrame), "raw_pool_history": In(pd.DataFrame),
+         "risk_buckets": In(pd.DataFrame), "market_regime": In(pd.DataFrame),
+         **{name: In(Nothing) for name in ORDERING}},
     out={"contexts": Out(pd.DataFrame), "streams": Out(pd.DataFrame), "batches": DynamicOut(pd.DataFrame)},
-    required_resource_keys={"settings"},
+    required_resource_keys={"settings", "price_cache"},
 )
-def tournament_plan(context):
+def tournament_plan(context, history_500d__returns: pd.DataFrame, history_500d__health: pd.DataFrame,
+                    selected_universe: pd.DataFrame, raw_pool: pd.DataFrame, raw_pool_history: pd.DataFrame,
+                    risk_buckets: pd.DataFrame, market_regime: pd.DataFrame):
     """Per-window contexts (point-in-time raw pool, universe, buckets, regime) and the return
     streams every engine shares; then one dynamic batch of engines per parallel worker."""
     from portfolio_assets.assets.universe import fetch_returns
@@ -95,15 +107,15 @@ def tournament_plan(context):
     from portfolio_assets.quant.walkforward import make_windows
 
     settings: PortfolioSettings = context.resources.settings
-    with Step(context, settings, "tournament_plan", "validation") as step:
+    with Step(context, settings, asset="tournament_plan", price_cache=context.resources.price_cache) as step:
         cfg = step.cfg
         baseline = cfg.selection.baseline
         tset, _, _, _ = tournament_settings(cfg)
-        rets = step.read("history", "history_500d", "returns")
-        health = step.read("history", "history_500d", "health").set_index("symbol")
-        winners = step.read("universe", "selected_universe").set_index("symbol")
-        pool = step.read("universe", "raw_pool").set_index("symbol")
-        raw = step.read("history", "raw_pool_history").reindex(rets.index)
+        rets = history_500d__returns
+        health = history_500d__health.set_index("symbol")
+        winners = selected_universe.set_index("symbol")
+        pool = raw_pool.set_index("symbol")
+        raw = raw_pool_history.reindex(rets.index)
         ok = [s for s in rets.columns if health.at[s, "status"] == "OK"]
         windows = make_windows(rets.index, cfg.backtest.train, cfg.backtest.test, cfg.backtest.step)
         raw_returns = pd.concat([rets[ok], raw[[c for c in raw.columns if c not in ok]]], axis=1)
@@ -115,15 +127,15 @@ def tournament_plan(context):
                 raw_returns = pd.concat([raw_returns, extra.reindex(rets.index)], axis=1)
         today = TodayContext(
             universe=winners["direction"].reindex(ok).fillna("long"),
-            buckets=step.read("risk", "risk_buckets").set_index("symbol")["bucket"],
-            regime=str(step.read("risk", "market_regime")["label"].iloc[-1]),
+            buckets=risk_buckets.set_index("symbol")["bucket"],
+            regime=str(market_regime["label"].iloc[-1]),
             raw_pool=pool["direction"],
         )
         contexts = plan_contexts(windows, raw_returns, baseline, tset, pools=pools, today=today)
         streams = build_streams(raw_returns, sorted(set(contexts["stream"])))
         step.params.update(windows=len(windows), pit=tset.pit, streams=streams.shape[1],
                            pool_sources=sorted(set(contexts["pool_source"])))
-        step.metadata["_metrics"] = {"windows": len(windows), "streams": streams.shape[1]}
+        step.metrics = {"windows": len(windows), "streams": streams.shape[1]}
     context.log.info(f"{len(windows)} windows, {streams.shape[1]} streams; point-in-time contexts: {tset.pit}")
     yield Output(contexts, output_name="contexts")
     yield Output(streams, output_name="streams")
@@ -158,14 +170,14 @@ def tournament_engines(context, batch: pd.DataFrame, contexts: pd.DataFrame, str
     return tuple(pd.concat(parts[k], ignore_index=True) for k in ("windows", "returns", "weights"))
 
 
-@op(required_resource_keys={"settings"})
+@op(out={key: Out(pd.DataFrame) for key in TABLES}, required_resource_keys={"settings"})
 def tournament_collect(context, windows: list[pd.DataFrame], returns: list[pd.DataFrame],
-                       weights: list[pd.DataFrame], contexts: pd.DataFrame) -> None:
+                       weights: list[pd.DataFrame], contexts: pd.DataFrame):
     """Stitch the engines' results into the `tournament` tables and record them."""
     from portfolio_assets.quant.tournament import summarize_tournament
 
     settings: PortfolioSettings = context.resources.settings
-    with Step(context, settings, "tournament", "validation") as step:
+    with Step(context, settings, asset="tournament") as step:
         cfg = step.cfg
         step.params.update(train=cfg.backtest.train, test=cfg.backtest.test, step=cfg.backtest.step,
                            pit=cfg.features.feat_pit_fidelity, simulators=list(cfg.backtest.simulators),
@@ -175,11 +187,6 @@ def tournament_collect(context, windows: list[pd.DataFrame], returns: list[pd.Da
         wts = pd.concat(weights, ignore_index=True).sort_values(["engine", "k", "stream"], kind="mergesort")
         summary = summarize_tournament(win, rets).sort_values("sharpe", ascending=False, kind="mergesort")
         seconds = win.groupby("engine")["seconds"].first().round(3).to_dict()
-        step.write(summary.reset_index(drop=True))
-        step.write(win.drop(columns=["seconds"]).reset_index(drop=True), part="windows")
-        step.write(rets.reset_index(drop=True), part="returns")
-        step.write(wts.reset_index(drop=True), part="weights")
-        step.write(contexts, part="contexts")
         for row in win[win["violations"].fillna("") != ""].itertuples():
             step.event("window_violation", engine=row.engine, window=int(row.k), violations=row.violations)
         for row in win[win["fallbacks"].fillna("") != ""].drop_duplicates(["engine", "k"]).itertuples():
@@ -188,7 +195,11 @@ def tournament_collect(context, windows: list[pd.DataFrame], returns: list[pd.Da
             step.event("window_caps_relaxed", engine=row.engine, window=int(row.k), relaxations=row.relaxations)
         per_window = win.drop_duplicates(["engine", "k"])
         realized = summary[summary["simulator"] == "realized"] if "realized" in set(summary["simulator"]) else summary
-        context.add_output_metadata(step.dagster_metadata(
+        yield from step.emit(
+            {"tournament": summary.reset_index(drop=True),
+             "tournament__windows": win.drop(columns=["seconds"]).reset_index(drop=True),
+             "tournament__returns": rets.reset_index(drop=True), "tournament__weights": wts.reset_index(drop=True),
+             "tournament__contexts": contexts},
             metrics={"windows": int(win["k"].nunique()), "engines": int(win["engine"].nunique()),
                      "pit_fidelity": bool(cfg.features.feat_pit_fidelity),
                      "windows_with_violations": int((win["violations"].fillna("") != "").sum()),
@@ -198,29 +209,32 @@ def tournament_collect(context, windows: list[pd.DataFrame], returns: list[pd.Da
             preview=realized[["engine", "simulator", "cagr", "sharpe", "max_drawdown", "turnover_one_way", "costs_paid",
                               "n_fallbacks", "n_relaxed", "engines_used"]],
             extra={"all_engines": preview_md(summary, n=40)},
-        ))
+        )
 
 
-@graph_asset(
+@graph_multi_asset(
     name="tournament",
-    group_name="validation",
-    partitions_def=PARTITIONS,
-    ins={name: AssetIn(name, dagster_type=Nothing) for name in UPSTREAM},
-    kinds={"python", "parquet"},
-    owners=OWNERS,
-    description=(
+    outs=outs("tournament", 12, {
+        "windows": "Per engine, simulator and window: train/test spans, metrics, fallbacks, audit violations",
+        "returns": "Daily out-of-sample returns per engine and simulator",
+        "weights": "Every window's weights per engine",
+        "contexts": "Every window's point-in-time universe, buckets and regime, and where its pool came from",
+    }, owners=OWNERS, kinds={"python", "parquet"}, description=(
         "Step 12. Walk-forward tournament over history_500d (train 252 / test 20 / step 20): every "
         "engine x simulator (`idealized`: drifting weights, zero friction; `realized`: + slippage "
         "and commission on traded notional, borrow on shorts, holdings carried). First window from an "
         "empty book. feat_pit_fidelity re-selects the universe, re-clusters and re-detects the regime "
-        "from each window's train rows and audits every window's weights. Fanned out per engine."
-    ),
+        "from each window's train rows and audits every window's weights. Fanned out per engine.")),
+    ins={**{name: AssetIn(name) for name in UPSTREAM}, **{name: AssetIn(name, dagster_type=Nothing) for name in ORDERING}},
+    partitions_def=PARTITIONS,
 )
-def tournament(history_500d, raw_pool_history, risk_buckets, market_regime, target_weights, selected_universe):
+def tournament(history_500d__returns, history_500d__health, selected_universe, raw_pool, raw_pool_history,
+               risk_buckets, market_regime, history_500d, market_bars):
     contexts, streams, batches = tournament_plan(
-        history_500d=history_500d, raw_pool_history=raw_pool_history, risk_buckets=risk_buckets,
-        market_regime=market_regime, target_weights=target_weights, selected_universe=selected_universe,
+        history_500d__returns=history_500d__returns, history_500d__health=history_500d__health,
+        selected_universe=selected_universe, raw_pool=raw_pool, raw_pool_history=raw_pool_history,
+        risk_buckets=risk_buckets, market_regime=market_regime, history_500d=history_500d, market_bars=market_bars,
     )
     windows, returns, weights = batches.map(lambda b: tournament_engines(b, contexts, streams))
-    return tournament_collect(windows.collect(), returns.collect(), weights.collect(), contexts)
-
+    tables = tournament_collect(windows.collect(), returns.collect(), weights.collect(), contexts)
+    return dict(zip(TABLES, tables, strict=True))

@@ -78,6 +78,40 @@ def test_outputs_are_queryable_with_duckdb(full_run):
     assert {"market", "raw_pool_ew", "equal_weight", "hrp", "barbell"} <= engines
 
 
+def test_every_materialization_carries_its_content_hash_and_standard_metadata(full_run):
+    """Data version = content hash of the stored file = the hash the ledger's outcome recorded;
+    row count and column schema as Dagster's standard metadata; the file is where `path` says."""
+    from dagster import AssetKey, AssetRecordsFilter
+
+    from portfolio_assets.ledger import file_hash
+    from portfolio_assets_tests.conftest import ledger_records
+
+    lake, _, instance = full_run
+    lh = Lakehouse(lake, "development")
+    recorded = {name: entry["hash"] for rec in ledger_records(lh.ledger_path(PARTITION)) if rec["kind"] == "outcome"
+                for name, entry in rec["payload"].get("outputs", {}).items()}  # the latest outcome wins
+    for name in sorted(ALL_ASSETS):
+        (record,) = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(name), asset_partitions=[PARTITION]), limit=1).records
+        mat = record.asset_materialization
+        version = mat.tags["dagster/data_version"]
+        path = mat.metadata["path"].value
+        assert version == file_hash(path) == recorded[name], name
+        assert mat.metadata["dagster/row_count"].value == len(pd.read_parquet(path)), name
+        assert mat.metadata["dagster/column_schema"].value.columns, name
+        assert mat.tags.get("dagster/code_version"), name
+
+
+def test_sql_views_show_no_index_columns_and_one_partition_column(full_run):
+    lake, _, _ = full_run
+    con = Lakehouse(lake, "development").duckdb()
+    for (view,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall():
+        columns = [c[0] for c in con.execute(f'DESCRIBE "{view}"').fetchall()]
+        assert not [c for c in columns if c.startswith("__index")], (view, columns)
+        assert "partition_1" not in columns and columns.count("partition") <= 1, (view, columns)
+    assert con.execute("SELECT partition, profile FROM run_manifest").fetchall() == [(PARTITION, "development")]
+
+
 def test_strict_health_with_unrecoverable_fault_stops_the_run_at_the_gate(tmp_path):
     result = run_graph(tmp_path, PA_SOURCE__SETTINGS=NEVER_HEALS, PA_DATA__RECOVERY_BACKOFF_S="0")
     assert not result.success
@@ -154,8 +188,9 @@ def test_failed_weights_gate_leaves_no_orders_alerts_and_blocks_a_later_run(tmp_
             deliver_run_alerts(instance, result.run_id, "development")
         assert len((lh.root / "alerts" / "alerts.jsonl").read_text().splitlines()) == len(lines)
 
-        # a later run of implementation_orders alone is refused: the latest gate evaluation failed
-        later = run_graph(tmp_path, selection=AssetSelection.assets("implementation_orders"), **overrides)
+        # a later run of implementation_orders alone is refused: Dagster's latest gate evaluation failed
+        later = run_graph(tmp_path, selection=AssetSelection.assets("implementation_orders"), instance=instance,
+                          **overrides)
         assert not later.success
         assert "refusing to implement: weights_sanity: latest evaluation FAILED" in step_errors(later)["implementation_orders"]
     finally:
@@ -163,18 +198,27 @@ def test_failed_weights_gate_leaves_no_orders_alerts_and_blocks_a_later_run(tmp_
 
 
 def test_implementation_refuses_when_gate_predates_the_stored_data(full_run, tmp_path):
-    lake, _, _ = full_run
+    lake, _, instance = full_run
     # re-materialize target_weights with a different production engine, but not its check
-    changed = run_graph(lake, selection=AssetSelection.assets("target_weights").without_checks(),
+    step = AssetSelection.assets("target_weights", "target_weights__diagnostics")
+    changed = run_graph(lake, selection=step.without_checks(), instance=instance,
                         PA_OPTIMIZATION__PRODUCTION_ENGINE="hrp")
     assert changed.success
-    later = run_graph(lake, selection=AssetSelection.assets("implementation_orders"))
+    later = run_graph(lake, selection=AssetSelection.assets("implementation_orders"), instance=instance)
     assert not later.success
     msg = step_errors(later)["implementation_orders"]
-    assert "weights_sanity: latest evaluation predates the stored data of allocation/target_weights" in msg
+    assert "weights_sanity: latest evaluation predates the stored data of target_weights" in msg
     # restore: the whole tail with its checks passes again
-    again = run_graph(lake, selection=AssetSelection.assets("target_weights").downstream())
+    again = run_graph(lake, selection=step.downstream(), instance=instance)
     assert again.success, step_errors(again)
+
+
+def test_a_later_run_never_evaluated_gate_refuses_in_another_instance(full_run):
+    """The decision is read from this instance's check records: a fresh instance has none."""
+    lake, _, _ = full_run
+    later = run_graph(lake, selection=AssetSelection.assets("implementation_orders"))
+    assert not later.success
+    assert "health_gate: never evaluated for 2026-11-25" in step_errors(later)["implementation_orders"]
 
 
 def test_tampered_artifact_fails_ledger_integrity_and_blocks_orders(full_run):
@@ -191,3 +235,36 @@ def test_tampered_artifact_fails_ledger_integrity_and_blocks_orders(full_run):
     gate = check_results(result)["ledger_integrity"]
     assert not gate.passed and "artifact risk/risk_buckets/2026-11-25.parquet changed since it was recorded" in gate.description
     assert not orders.exists()
+
+
+def test_the_book_is_what_was_traded(tmp_path):
+    """accept (the `executions` asset) of the previous session's orders minus one symbol becomes
+    the next session's book: dust HOLDs and the untraded order are not positions."""
+    from portfolio_assets.definitions import defs
+    from portfolio_assets.holdings import executed_orders
+
+    instance = DagsterInstance.ephemeral()
+    prev = "2026-11-24"
+    first = run_graph(tmp_path, partition=prev, instance=instance)
+    assert first.success, step_errors(first)
+    lh = Lakehouse(tmp_path, "development")
+    orders = lh.read_table("implementation", "implementation_orders", prev)
+    assert lh.read_table("implementation", "holdings", prev).empty  # the first book
+    skipped = orders.loc[orders["action"] == "BUY", "symbol"].iloc[0]
+    trades = executed_orders(orders, not_traded=[skipped])
+    with env(PA_LAKEHOUSE=str(tmp_path), PA_PROFILE="development"):
+        from dagster import materialize
+
+        accepted = materialize([*defs.assets], selection=AssetSelection.assets("executions"), partition_key=prev,
+                               resources=defs.resources, instance=instance, run_config={"ops": {"executions": {
+                                   "config": {"trades": trades.to_dict("records"), "orders_version": "v"}}}})
+    assert accepted.success
+    second = run_graph(tmp_path, instance=instance)
+    assert second.success, step_errors(second)
+    book = lh.read_table("implementation", "holdings", PARTITION).set_index("symbol")
+    traded = orders[orders["action"].isin(["BUY", "SELL"]) & (orders["symbol"] != skipped)].set_index("symbol")
+    assert set(book.index) == set(traded.index)  # no HOLD (dust) and no untraded symbol
+    assert (book["net_weight"] == traded["delta_net_weight"].reindex(book.index)).all()
+    assert (book["last_traded"] == prev).all()
+    now = lh.read_table("implementation", "implementation_orders", PARTITION).set_index("symbol")
+    assert (now["current_net_weight"].reindex(book.index) == book["net_weight"]).all()

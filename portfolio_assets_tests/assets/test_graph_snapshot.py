@@ -7,7 +7,7 @@ re-grouped one, a changed dependency, a check that stopped blocking) fails
 
 Regenerate the snapshot after an intended change, then review and commit the JSON diff:
 
-    PA_UPDATE_SNAPSHOT=1 .venv/bin/python -m pytest portfolio_assets_tests/test_graph_snapshot.py -q
+    PA_UPDATE_SNAPSHOT=1 .venv/bin/python -m pytest portfolio_assets_tests/assets/test_graph_snapshot.py -q
 
 The contract tests below (keys, groups, blocking gates, descriptions/owners/kinds, no stub assets)
 do not read the snapshot, so regenerating it can never hide a contract violation.
@@ -29,7 +29,7 @@ from dagster import AssetKey, Definitions, asset
 from portfolio_assets.definitions import defs
 
 SNAPSHOT = Path(__file__).with_name("graph_snapshot.json")
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # SPEC §2: these keys are a contract (more may be added, none removed or renamed).
 CONTRACT_GROUPS = {
@@ -70,6 +70,7 @@ def graph_snapshot(definitions: Definitions) -> dict[str, Any]:
             "group": node.group_name,
             "deps": sorted(k.to_user_string() for k in node.parent_keys),
             "kinds": sorted(node.kinds),
+            "code_version": node.code_version,
         }
     checks = {
         ck.to_user_string(): {"blocking": bool(graph.get(ck).blocking)}
@@ -160,6 +161,75 @@ def test_stub_detection_catches_a_deps_typo():
     assert stub_keys(Definitions(assets=[downstream])) == {"raw_pol"}
 
 
+def test_a_misspelt_dependency_is_a_definitions_error():
+    """A typo in an input is refused by Dagster when the definitions load; a typo in a `deps=`
+    entry (which Dagster would turn into a stub) by the check definitions.py runs at import."""
+    from dagster import AssetIn, DagsterInvalidDefinitionError
+
+    from portfolio_assets.definitions import undefined_dependencies
+
+    @asset(ins={"pool": AssetIn("raw_pol")})
+    def typo_input(pool):
+        return pool
+
+    with pytest.raises(DagsterInvalidDefinitionError, match='Input asset .*raw_pol.* is not produced'):
+        Definitions.validate_loadable(Definitions(assets=[*defs.assets, typo_input], resources=defs.resources))
+
+    @asset(deps=["raw_pol"])
+    def typo_dep() -> None: ...
+
+    assert undefined_dependencies(Definitions(assets=[*defs.assets, typo_dep], resources=defs.resources)) == {
+        "typo_dep": ["raw_pol"]}
+    assert undefined_dependencies(defs) == {}
+
+
+def test_no_asset_declares_string_deps_for_data():
+    """Every edge of the graph is an input (typed, or an ordering-only `Nothing` input made with
+    `common.after`), never a bare `deps=` entry."""
+    for assets_def in defs.assets:
+        for key in assets_def.keys:
+            spec_deps = {d.asset_key for d in assets_def.get_asset_spec(key).deps}
+            inputs = set(assets_def.keys_by_input_name.values())
+            assert spec_deps <= inputs, f"{key.to_user_string()}: deps without an input: {spec_deps - inputs}"
+
+
+def test_every_asset_has_the_code_version_of_the_versions_table(graph):
+    from portfolio_assets.versions import asset_code_version, with_upstream
+
+    own = {}
+    for assets_def in defs.assets:
+        for key in assets_def.keys:
+            own[key.to_user_string()] = asset_code_version(assets_def.node_def.name)
+    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+               for k in graph.get_all_asset_keys()}
+    expected = with_upstream(own, parents)
+    assert {k.to_user_string(): graph.get(k).code_version for k in graph.get_all_asset_keys()} == expected
+    assert all(graph.get(k).code_version for k in graph.get_all_asset_keys())
+
+
+def test_a_failed_health_gate_blocks_every_reader_of_a_history_table(graph):
+    """Dagster blocks the consumers of the checked key (`history_500d`): every asset that reads
+    another table of the history step must therefore also wait for `history_500d` itself."""
+    history = {k for k in graph.get_all_asset_keys() if k.to_user_string().startswith("history_500d")}
+    readers = {k for k in graph.get_all_asset_keys() if graph.get(k).parent_keys & history} - history
+    assert {r.to_user_string() for r in readers} >= {"risk_buckets", "market_regime", "target_weights", "tournament",
+                                                       "reports"}
+    for reader in readers:
+        assert AssetKey("history_500d") in graph.get(reader).parent_keys, reader.to_user_string()
+
+
+def test_runbook_steps_never_decrease_downstream(graph):
+    """`run --start-step N` re-executes each asset of step >= N with everything downstream of it:
+    that is "steps >= N" only if no asset feeds an asset of an earlier step."""
+    from portfolio_assets.assets.common import STEP_TAG
+
+    for key in graph.get_all_asset_keys():
+        step = int(graph.get(key).tags[STEP_TAG])
+        for parent in graph.get(key).parent_keys:
+            if parent not in (key, AssetKey("executions")):  # the previous session's book and trades
+                assert int(graph.get(parent).tags[STEP_TAG]) <= step, (parent.to_user_string(), key.to_user_string())
+
+
 def test_contract_asset_keys_and_groups(graph):
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     missing = sorted(set(CONTRACT_GROUPS) - keys)
@@ -189,7 +259,8 @@ def test_contract_lineage_order(graph):
     assert {"reports", "tournament", "target_weights"} <= ancestors("audit_ledger")
     assert {"history_500d", "risk_buckets", "market_regime"} <= ancestors("target_weights")
     for key in graph.get_all_asset_keys():
-        if key != AssetKey("run_manifest"):
+        # `executions` are facts an operator states (`accept`), outside any run of the daily graph.
+        if key not in (AssetKey("run_manifest"), AssetKey("executions")):
             assert "run_manifest" in ancestors(key.to_user_string()), f"{key.to_user_string()} does not follow step 1"
 
 
@@ -201,7 +272,7 @@ def _ancestors(graph, key: AssetKey) -> set[str]:
             if parent not in seen:
                 seen.add(parent)
                 stack.append(parent)
-    return {k.to_user_string() for k in seen}
+    return {k.to_user_string() for k in seen - {key}}
 
 
 def test_every_asset_has_description_owner_and_kinds(graph):

@@ -47,7 +47,7 @@ import yaml
 from portfolio_assets import cli
 from portfolio_assets.definitions import defs
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_DEADLINE_S = 90.0  # typically 15-30 s on 2 shared cores (two code-location loads)
 SHUTDOWN_DEADLINE_S = 40.0
 WINDOW = (1600, 1000)
@@ -181,7 +181,9 @@ def start_ui(home: Path, log: Path) -> tuple[UiServer, str | None]:
     loaded. Returns the server and 'loaded', an error, or None (deadline passed / process exited).
     The process is stopped before any exception (including Ctrl-C of pytest) leaves this function."""
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PA_")}, "DAGSTER_HOME": str(home),
+           "PYTHONUNBUFFERED": "1", "PA_PROFILE": "development", "PA_LAKEHOUSE": str(home.parent / "lakehouse"),
+           "PA_EXECUTOR__KIND": "in_process"}
     t0 = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -297,6 +299,88 @@ def test_graphql_lineage_equals_code_graph(ui_server: UiServer):
     print(f"\ngraphql checks: {time.monotonic() - t0:.1f} s (server startup {ui_server.startup_s:.1f} s)")
 
 
+GRAPH_PAGE_QUERY = """
+query GraphPage {
+  assetNodes {
+    assetKey { path }
+    dependencyKeys { path }
+    groupName
+    isPartitioned
+    partitionDefinition { description }
+    partitionStats { numMaterialized numMaterializing numPartitions numFailed }
+  }
+}
+"""
+
+LAUNCH_BACKFILL = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+BACKFILL_STATUS = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status numPartitions partitionNames assetBackfillData {
+      assetBackfillStatuses { ... on AssetPartitionsStatusCounts { assetKey { path } numPartitionsTargeted
+        numPartitionsMaterialized numPartitionsFailed } } } }
+  }
+}
+"""
+
+
+@pytest.mark.ui
+def test_asset_graph_with_every_session_since_1995_loads_quickly(ui_server: UiServer):
+    """The asset graph page's data (every node with its partition statistics) over the ~8,000
+    partitions of the default calendar, timed; the number is in docs/ARCHITECTURE.md."""
+    t0 = time.monotonic()
+    ui_server.graphql(GRAPH_PAGE_QUERY)  # the first page view (cold caches)
+    cold = time.monotonic() - t0
+    t0 = time.monotonic()
+    nodes = ui_server.graphql(GRAPH_PAGE_QUERY)["assetNodes"]
+    seconds = time.monotonic() - t0
+    stats = {"/".join(n["assetKey"]["path"]): n["partitionStats"] for n in nodes}
+    assert all(n["isPartitioned"] for n in nodes)
+    assert min(s["numPartitions"] for s in stats.values()) > 8000
+    print(f"\nasset graph page data: {len(nodes)} assets x {stats['run_manifest']['numPartitions']} partitions "
+          f"in {seconds:.2f} s (first view {cold:.2f} s)")
+    assert max(seconds, cold) < 20, f"the asset graph's data took {cold:.1f} s, then {seconds:.1f} s"
+
+
+@pytest.mark.ui
+def test_a_backfill_launched_through_graphql_runs_with_the_daemon(ui_server: UiServer):
+    """What the UI's "Materialize" > backfill dialog sends: `launchPartitionBackfill`; the daemon
+    of `portfolio-assets ui` runs it to completion and the backfill page reports it."""
+    params = {"partitionNames": ["2026-11-24", "2026-11-25"], "assetSelection": [{"path": ["run_manifest"]}],
+              "title": "ui test"}
+    req = urllib.request.Request(
+        f"{ui_server.url}/graphql", data=json.dumps({"query": LAUNCH_BACKFILL, "variables": {"params": params}}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    with NO_PROXY.open(req, timeout=60) as resp:
+        answer = json.loads(resp.read())["data"]["launchPartitionBackfill"]
+    assert answer["__typename"] == "LaunchBackfillSuccess", answer
+    deadline = time.monotonic() + 300
+    while True:
+        req = urllib.request.Request(
+            f"{ui_server.url}/graphql", headers={"Content-Type": "application/json"}, method="POST",
+            data=json.dumps({"query": BACKFILL_STATUS, "variables": {"id": answer["backfillId"]}}).encode())
+        with NO_PROXY.open(req, timeout=60) as resp:
+            backfill = json.loads(resp.read())["data"]["partitionBackfillOrError"]
+        if backfill["status"] not in ("REQUESTED",) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert backfill["status"] == "COMPLETED_SUCCESS", f"{backfill}\n{ui_server.log_tail()}"
+    (counts,) = backfill["assetBackfillData"]["assetBackfillStatuses"]
+    assert (counts["numPartitionsTargeted"], counts["numPartitionsMaterialized"], counts["numPartitionsFailed"]) == (2, 2, 0)
+    lake = ui_server.home.parent / "lakehouse" / "development" / "run" / "run_manifest"
+    assert sorted(p.name for p in lake.glob("*.parquet")) == ["2026-11-24.parquet", "2026-11-25.parquet"]
+
+
 # ---------------------------------------------------------------------------------------------
 # headless Chromium
 # ---------------------------------------------------------------------------------------------
@@ -369,28 +453,42 @@ def assert_not_blank_png(path: Path, size: tuple[int, int]) -> None:
     assert canvas.std() > 3 and (canvas < 160).mean() > 0.0005, "the lineage canvas is empty"
 
 
+def group_url(server: UiServer, group: str) -> str:
+    location = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["dagster"]["code_location_name"]
+    return f"{server.url}/locations/{location}/asset-groups/{group}"
+
+
 @pytest.mark.ui
 def test_lineage_page_renders_every_asset(ui_server: UiServer, tmp_path: Path):
+    """The global lineage page renders (a screenshot that is not blank, no error or onboarding
+    text); every group's page renders each of its asset nodes (the global page of ~36 nodes lays
+    them out taller than a window, and the UI draws only the nodes in view)."""
     binary = chromium_binary()
     url = lineage_url(ui_server)
-    names = set(code_graph()["assets"])
+    graph = code_graph()["assets"]
 
     t0 = time.monotonic()
     png = tmp_path / "lineage.png"
     run_chromium(binary, tmp_path / "profile-shot", url, f"--screenshot={png}")
     t_shot = time.monotonic() - t0
     assert_not_blank_png(png, WINDOW)
-
-    t0 = time.monotonic()
     dom = run_chromium(binary, tmp_path / "profile-dom", url, "--dump-dom").stdout
-    t_dom = time.monotonic() - t0
     assert "Global asset lineage" in dom, f"not the lineage page: {dom[:500]}"
     for text in ONBOARDING_OR_ERROR_TEXT:
         assert text not in dom, f"the lineage page shows {text!r}"
-    missing = names - rendered_names(dom, names)
-    assert not missing, f"asset nodes not rendered on {url}: {sorted(missing)}"
-    groups = {a["group"] for a in code_graph()["assets"].values()}
+    groups = {a["group"] for a in graph.values()}
     assert not groups - rendered_names(dom, groups), "group names missing from the page"
+
+    t0 = time.monotonic()
+    for group in sorted(groups):
+        names = {name for name, a in graph.items() if a["group"] == group}
+        page = run_chromium(binary, tmp_path / f"profile-{group}", group_url(ui_server, group), "--dump-dom",
+                            window=(1600, 4000)).stdout
+        for text in ONBOARDING_OR_ERROR_TEXT:
+            assert text not in page, f"the {group} page shows {text!r}"
+        missing = names - rendered_names(page, names)
+        assert not missing, f"asset nodes not rendered on {group_url(ui_server, group)}: {sorted(missing)}"
+    t_groups = time.monotonic() - t0
 
     target = os.environ.get("PA_LINEAGE_PNG")
     if target:  # refresh the README picture (large, crisp; same page and flags)
@@ -398,7 +496,7 @@ def test_lineage_page_renders_every_asset(ui_server: UiServer, tmp_path: Path):
         run_chromium(binary, tmp_path / "profile-readme", url, f"--screenshot={out}", window=(1800, 1300),
                      extra=("--force-device-scale-factor=2", "--hide-scrollbars"))
         assert_not_blank_png(out, (3600, 2600))
-    print(f"\nchromium: screenshot {t_shot:.1f} s, dump-dom {t_dom:.1f} s")
+    print(f"\nchromium: screenshot {t_shot:.1f} s, {len(groups)} group pages {t_groups:.1f} s")
 
 
 def test_missing_chromium_fails_not_skips(monkeypatch):

@@ -1,0 +1,258 @@
+"""Dagster's backfills and stale status, driven from the command line through public APIs only.
+
+* GraphQL goes through the `dagster-graphql` command (`dagster_graphql`'s own CLI: it loads the
+  code location from `workspace.yaml` on the instance in DAGSTER_HOME, in a subprocess), so the
+  CLI speaks to Dagster exactly as the UI does: `launchPartitionBackfill`, `cancelPartitionBackfill`,
+  `assetNodes { staleStatusByPartition staleCausesByPartition }`.
+* A backfill needs the daemon. A live one is recognized from its heartbeats; otherwise
+  `BackfillDaemon` starts a temporary `dagster-daemon run` for the duration of the command.
+* Progress is read from the instance: the backfill's status and the runs tagged with its id
+  (`dagster/backfill`), one line per partition whenever a run of it changes state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from portfolio_assets.manifest import PROJECT_ROOT
+
+WORKSPACE = PROJECT_ROOT / "workspace.yaml"
+HEARTBEAT_FRESH_S = 90.0  # a daemon whose backfill heartbeat is older than this is not running
+HEARTBEAT_WAIT_S = 40.0  # daemons heartbeat every 30 s: a live one shows a newer beat within this
+BACKFILL_TAG = "dagster/backfill"
+PARTITION_TAG = "dagster/partition"
+
+
+class GraphQLError(RuntimeError):
+    """A GraphQL request failed or answered with errors."""
+
+
+def _bin(name: str) -> str:
+    exe = Path(sys.executable).with_name(name)
+    return str(exe) if exe.exists() else name
+
+
+def graphql(query: str, variables: dict[str, Any] | None = None, log: Path | None = None,
+            workspace: Path = WORKSPACE) -> dict[str, Any]:
+    """Run one GraphQL document against `workspace` on DAGSTER_HOME's instance; its `data`.
+
+    The code location is loaded by `dagster-graphql` in a subprocess with this process's
+    environment (profile, lakehouse, overrides), its log going to `log` (default: discarded)."""
+    with tempfile.TemporaryDirectory(prefix="pa-graphql-") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [_bin("dagster-graphql"), "-w", str(workspace), "-t", query, "-o", str(out)]
+        if variables is not None:
+            cmd += ["-v", json.dumps(variables)]
+        with (log.open("ab") if log else open(os.devnull, "wb")) as sink:
+            proc = subprocess.run(cmd, cwd=PROJECT_ROOT, stdout=sink, stderr=sink, env=dict(os.environ))
+        if proc.returncode != 0 or not out.exists():
+            raise GraphQLError(f"dagster-graphql exited {proc.returncode}" + (f"; see {log}" if log else ""))
+        body = json.loads(out.read_text())
+    if body.get("errors"):
+        raise GraphQLError("; ".join(str(e.get("message")) for e in body["errors"]))
+    return body["data"]
+
+
+LAUNCH_BACKFILL = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on PartitionSetNotFoundError { message }
+    ... on UnauthorizedError { message }
+    ... on RunConflict { message }
+  }
+}
+"""
+
+CANCEL_BACKFILL = """
+mutation Cancel($id: String!) {
+  cancelPartitionBackfill(backfillId: $id) { __typename ... on PythonError { message } }
+}
+"""
+
+
+def launch_backfill(assets_by_partitions: dict[str, list[str]], tags: dict[str, str], title: str,
+                    log: Path | None = None) -> str:
+    """Submit one asset backfill (`{asset key: [partition keys]}`); returns its id."""
+    params = {
+        "partitionsByAssets": [
+            {"assetKey": {"path": [key]}, "partitions": {"ranges": [{"start": p, "end": p} for p in parts]}}
+            for key, parts in sorted(assets_by_partitions.items())
+        ],
+        "tags": [{"key": k, "value": v} for k, v in sorted(tags.items())],
+        "title": title,
+    }
+    answer = graphql(LAUNCH_BACKFILL, {"params": params}, log)["launchPartitionBackfill"]
+    if answer["__typename"] != "LaunchBackfillSuccess":
+        raise GraphQLError(f"{answer['__typename']}: {answer.get('message')}")
+    return answer["backfillId"]
+
+
+def cancel_backfill(backfill_id: str, log: Path | None = None) -> None:
+    answer = graphql(CANCEL_BACKFILL, {"id": backfill_id}, log)["cancelPartitionBackfill"]
+    if answer["__typename"] == "PythonError":
+        raise GraphQLError(answer.get("message") or "cancel failed")
+
+
+def stale_pairs(assets_by_partitions: dict[str, list[str]], log: Path | None = None,
+                workspace: Path = WORKSPACE) -> list[tuple[str, str, str]]:
+    """`(asset, partition, root cause)` for every pair Dagster reports STALE, sorted."""
+    if not assets_by_partitions:
+        return []
+    fields = []
+    for i, (key, parts) in enumerate(sorted(assets_by_partitions.items())):
+        fields.append(
+            f'a{i}: assetNodes(assetKeys: [{{path: [{json.dumps(key)}]}}]) {{ assetKey {{ path }} '
+            f'staleStatusByPartition(partitions: {json.dumps(parts)}) '
+            f'staleCausesByPartition(partitions: {json.dumps(parts)}) {{ reason key {{ path }} partitionKey }} }}')
+    data = graphql("query Stale { " + " ".join(fields) + " }", None, log, workspace)
+    out = []
+    for i, (key, parts) in enumerate(sorted(assets_by_partitions.items())):
+        (node,) = data[f"a{i}"]
+        for part, status, causes in zip(parts, node["staleStatusByPartition"], node["staleCausesByPartition"], strict=True):
+            if status == "STALE":
+                why = "; ".join(f"{'/'.join(c['key']['path'])}"
+                                f"{'@' + c['partitionKey'] if c.get('partitionKey') else ''} {c['reason']}"
+                                for c in causes[:3])
+                out.append((key, part, why))
+    return sorted(out, key=lambda t: (t[1], t[0]))
+
+
+# ---- the daemon ----------------------------------------------------------------------------------
+def daemon_alive(instance: Any, wait_s: float = HEARTBEAT_WAIT_S, poll_s: float = 1.0) -> bool:
+    """True when a daemon's backfill loop is running: its latest heartbeat is recent *and* a newer
+    one arrives within `wait_s` (a daemon that just stopped leaves a recent heartbeat behind)."""
+    def latest() -> float | None:
+        beat = instance.get_daemon_heartbeats().get("BACKFILL")
+        return None if beat is None else beat.timestamp
+
+    first = latest()
+    if first is None or time.time() - first > HEARTBEAT_FRESH_S:
+        return False
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(poll_s)
+        now = latest()
+        if now is not None and now > first:
+            return True
+    return False
+
+
+@dataclass
+class BackfillDaemon:
+    """A `dagster-daemon run` started for one command when no daemon is running (a context
+    manager: stopped with SIGTERM, then killed after a deadline, on exit)."""
+
+    instance: Any
+    log: Path
+    started: subprocess.Popen | None = None
+
+    def __enter__(self) -> BackfillDaemon:
+        if daemon_alive(self.instance):
+            return self
+        with self.log.open("ab") as sink:
+            self.started = subprocess.Popen(
+                [_bin("dagster-daemon"), "run", "-w", str(WORKSPACE)], cwd=PROJECT_ROOT, env=dict(os.environ),
+                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        proc = self.started
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+    def check_running(self) -> None:
+        if self.started is not None and self.started.poll() is not None:
+            raise RuntimeError(f"the temporary dagster-daemon exited ({self.started.returncode}); see {self.log}")
+
+
+# ---- watching a backfill ---------------------------------------------------------------------
+TERMINAL_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
+TERMINAL_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+@dataclass
+class BackfillProgress:
+    """Per-partition state of a backfill, from its runs. The daemon launches what is ready, so a
+    partition may take several runs (e.g. the book waits for the previous session's): it failed if
+    any of them failed or was canceled, and succeeded when all of them did."""
+
+    partitions: list[str]
+    runs: dict[str, dict[str, str]] = field(default_factory=dict)  # partition -> run id -> status
+
+    def update(self, runs: Iterable[Any]) -> list[tuple[str, str, str]]:
+        """Fold in the backfill's runs; returns `(partition, run id, status)` of every run that
+        started or finished since the last call."""
+        events = []
+        for run in runs:
+            part = run.tags.get(PARTITION_TAG)
+            if part is None:
+                continue
+            status = run.status.value
+            before = self.runs.setdefault(part, {}).get(run.run_id)
+            self.runs[part][run.run_id] = status
+            if status != before and (status in TERMINAL_RUN or status == "STARTED"):
+                events.append((part, run.run_id, status))
+        return sorted(events)
+
+    def state(self, part: str) -> str:
+        values = set(self.runs.get(part, {}).values())
+        bad = values & {"FAILURE", "CANCELED"}
+        return sorted(bad)[-1] if bad else "SUCCESS" if values == {"SUCCESS"} else "RUNNING" if values else "WAITING"
+
+    @property
+    def finished_runs(self) -> tuple[int, int]:
+        statuses = [s for runs in self.runs.values() for s in runs.values()]
+        return sum(s in TERMINAL_RUN for s in statuses), len(statuses)
+
+    @property
+    def failed(self) -> list[str]:
+        return [p for p in self.partitions if self.state(p) in ("FAILURE", "CANCELED")]
+
+    @property
+    def succeeded(self) -> list[str]:
+        return [p for p in self.partitions if self.state(p) == "SUCCESS"]
+
+
+def watch_backfill(instance: Any, backfill_id: str, partitions: list[str], say: Callable[[str], None],
+                   daemon: BackfillDaemon, poll_s: float = 2.0) -> BackfillProgress:
+    """Poll until the backfill is terminal; print a line per partition state change."""
+    from dagster import RunsFilter
+
+    progress = BackfillProgress(partitions)
+    t0 = time.monotonic()
+    while True:
+        daemon.check_running()
+        runs = instance.get_run_records(RunsFilter(tags={BACKFILL_TAG: backfill_id}))
+        for part, run_id, status in progress.update([r.dagster_run for r in runs]):
+            done, total = progress.finished_runs
+            say(f"  [{time.monotonic() - t0:5.0f} s] {part}: run {run_id[:8]} {status} "
+                f"({done}/{total} runs finished; partition {progress.state(part)})")
+        backfill = instance.get_backfill(backfill_id)
+        status = backfill.status.value if backfill is not None else "MISSING"
+        active = any(s not in TERMINAL_RUN for runs_ in progress.runs.values() for s in runs_.values())
+        if status in TERMINAL_BACKFILL and not active:
+            return progress
+        time.sleep(poll_s)
