@@ -194,21 +194,26 @@ def summarize_run(result: Any, partition: str) -> int:
 
 
 def _deliver_alerts(run_id: str) -> None:
-    """Alerts for a run the CLI started (the daemon's sensors do the same for UI runs; delivery is
-    idempotent per alert, so nothing is sent twice)."""
+    """Alerts for a run the CLI started, to the sinks of this command's resolved config (`--set`
+    included; the daemon's sensors do the same for UI runs and find the sinks in the run's tag).
+    Delivery is idempotent per alert and sink, so nothing is sent twice; what a sink did not take
+    is printed and waits in the dead letter."""
     from dagster import DagsterInstance
 
-    from portfolio_assets.alerts import AlertDeliveryError
-    from portfolio_assets.sensors import deliver_run_alerts
+    from portfolio_assets.alerts import deliver_run
 
+    resolved = resolve(os.environ["PA_PROFILE"], cli_overrides=json.loads(os.environ.get("PA_CLI_OVERRIDES") or "{}"))
     with DagsterInstance.get() as instance:
-        try:
-            texts = deliver_run_alerts(instance, run_id, os.environ["PA_PROFILE"])
-        except AlertDeliveryError as exc:
-            _err(f"alert delivery failed: {exc}")
-            return
-    for text in texts:
-        print(f"alert: {text}")
+        delivery = deliver_run(instance, run_id, resolved=resolved)
+    for alert in delivery.alerts:
+        print(f"alert: {alert.text()}")
+    report = delivery.report
+    if report.sent or report.redelivered:
+        sinks = sorted({sink for _, sink in report.sent + report.redelivered})
+        print(f"alerts delivered to {', '.join(sinks)} (sinks from {delivery.sinks_from})"
+              + (f"; {len(report.redelivered)} from the dead letter" if report.redelivered else ""))
+    for line in report.problems():
+        _err(f"alert delivery: {line}")
 
 
 def where_outputs(partition: str) -> None:
