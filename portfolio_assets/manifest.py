@@ -20,7 +20,7 @@ Nonsense is refused before any work starts: every number is finite and bounded (
 fractions in range, counts, backoffs and timeouts with upper limits), engine names come from
 `constants.ENGINE_NAMES`; the file may not hold `NaN`/`Infinity` or a duplicate key, and any read
 or decode error names it; an override that fails names its origin (`--set x.y=...` or
-`PA_X__Y=...`); a `PA_*` variable that is neither a setting nor in `NON_OVERRIDE_ENV` (nor named by
+`PA_<SECTION>__<KEY>=...`); a `PA_*` variable that is neither a setting nor in `NON_OVERRIDE_ENV` (nor named by
 a `*_env` setting) is refused with the nearest valid name; a webhook URL that cannot work is refused.
 The strict readers live in `manifest_input`.
 
@@ -710,7 +710,7 @@ def _profile_chain(
 
 
 def _origin(loc: list[str], origins: Mapping[str, str], profile: str) -> str:
-    """` (from --set x.y=1)`, ` (from PA_X__Y=1)` or ` (from profile 'p')`: where a refused value came from."""
+    """` (from --set selection.top_n=0)`, ` (from PA_SELECTION__TOP_N=0)` or ` (from profile 'p')`: where a refused value came from."""
     hits = [label for key, label in origins.items() if _related(loc, key.split("."))]
     if not hits and loc[:2] == ["source", "settings"] and "source.kind" in origins:
         hits = [origins["source.kind"]]  # the override switched the kind these settings are judged by
