@@ -94,15 +94,18 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/\\-])/[^\s'\"`<>()\[\]{},;|]+")
 
 
 def portable_text(text: str, root: Path) -> str:
-    """`text` with every absolute path made relative to the profile root `root` (`.` for the root
-    itself) or, outside it, cut to `…/<name>`: payloads leave the host, its layout does not."""
+    """`text` with every absolute path made relative to the profile root `root` (the root itself
+    reads `<profile root>`) or, outside it, cut to `…/<name>`: payloads leave the host, its layout
+    does not."""
 
     def relative(match: re.Match[str]) -> str:
         token = match.group(0)
         path = token.rstrip(".:")
         tail = token[len(path):]
         pure = PurePosixPath(path)
-        if pure == PurePosixPath(root) or PurePosixPath(root) in pure.parents:
+        if pure == PurePosixPath(root):
+            return "<profile root>" + tail
+        if PurePosixPath(root) in pure.parents:
             return str(pure.relative_to(root)) + tail
         return f"…/{pure.name}{tail}" if pure.name else token
 
