@@ -245,9 +245,20 @@ def _record_sent(folder: Path, alert_id: str, sink_key: str) -> None:
 
 
 def _read_dead_letter(folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The dead letter by (alert id, sink key); a line that is not an entry stops delivery with its
+    number (dropping it would lose an alert silently)."""
     path = folder / DEAD_LETTER_FILE
-    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return {(e["alert"]["id"], e["sink_key"]): e for e in entries}
+    letters: dict[tuple[str, str], dict[str, Any]] = {}
+    for number, line in enumerate(path.read_text().splitlines() if path.exists() else (), start=1):
+        try:
+            entry = json.loads(line)
+            Alert.from_json(entry["alert"])
+            sink = AlertSink.model_validate(entry["sink"])
+            letters[(entry["alert"]["id"], sink.key)] = entry
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AlertDeliveryError(f"{ALERTS_DIR}/{DEAD_LETTER_FILE}: line {number} is not a dead-letter entry "
+                                     f"({type(exc).__name__}); fix or remove it") from None
+    return letters
 
 
 def _write_dead_letter(folder: Path, letters: Mapping[tuple[str, str], dict[str, Any]]) -> None:

@@ -200,11 +200,15 @@ def _deliver_alerts(run_id: str) -> None:
     is printed and waits in the dead letter."""
     from dagster import DagsterInstance
 
-    from portfolio_assets.alerts import deliver_run
+    from portfolio_assets.alerts import AlertDeliveryError, deliver_run
 
     resolved = resolve(os.environ["PA_PROFILE"], cli_overrides=json.loads(os.environ.get("PA_CLI_OVERRIDES") or "{}"))
     with DagsterInstance.get() as instance:
-        delivery = deliver_run(instance, run_id, resolved=resolved)
+        try:
+            delivery = deliver_run(instance, run_id, resolved=resolved)
+        except AlertDeliveryError as exc:
+            _err(f"alert delivery failed: {exc}")
+            return
     for alert in delivery.alerts:
         print(f"alert: {alert.text()}")
     report = delivery.report

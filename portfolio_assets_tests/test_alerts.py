@@ -195,6 +195,16 @@ def test_a_dead_sink_never_drops_a_live_sinks_alert_and_is_retried_later(lake, h
     assert A.deliver(batch, sinks, lake, environ=env).already_sent == 9 and len(live.received) == 6
 
 
+def test_a_damaged_dead_letter_stops_delivery_with_its_line(lake, hooks):
+    A.deliver([alert(lake)], [webhook()], lake, environ={}, sleep=pytest.fail)
+    path = lake.root / "alerts" / "dead_letter.jsonl"
+    path.write_text(path.read_text() + '{"alert": {}}\n')
+    with pytest.raises(A.AlertDeliveryError) as err:
+        A.deliver([], [webhook()], lake, environ={})
+    assert str(err.value) == ("alerts/dead_letter.jsonl: line 2 is not a dead-letter entry (TypeError); "
+                              "fix or remove it")
+
+
 def test_two_deliveries_at_once_send_each_alert_once(lake, hooks):
     server = hook(hooks)
     batch = [alert(lake, n) for n in range(5)]
