@@ -244,6 +244,16 @@ def _quiet_run(fn):
     return result
 
 
+def _launch_tags() -> dict[str, str]:
+    """Tags every run this CLI launches carries: its profile, and its resolved alert sinks (`--set`
+    included), so whoever delivers its alerts (this CLI or the daemon's sensors) uses them."""
+    from portfolio_assets.alerts import run_tags
+
+    overrides = json.loads(os.environ.get("PA_CLI_OVERRIDES") or "{}")
+    resolved = resolve(os.environ["PA_PROFILE"], cli_overrides=overrides)
+    return {PROFILE_TAG: resolved.profile, **run_tags(resolved.config.alerts)}
+
+
 def execute(partition: str, asset_keys: list[Any] | None, tags: dict[str, str] | None = None, job: str = "daily",
             run_config: dict[str, Any] | None = None) -> Any:
     """Run a job (the daily graph or a selection of it; `accept`, `audit`) for one partition on the
@@ -254,7 +264,7 @@ def execute(partition: str, asset_keys: list[Any] | None, tags: dict[str, str] |
 
     getter = {"daily": definitions.get_daily_job, "audit": definitions.get_audit_job,
               "accept": definitions.get_accept_job}[job]
-    all_tags = {"dagster/partition": partition, PROFILE_TAG: os.environ["PA_PROFILE"], **(tags or {})}
+    all_tags = {"dagster/partition": partition, **_launch_tags(), **(tags or {})}
 
     def go(config: dict[str, Any]) -> Any:
         with DagsterInstance.get() as instance:
@@ -271,7 +281,7 @@ def reexecute(parent_run_id: str, partition: str, steps: list[str]) -> Any:
 
     from portfolio_assets.definitions import get_daily_job
 
-    tags = {"dagster/partition": partition, PROFILE_TAG: os.environ["PA_PROFILE"]}
+    tags = {"dagster/partition": partition, **_launch_tags()}
 
     def go(config: dict[str, Any]) -> Any:
         with DagsterInstance.get() as instance:
@@ -337,21 +347,30 @@ def summarize_run(result: Any, partition: str) -> int:
 
 
 def _deliver_alerts(run_id: str) -> None:
-    """Alerts for a run the CLI started (the daemon's sensors do the same for UI runs; delivery is
-    idempotent per alert, so nothing is sent twice)."""
+    """Alerts for a run the CLI started, to the sinks of this command's resolved config (`--set`
+    included; the daemon's sensors do the same for UI runs and find the sinks in the run's tag).
+    Delivery is idempotent per alert and sink, so nothing is sent twice; what a sink did not take
+    is printed and waits in the dead letter."""
     from dagster import DagsterInstance
 
-    from portfolio_assets.alerts import AlertDeliveryError
-    from portfolio_assets.sensors import deliver_run_alerts
+    from portfolio_assets.alerts import AlertDeliveryError, deliver_run
 
+    resolved = resolve(os.environ["PA_PROFILE"], cli_overrides=json.loads(os.environ.get("PA_CLI_OVERRIDES") or "{}"))
     with DagsterInstance.get() as instance:
         try:
-            texts = deliver_run_alerts(instance, run_id, os.environ["PA_PROFILE"])
+            delivery = deliver_run(instance, run_id, resolved=resolved)
         except AlertDeliveryError as exc:
             _err(f"alert delivery failed: {exc}")
             return
-    for text in texts:
-        print(f"alert: {text}")
+    for alert in delivery.alerts:
+        print(f"alert: {alert.text()}")
+    report = delivery.report
+    if report.sent or report.redelivered:
+        sinks = sorted({sink for _, sink in report.sent + report.redelivered})
+        print(f"alerts delivered to {', '.join(sinks)} (sinks from {delivery.sinks_from})"
+              + (f"; {len(report.redelivered)} from the dead letter" if report.redelivered else ""))
+    for line in report.problems():
+        _err(f"alert delivery: {line}")
 
 
 def where_outputs(partition: str) -> None:
@@ -459,7 +478,7 @@ def _backfill(instance: Any, targets: dict[str, list[str]], partitions: list[str
     with backfills.BackfillDaemon(instance, log) as daemon:
         if daemon.started is not None:
             print(f"no dagster-daemon running: started one for this backfill (pid {daemon.started.pid})")
-        backfill_id = backfills.launch_backfill(targets, {PROFILE_TAG: os.environ["PA_PROFILE"]}, title, log)
+        backfill_id = backfills.launch_backfill(targets, _launch_tags(), title, log)
         print(f"backfill {backfill_id} submitted (the UI's backfills page shows it; Ctrl-C cancels it)")
         t0 = time.time()
         try:

@@ -15,6 +15,17 @@ synthetic settings. They are validated against the kind's model (`sources.settin
 
 The file is checked against `configs/manifest.schema.json` (generated from these models by
 `portfolio-assets manifest-schema`), so an error names the file, the JSON path and the problem.
+
+Nonsense is refused before any work starts: every number is finite and bounded (windows >= 1,
+fractions in range, counts, backoffs and timeouts with upper limits), engine names come from
+`constants.ENGINE_NAMES`; the file may not hold `NaN`/`Infinity` or a duplicate key, and any read
+or decode error names it; an override that fails names its origin (`--set x.y=...` or
+`PA_<SECTION>__<KEY>=...`); a `PA_*` variable that is neither a setting nor in `NON_OVERRIDE_ENV` (nor named by
+a `*_env` setting) is refused with the nearest valid name; a webhook URL that cannot work is refused.
+The strict readers live in `manifest_input`.
+
+The module is long (~800 lines) because it is the one home of every section model and its
+defaults (the project's rule: one place per default); resolution follows the models.
 """
 
 from __future__ import annotations
@@ -28,7 +39,8 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -37,6 +49,16 @@ from portfolio_assets.constants import (
     DEFAULT_FALLBACK_CHAIN,
     ENGINE_NAMES,
     REGIME_LABELS,
+)
+from portfolio_assets.manifest_input import (
+    StrictJSONError,
+    json_path,
+    loads_strict,
+    nearest,
+    nearest_setting,
+    parse_webhook_url,
+    setting_keys,
+    unknown_setting,
 )
 from portfolio_assets.sources.settings import (
     SourceConfig,
@@ -53,8 +75,25 @@ DEFAULT_MANIFEST = PROJECT_ROOT / "configs" / "manifest.json"
 DEFAULT_SCHEMA = PROJECT_ROOT / "configs" / "manifest.schema.json"
 PROFILE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 ENV_PREFIX = "PA_"
-# Environment variables with the PA_ prefix that are not config overrides.
-RESERVED_ENV = {"PA_PROFILE", "PA_MANIFEST", "PA_LAKEHOUSE", "PA_CLI_OVERRIDES"}
+NON_OVERRIDE_ENV: Final[Mapping[str, str]] = MappingProxyType({
+    "PA_PROFILE": "the profile when --profile is not given",
+    "PA_MANIFEST": "the manifest file (default configs/manifest.json)",
+    "PA_LAKEHOUSE": "the lakehouse root (default <project>/lakehouse)",
+    "PA_CLI_OVERRIDES": "the CLI's --set overrides as JSON, for the step processes (set by the CLI)",
+    "PA_LOG_LEVEL": "DEBUG or INFO streams Dagster's log to the terminal",
+    "PA_LEDGER_HMAC_KEY": "ledger signing: the HMAC-SHA256 secret (ledger.py)",
+    "PA_LEDGER_ED25519_KEY": "ledger signing: the Ed25519 private seed, 64 hex characters",
+    "PA_LEDGER_ED25519_PUBLIC_KEY": "ledger verification: the Ed25519 public key, 64 hex characters",
+    "PA_TV_SCANNER_BASE": "TradingView: scanner URL, wins over source.settings.scanner_base",
+    "PA_TV_WS_URL": "TradingView: chart websocket URL, wins over source.settings.ws_url",
+    "PA_GIST_TOKEN": "reports.gist.token_env's default: the GitHub token for gists",
+    "PA_ALERT_WEBHOOK_URL": "the production profile's webhook sink (alerts.sinks[].url_env)",
+    "PA_UPDATE_SNAPSHOT": "tests: 1 rewrites the asset-graph snapshot",
+    "PA_LINEAGE_PNG": "tests: where the UI test saves the lineage screenshot",
+})
+"""The `PA_*` environment variables that are not settings. Besides these, any variable a `*_env`
+setting names (in the manifest file or the resolved config) is allowed; every other `PA_*` name
+must be an override `PA_<SECTION>__<KEY>` of a known setting, or resolution refuses it."""
 
 
 class ManifestError(ValueError):
@@ -66,35 +105,59 @@ class ManifestError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Upper bounds shared by several sections (so a typo of a few zeros is refused before any work).
+MAX_WINDOW = 10_000  # sessions (~40 years)
+MAX_SYMBOLS = 100_000  # symbols in one list, pool or universe
+MAX_CLUSTERS = 10_000
+MAX_VOL_ANN = 5.0  # annualized volatility, 500 %/yr
+MAX_VOL_RATIO = 50.0  # vol_ann / vol_ref
+MAX_RECOVERY_WAIT_S = 120.0  # backoff waits of one repair range
+MAX_SINK_WAIT_S = 120.0  # one alert at one sink: attempts x timeout + backoff waits
+ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+EngineName = Annotated[str, Field(json_schema_extra={"enum": list(ENGINE_NAMES)})]
+"""An engine of the registry (`constants.ENGINE_NAMES`): the schema lists them; the validators of
+`OptimizationConfig` refuse any other with the list."""
 
 
 class DataConfig(_Section):
-    lookback_prep: int = Field(60, ge=20, description="sessions of the prep window (step 4)")
-    lookback_history: int = Field(500, ge=60, description="sessions of the secular history (step 7)")
-    min_days_floor: int = Field(400, ge=20, description="fewer sessions than this -> INSUFFICIENT")
-    min_overlap: int = Field(20, ge=5, description="minimum pairwise overlap for a correlation")
+    lookback_prep: int = Field(60, ge=20, le=MAX_WINDOW, description="sessions of the prep window (step 4)")
+    lookback_history: int = Field(500, ge=60, le=MAX_WINDOW, description="sessions of the secular history (step 7)")
+    min_days_floor: int = Field(400, ge=20, le=MAX_WINDOW, description="fewer sessions than this -> INSUFFICIENT")
+    min_overlap: int = Field(20, ge=5, le=MAX_WINDOW, description="minimum pairwise overlap for a correlation")
     strict_health: bool = Field(True, description="any unhealthy winner fails the gate (ERROR)")
-    staleness_sessions: int = Field(1, ge=0, description="last bar may lag the calendar by this many sessions")
-    recovery_attempts: int = Field(3, ge=0, description="repair fetches per gap/stale range")
-    recovery_backoff_s: float = Field(0.05, ge=0, description="first backoff; doubles per attempt")
-    max_abs_return: float = Field(0.6, gt=0, description="|daily return| above this is a bad tick (non-crypto)")
-    max_abs_return_crypto: float = Field(0.9, gt=0, description="bad-tick threshold for crypto")
+    staleness_sessions: int = Field(1, ge=0, le=63, description="last bar may lag the calendar by this many sessions")
+    recovery_attempts: int = Field(3, ge=0, le=10, description="repair fetches per gap/stale range")
+    recovery_backoff_s: float = Field(0.05, ge=0, le=30, description=(
+        "first backoff (s); doubles per attempt; the waits of one range, "
+        "recovery_backoff_s * (2**(recovery_attempts - 1) - 1), stay within MAX_RECOVERY_WAIT_S"))
+    max_abs_return: float = Field(0.6, gt=0, le=10, description="|daily return| above this is a bad tick (non-crypto)")
+    max_abs_return_crypto: float = Field(0.9, gt=0, le=10, description="bad-tick threshold for crypto")
+
+    @model_validator(mode="after")
+    def _bounded_recovery(self) -> DataConfig:
+        wait = self.recovery_backoff_s * (2 ** max(self.recovery_attempts - 1, 0) - 1)
+        if wait > MAX_RECOVERY_WAIT_S:
+            raise ValueError(f"recovery would wait {wait:g} s per range (recovery_backoff_s * "
+                             f"(2**(recovery_attempts - 1) - 1)); at most {MAX_RECOVERY_WAIT_S:g} s")
+        return self
 
 
 class ScannerPreset(_Section):
-    name: str
+    name: str = Field(min_length=1, max_length=200)
     direction: Literal["long", "short"] = "long"
-    market: str | None = None
+    market: str | None = Field(None, min_length=1, max_length=100)
     filter: list[dict[str, Any]] = Field(default_factory=list)
     sort: dict[str, Any] = Field(default_factory=lambda: {"sortBy": "Value.Traded", "sortOrder": "desc"})
-    limit: int = Field(100, ge=1)
+    limit: int = Field(100, ge=1, le=MAX_SYMBOLS, description="most rows the preset returns")
     timeframes: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ScannerFamily(_Section):
     enabled: bool = True
-    presets: list[ScannerPreset] = Field(default_factory=list)
+    presets: list[ScannerPreset] = Field(default_factory=list, max_length=100)
 
 
 class DiscoveryConfig(_Section):
@@ -107,11 +170,11 @@ class SelectionConfig(_Section):
     """Raw pool and natural selection (`quant/selection.py`, `docs/selection.md`)."""
 
     baseline: str = Field("AMEX:SPY", pattern=SYMBOL_RE.pattern, description="always kept, always long")
-    class_cap: int = Field(30, ge=1, description="raw-pool cap per asset class")
+    class_cap: int = Field(30, ge=1, le=MAX_SYMBOLS, description="raw-pool cap per asset class")
     threshold: float = Field(0.45, gt=0, le=1, description="Ward cut distance")
-    max_clusters: int = Field(25, ge=1)
-    top_n: int = Field(2, ge=1)
-    min_momentum: float = Field(-0.05, ge=-1, allow_inf_nan=False,
+    max_clusters: int = Field(25, ge=1, le=MAX_CLUSTERS)
+    top_n: int = Field(2, ge=1, le=MAX_SYMBOLS, description="winners kept per cluster")
+    min_momentum: float = Field(-0.05, ge=-1, le=10,
                                 description="60-session return gate (synthetic-long, fraction; -1 = off)")
     min_winners: int = Field(10, ge=1, le=1000, description=(
         "fewest symbols in the selected universe, baseline included, capped by the symbols with data; "
@@ -122,10 +185,10 @@ class SelectionConfig(_Section):
 
 class RiskConfig(_Section):
     threshold: float = Field(0.45, gt=0, le=2)
-    max_clusters: int = Field(25, ge=1)
+    max_clusters: int = Field(25, ge=1, le=MAX_CLUSTERS)
     cluster_cap: float = Field(0.25, gt=0, le=1, description="most weight per risk bucket (fraction of the book)")
     max_weight: float = Field(0.25, gt=0, le=1, description="most weight per symbol (fraction of the book)")
-    top_pairs: int = Field(20, ge=1)
+    top_pairs: int = Field(20, ge=1, le=10_000, description="most correlated pairs reported")
     weights_tolerance: float = Field(
         1e-6, gt=0, le=1e-3,
         description="weights_sanity: slack on caps, budget and the sum to 1 (solver accuracy is ~1e-8)",
@@ -139,44 +202,44 @@ class RegimeConfig(_Section):
     defaults (calibrated on the S&P 500, 1995-2022) are in `docs/regimes.md`."""
 
     # --- level features -------------------------------------------------------------------------
-    vol_window: int = Field(21, ge=2, description="realized-volatility window (vol_ann)")
-    vol_history: int = Field(252, ge=1, description="trailing window of the volatility percentile (vol_pct)")
+    vol_window: int = Field(21, ge=2, le=MAX_WINDOW, description="realized-volatility window (vol_ann)")
+    vol_history: int = Field(252, ge=1, le=MAX_WINDOW, description="trailing window of the volatility percentile (vol_pct)")
     vol_reference_window: int = Field(
-        756, ge=1, description="trailing window of the long-run volatility reference vol_ref (median of vol_ann)")
-    pct_min_history: int = Field(63, ge=1, description="fewest values for a percentile or for vol_ref")
-    drawdown_window: int = Field(252, ge=1, description="drawdown is measured from the high of this window")
-    turbulence_window: int = Field(252, ge=2, description="rows before t for the turbulence mean/covariance")
-    turbulence_history: int = Field(252, ge=1, description="trailing window of the turbulence percentile")
-    turbulence_min_symbols: int = Field(5, ge=1, description="fewest full-coverage symbols for a turbulence reading")
+        756, ge=1, le=MAX_WINDOW, description="trailing window of the long-run volatility reference vol_ref (median of vol_ann)")
+    pct_min_history: int = Field(63, ge=1, le=MAX_WINDOW, description="fewest values for a percentile or for vol_ref")
+    drawdown_window: int = Field(252, ge=1, le=MAX_WINDOW, description="drawdown is measured from the high of this window")
+    turbulence_window: int = Field(252, ge=2, le=MAX_WINDOW, description="rows before t for the turbulence mean/covariance")
+    turbulence_history: int = Field(252, ge=1, le=MAX_WINDOW, description="trailing window of the turbulence percentile")
+    turbulence_min_symbols: int = Field(5, ge=1, le=MAX_SYMBOLS, description="fewest full-coverage symbols for a turbulence reading")
     # --- spectral features (feat_spectral_regimes) ----------------------------------------------
-    wavelet: str = Field("haar", description="orthogonal discrete PyWavelets wavelet")
-    wavelet_level: int = Field(4, ge=1, description="DWT decomposition levels")
-    wavelet_window: int = Field(64, ge=2, description="DWT window; a multiple of 2**wavelet_level")
-    hf_levels: int = Field(1, ge=1, description="finest detail levels counted as high frequency")
+    wavelet: str = Field("haar", max_length=20, description="orthogonal discrete PyWavelets wavelet")
+    wavelet_level: int = Field(4, ge=1, le=10, description="DWT decomposition levels")
+    wavelet_window: int = Field(64, ge=2, le=MAX_WINDOW, description="DWT window; a multiple of 2**wavelet_level")
+    hf_levels: int = Field(1, ge=1, le=10, description="finest detail levels counted as high frequency")
     burst_fraction: float = Field(0.25, gt=0, lt=1, description="most recent share of the window for dwt_hf_burst")
     perm_order: int = Field(3, ge=2, le=7, description="permutation-entropy embedding dimension")
-    perm_delay: int = Field(1, ge=1, description="permutation-entropy delay")
-    perm_window: int = Field(63, ge=3, description="permutation-entropy window")
+    perm_delay: int = Field(1, ge=1, le=252, description="permutation-entropy delay")
+    perm_window: int = Field(63, ge=3, le=MAX_WINDOW, description="permutation-entropy window")
     spectral_alpha: float = Field(0.05, gt=0, lt=0.5, description="white-noise false-alarm rate of each spectral test")
     # --- hysteresis -------------------------------------------------------------------------------
-    persistence: int = Field(3, ge=1, description="consecutive worse raw labels needed to enter a worse state")
-    min_dwell: int = Field(5, ge=1, description="sessions a state is held before any move")
+    persistence: int = Field(3, ge=1, le=252, description="consecutive worse raw labels needed to enter a worse state")
+    min_dwell: int = Field(5, ge=1, le=252, description="sessions a state is held before any move")
     # --- QUIET ------------------------------------------------------------------------------------
     quiet_vol_pct: float = Field(0.25, gt=0, lt=1, description="QUIET: vol_pct at most this ...")
-    quiet_vol_ann: float = Field(0.15, gt=0, description="... and vol_ann at most this")
+    quiet_vol_ann: float = Field(0.15, gt=0, le=MAX_VOL_ANN, description="... and vol_ann at most this")
     quiet_turbulence_pct: float = Field(0.50, gt=0, lt=1, description="... and turbulence_pct below this (or none)")
     # --- TURBULENT --------------------------------------------------------------------------------
-    turbulent_vol_ann: float = Field(0.25, gt=0, description="TURBULENT: vol_ann at least this ...")
-    turbulent_vol_ratio: float = Field(2.0, gt=1, description="... or vol_ann / vol_ref at least this")
+    turbulent_vol_ann: float = Field(0.25, gt=0, le=MAX_VOL_ANN, description="TURBULENT: vol_ann at least this ...")
+    turbulent_vol_ratio: float = Field(2.0, gt=1, le=MAX_VOL_RATIO, description="... or vol_ann / vol_ref at least this")
     spectral_vol_pct: float = Field(0.80, gt=0, lt=1, description="spectral TURBULENT: vol_pct at least this ...")
     spectral_turbulence_pct: float = Field(0.90, gt=0, lt=1, description="... or turbulence_pct at least this ...")
     spectral_min_vol_ratio: float = Field(
-        1.25, gt=0, description="... and vol_ann / vol_ref at least this, with spectral evidence")
+        1.25, gt=0, le=MAX_VOL_RATIO, description="... and vol_ann / vol_ref at least this, with spectral evidence")
     # --- CRISIS -----------------------------------------------------------------------------------
     crisis_drawdown: float = Field(-0.15, gt=-1, lt=0, description="CRISIS: drawdown at most this and ...")
     crisis_vol_pct: float = Field(0.90, gt=0, lt=1, description="... vol_pct at least this, or ...")
-    crisis_vol_ann: float = Field(0.40, gt=0, description="... vol_ann at least this, or ...")
-    crisis_vol_ratio: float = Field(2.5, gt=1, description="... vol_ann / vol_ref at least this")
+    crisis_vol_ann: float = Field(0.40, gt=0, le=MAX_VOL_ANN, description="... vol_ann at least this, or ...")
+    crisis_vol_ratio: float = Field(2.5, gt=1, le=MAX_VOL_RATIO, description="... vol_ann / vol_ref at least this")
     crisis_turbulence_pct: float = Field(0.95, gt=0, lt=1, description="CRISIS: turbulence_pct at least this and ...")
     crisis_turbulence_drawdown: float = Field(-0.10, gt=-1, lt=0, description="... drawdown at most this")
 
@@ -230,75 +293,92 @@ Linkage = Literal["single", "complete", "average", "ward"]
 class OptimizationConfig(_Section):
     """Allocation engines (`quant.engines`): which run, their parameters and fallbacks."""
 
-    engines: list[str] = Field(default_factory=lambda: list(ENGINE_NAMES))
-    production_engine: str = "barbell"
-    kappa: float = Field(0.001, ge=0, description="turnover penalty per unit L1 turnover (daily-return units)")
-    max_sharpe_l2: float = Field(0.1, ge=0, description="max_sharpe ridge, relative to the mean asset variance")
+    engines: list[EngineName] = Field(default_factory=lambda: list(ENGINE_NAMES), min_length=1,
+                                      max_length=len(ENGINE_NAMES), description="engines run, no repeats")
+    production_engine: EngineName = Field("barbell", description="the engine whose weights become orders")
+    kappa: float = Field(0.001, ge=0, le=1, description="turnover penalty per unit L1 turnover (daily-return units)")
+    max_sharpe_l2: float = Field(0.1, ge=0, le=100, description="max_sharpe ridge, relative to the mean asset variance")
     risk_free: float = Field(0.0, ge=-0.001, le=0.001, description="max_sharpe: daily risk-free rate")
     shrinkage: Literal["ledoit_wolf", "sample"] = Field(
         "ledoit_wolf", description="covariance of the solver engines (HRP, HERC, inverse_vol use the sample one)"
     )
-    min_observations: int = Field(60, ge=2, description="returns a symbol needs to enter an estimating engine")
+    min_observations: int = Field(60, ge=2, le=MAX_WINDOW, description="returns a symbol needs to enter an estimating engine")
     hrp_linkage: Linkage = Field("single", description="HRP's linkage (Lopez de Prado: single)")
     herc_linkage: Linkage = Field("ward", description="HERC's linkage (Raffinot: ward)")
-    herc_n_clusters: int | None = Field(None, ge=1, description="HERC's clusters; null = the risk buckets")
-    barbell_top_k: int = Field(3, ge=1, description="barbell's aggressor buckets (fewer when buckets are few)")
-    aggressor_budget: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_AGGRESSOR_BUDGET))
-    max_beta_min_variance: float = Field(1.0, gt=0, description="weights_sanity: |beta| limit for min_variance")
-    fallback_chain: dict[str, list[str]] = Field(
-        default_factory=lambda: {k: list(v) for k, v in DEFAULT_FALLBACK_CHAIN.items()}
+    herc_n_clusters: int | None = Field(None, ge=1, le=MAX_CLUSTERS, description="HERC's clusters; null = the risk buckets")
+    barbell_top_k: int = Field(3, ge=1, le=MAX_CLUSTERS, description="barbell's aggressor buckets (fewer when buckets are few)")
+    aggressor_budget: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=lambda: dict(DEFAULT_AGGRESSOR_BUDGET), description="barbell's aggressor share per regime")
+    max_beta_min_variance: float = Field(1.0, gt=0, le=100, description="weights_sanity: |beta| limit for min_variance")
+    fallback_chain: dict[EngineName, list[EngineName]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_FALLBACK_CHAIN.items()},
+        description="engine -> the engines tried in order when it fails",
     )
-    force_fail: list[str] = Field(default_factory=list, description="ops/test hook: engines made to fail")
+    force_fail: list[EngineName] = Field(default_factory=list, max_length=len(ENGINE_NAMES),
+                                         description="ops/test hook: engines made to fail")
 
     @field_validator("aggressor_budget")
     @classmethod
     def _budget(cls, value: dict[str, float]) -> dict[str, float]:
         if set(value) != set(REGIME_LABELS):
             raise ValueError(f"aggressor_budget needs exactly the regimes {list(REGIME_LABELS)}")
-        bad = {k: v for k, v in value.items() if not 0 <= v < 1}
-        if bad:
-            raise ValueError(f"aggressor_budget values must be in [0, 1), got {bad}")
         return value
 
-    @field_validator("engines", "force_fail")
+    @field_validator("engines", "force_fail", mode="before")
     @classmethod
-    def _known_engines(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(ENGINE_NAMES))
-        if unknown:
-            raise ValueError(f"unknown engine(s) {unknown}; engines: {list(ENGINE_NAMES)}")
+    def _known_engines(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            unknown = sorted({e for e in value if isinstance(e, str)} - set(ENGINE_NAMES))
+            if unknown:
+                raise ValueError(f"unknown engine(s) {unknown}; engines: {list(ENGINE_NAMES)}")
+            repeated = sorted({e for e in value if value.count(e) > 1})
+            if repeated:
+                raise ValueError(f"engine(s) listed twice: {repeated}")
         return value
 
-    @field_validator("fallback_chain")
+    @field_validator("production_engine")
     @classmethod
-    def _known_chain(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for name, chain in value.items():
-            unknown = [e for e in [name, *chain] if e not in ENGINE_NAMES]
+    def _known_production_engine(cls, value: str) -> str:
+        if value not in ENGINE_NAMES:
+            raise ValueError(f"not an engine of the registry {list(ENGINE_NAMES)}")
+        return value
+
+    @field_validator("fallback_chain", mode="before")
+    @classmethod
+    def _known_chain(cls, value: Any) -> Any:
+        for name, chain in value.items() if isinstance(value, dict) else ():
+            unknown = [e for e in [name, *(chain if isinstance(chain, list) else [])] if e not in ENGINE_NAMES]
             if unknown:
                 raise ValueError(f"fallback_chain[{name!r}] names unknown engine(s) {unknown}")
+            if name in chain:
+                raise ValueError(f"fallback_chain[{name!r}] falls back to itself")
         return value
 
 
 class BacktestConfig(_Section):
-    train: int = Field(252, ge=20)
-    test: int = Field(20, ge=1)
-    step: int = Field(20, ge=1)
-    slippage_bps: float = Field(5.0, ge=0)
-    commission_bps: float = Field(1.0, ge=0)
-    borrow_bps_annual: float = Field(50.0, ge=0)
-    simulators: list[Literal["idealized", "realized"]] = Field(default_factory=lambda: ["idealized", "realized"])
+    """Walk-forward tournament: windows in sessions, costs in basis points (1 bp = 0.01 %)."""
+
+    train: int = Field(252, ge=20, le=MAX_WINDOW, description="training window (sessions)")
+    test: int = Field(20, ge=1, le=MAX_WINDOW, description="test window (sessions)")
+    step: int = Field(20, ge=1, le=MAX_WINDOW, description="sessions between two windows")
+    slippage_bps: float = Field(5.0, ge=0, le=1000, description="per unit traded (bps)")
+    commission_bps: float = Field(1.0, ge=0, le=1000, description="per unit traded (bps)")
+    borrow_bps_annual: float = Field(50.0, ge=0, le=10_000, description="short borrow (bps a year)")
+    simulators: list[Literal["idealized", "realized"]] = Field(
+        default_factory=lambda: ["idealized", "realized"], min_length=1, max_length=2)
 
 
 class GistConfig(_Section):
     enabled: bool = False
-    api_base: str = "https://api.github.com"
-    token_env: str = "PA_GIST_TOKEN"
-    gist_id: str | None = None
+    api_base: str = Field("https://api.github.com", pattern=r"^https?://[^\s/@]+(/\S*)?$", max_length=500)
+    token_env: str = Field("PA_GIST_TOKEN", pattern=ENV_NAME_RE, description="environment variable holding the token")
+    gist_id: str | None = Field(None, pattern=r"^[0-9A-Za-z]{1,64}$")
     public: bool = False
 
 
 class ReportsConfig(_Section):
-    top_engines: int = Field(3, ge=1)
-    golden_limit: int = Field(32, ge=1)
+    top_engines: int = Field(3, ge=1, le=len(ENGINE_NAMES))
+    golden_limit: int = Field(32, ge=1, le=10_000)
     quantstats_html: bool = True
     gist: GistConfig = Field(default_factory=GistConfig)
 
@@ -309,22 +389,53 @@ class LedgerConfig(_Section):
 
 
 class AlertSink(_Section):
+    """One alert destination. `webhook` POSTs JSON to the URL in the environment variable `url_env`
+    (`user:password@` in it is sent as HTTP basic auth); `slack` posts to `channel` with the token in
+    `token_env`; `jsonl` appends to `<lakehouse>/<profile>/alerts/alerts.jsonl`. A failed attempt
+    (no answer within `timeout_s`, a refused connection, HTTP 5xx or 429) is retried after
+    `backoff_s`, doubling, up to `max_attempts`; then the alert goes to the dead-letter file."""
+
     kind: Literal["jsonl", "webhook", "slack"]
-    url_env: str | None = None
-    token_env: str | None = None
-    channel: str | None = None
-    timeout_s: float = 5.0
+    url_env: str | None = Field(None, pattern=ENV_NAME_RE, description="webhook: variable holding the URL")
+    token_env: str | None = Field(None, pattern=ENV_NAME_RE, description="slack: variable holding the token")
+    channel: str | None = Field(None, min_length=1, max_length=200, description="slack: the channel")
+    timeout_s: float = Field(5.0, gt=0, le=60, description="per attempt (s)")
+    max_attempts: int = Field(3, ge=1, le=10, description="attempts per alert before the dead letter")
+    backoff_s: float = Field(0.5, ge=0, le=30, description="wait before the 2nd attempt (s); doubles per attempt")
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertSink:
+        needs = {"jsonl": (), "webhook": ("url_env",), "slack": ("token_env", "channel")}[self.kind]
+        missing = [k for k in needs if getattr(self, k) is None]
+        extra = [k for k in ("url_env", "token_env", "channel") if k not in needs and getattr(self, k) is not None]
+        if missing or extra:
+            raise ValueError(f"a {self.kind} sink " + "; ".join(
+                ([f"needs {', '.join(missing)}"] if missing else []) + ([f"takes no {', '.join(extra)}"] if extra else [])))
+        if self.worst_case_s > MAX_SINK_WAIT_S:
+            raise ValueError(f"max_attempts x timeout_s plus the backoff waits is {self.worst_case_s:g} s per alert; "
+                             f"at most {MAX_SINK_WAIT_S:g} s")
+        return self
+
+    @property
+    def worst_case_s(self) -> float:
+        """Longest one alert can take at this sink: every attempt timing out, every wait taken."""
+        return self.max_attempts * self.timeout_s + self.backoff_s * (2 ** (self.max_attempts - 1) - 1)
+
+    @property
+    def key(self) -> str:
+        """The sink's identity for idempotent delivery (names only, never a secret)."""
+        return ":".join(str(p) for p in (self.kind, self.url_env or self.token_env, self.channel) if p)
 
 
 class AlertsConfig(_Section):
-    sinks: list[AlertSink] = Field(default_factory=lambda: [AlertSink(kind="jsonl")])
+    sinks: list[AlertSink] = Field(default_factory=lambda: [AlertSink(kind="jsonl")], max_length=20)
     on_warn: bool = True
 
 
 class DaskConfig(_Section):
-    scheduler_address: str | None = None
-    n_workers: int = Field(2, ge=1)
-    threads_per_worker: int = Field(1, ge=1)
+    scheduler_address: str | None = Field(None, pattern=r"^[a-z][a-z0-9+.-]*://\S+$", max_length=500)
+    n_workers: int = Field(2, ge=1, le=1024)
+    threads_per_worker: int = Field(1, ge=1, le=256)
 
 
 class ExecutorConfig(_Section):
@@ -332,7 +443,7 @@ class ExecutorConfig(_Section):
     measured 25 s for the demo graph against 68-76 s multiprocess (step start-up dominates)."""
 
     kind: Literal["multiprocess", "in_process", "dask"] = "in_process"
-    max_concurrent: int = Field(2, ge=1, description="parallel step processes (multiprocess) or tournament batches")
+    max_concurrent: int = Field(2, ge=1, le=256, description="parallel step processes (multiprocess) or tournament batches")
     dask: DaskConfig = Field(default_factory=DaskConfig)
 
 
@@ -433,13 +544,6 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
-def _json_path(parts: list[Any] | tuple[Any, ...]) -> str:
-    out = "$"
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return out
-
-
 def _deep_merge(base: dict[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in delta.items():
@@ -451,47 +555,128 @@ def _deep_merge(base: dict[str, Any], delta: Mapping[str, Any]) -> dict[str, Any
 
 
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
-    parts = dotted.split(".")
-    if parts[0] not in SECTIONS or len(parts) < 2:
-        raise ManifestError(origin, dotted, f"unknown setting; sections are {', '.join(SECTIONS)}")
     node = target
-    for p in parts[:-1]:
+    for p in dotted.split(".")[:-1]:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ManifestError(origin, dotted, f"{p!r} is not a section")
-    node[parts[-1]] = value
+    node[dotted.split(".")[-1]] = value
 
 
-def _parse_value(text: str) -> Any:
+def _shown(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cli_origin(dotted: str, value: Any) -> str:
+    """How an override was written on the command line: `--set selection.top_n=0`."""
+    return f"--set {dotted}={_shown(value if isinstance(value, str) else json.dumps(value))}"
+
+
+def _parse_value(text: str, origin: str) -> Any:
+    """A `--set`/`PA_*` value: JSON when it parses (no NaN, Infinity or duplicate keys), else the text."""
     try:
-        return json.loads(text)
+        return loads_strict(text)
     except json.JSONDecodeError:
         return text
+    except StrictJSONError as exc:
+        where = "" if exc.path == "$" else f"{exc.path}: "
+        raise ManifestError("command line" if origin.startswith("--set") else "environment", origin,
+                            f"{where}{exc.problem}") from None
 
 
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """`PA_SELECTION__TOP_N=3` -> {"selection.top_n": 3}; values parsed as JSON when they parse."""
-    out: dict[str, Any] = {}
-    for name, value in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV or "__" not in name:
+def env_name(dotted: str) -> str:
+    """The environment variable of a setting: `selection.top_n` -> `PA_SELECTION__TOP_N`."""
+    return ENV_PREFIX + dotted.upper().replace(".", "__")
+
+
+def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """The `PA_<SECTION>__<KEY>=<json>` overrides in `environ`.
+
+    Returns `({"selection.top_n": 3}, {"selection.top_n": "PA_SELECTION__TOP_N=3"}, unknown)`:
+    values (parsed as JSON when they parse), their origins, and the `PA_*` names that are neither a
+    setting nor in `NON_OVERRIDE_ENV` (`resolve` refuses those not named by a `*_env` setting).
+    """
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    unknown: list[str] = []
+    for name, text in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name in NON_OVERRIDE_ENV:
             continue
         dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
-        if dotted.split(".")[0] in SECTIONS:
-            out[dotted] = _parse_value(value)
-    return out
+        if "__" not in name or "" in dotted.split(".") or unknown_setting(Config, dotted) is not None:
+            unknown.append(name)
+            continue
+        origins[dotted] = f"{name}={_shown(text)}"
+        values[dotted] = _parse_value(text, origins[dotted])
+    return values, origins, unknown
+
+
+def _named_env(node: Any) -> set[str]:
+    """Every variable name a `*_env` setting gives anywhere in `node` (a manifest or a config dump)."""
+    if isinstance(node, Mapping):
+        found = {v for k, v in node.items() if str(k).endswith("_env") and isinstance(v, str)}
+        return found.union(*(_named_env(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_named_env(v) for v in node))
+    return set()
+
+
+def _key_hint(dotted: str, as_env: bool) -> str:
+    """`did you mean ...?` for a misspelt key, else what the section (or the manifest) holds."""
+    keys = list(setting_keys(Config))
+    found = nearest_setting(dotted, keys)
+    show = env_name if as_env else (lambda key: f"--set {key}=...")
+    if found:
+        return f"did you mean {show(found)}?"
+    section = dotted.split(".")[0]
+    if section in SECTIONS:
+        return f"{section} has: " + ", ".join(k.split(".", 1)[1] for k in keys if k.count(".") == 1 and
+                                               k.startswith(section + "."))
+    return "sections: " + ", ".join(SECTIONS)
+
+
+def _refuse_unknown_env(unknown: list[str], allowed: set[str]) -> None:
+    """An unknown `PA_*` variable is a misspelt override far more often than anything else."""
+    for name in unknown:
+        if name in allowed:
+            continue
+        dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
+        if "__" in name and dotted.split(".")[0] in SECTIONS:
+            hint = _key_hint(dotted, as_env=True)
+        else:
+            guess = nearest(name.upper(), [env_name(k) for k in setting_keys(Config)] + sorted({*NON_OVERRIDE_ENV, *allowed}))
+            hint = f"did you mean {guess}?" if guess else (
+                "overrides are PA_<SECTION>__<KEY> (sections: " + ", ".join(SECTIONS) + "); the other PA_* "
+                "variables are " + ", ".join(NON_OVERRIDE_ENV) + " and those *_env settings name")
+        raise ManifestError("environment", name, f"unknown PA_* variable (not a setting); {hint}")
 
 
 def load_manifest_file(path: Path | str = DEFAULT_MANIFEST) -> tuple[dict[str, Any], str]:
-    """Read and schema-check the manifest; returns (raw dict, sha256 of the file bytes)."""
+    """Read and schema-check the manifest; returns (raw dict, sha256 of the file bytes).
+
+    Refused with the file named: unreadable files, text that is not UTF-8, invalid JSON, `NaN` or
+    `Infinity` (and numbers beyond a float) and duplicate keys (with their JSON path), and anything
+    the models refuse."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ManifestError(path, "$", "file not found") from None
+    except IsADirectoryError:
+        raise ManifestError(path, "$", "is a directory, not a manifest file") from None
+    except OSError as exc:
+        raise ManifestError(path, "$", f"cannot be read: {exc.strerror or type(exc).__name__}") from None
     try:
-        raw = json.loads(data)
+        raw = loads_strict(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ManifestError(path, "$", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                                       "the manifest is a JSON file") from None
     except json.JSONDecodeError as exc:
         raise ManifestError(path, "$", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except StrictJSONError as exc:
+        raise ManifestError(path, exc.path, exc.problem) from None
+    except RecursionError:
+        raise ManifestError(path, "$", "nested too deeply") from None
     if not isinstance(raw, dict):
         raise ManifestError(path, "$", "the manifest must be a JSON object")
     raw.pop("$schema", None)
@@ -501,7 +686,7 @@ def load_manifest_file(path: Path | str = DEFAULT_MANIFEST) -> tuple[dict[str, A
         err = exc.errors()[0]
         # A profile is `ProfileDelta | str`: pydantic names the union arm in the location.
         loc = [p for p in err["loc"] if p not in ("ProfileDelta", "str")]
-        raise ManifestError(path, _json_path(loc), _problem(err)) from None
+        raise ManifestError(path, json_path(loc), _problem(err)) from None
     return raw, hashlib.sha256(data).hexdigest()
 
 
@@ -541,6 +726,14 @@ def _profile_chain(
     return visited, list(reversed(deltas))
 
 
+def _origin(loc: list[str], origins: Mapping[str, str], profile: str) -> str:
+    """` (from --set selection.top_n=0)`, ` (from PA_SELECTION__TOP_N=0)` or ` (from profile 'p')`: where a refused value came from."""
+    hits = [label for key, label in origins.items() if _related(loc, key.split("."))]
+    if not hits and loc[:2] == ["source", "settings"] and "source.kind" in origins:
+        hits = [origins["source.kind"]]  # the override switched the kind these settings are judged by
+    return f" (from {', '.join(hits)})" if hits else f" (from profile {profile!r})"
+
+
 def resolve(
     profile: str | None = None,
     *,
@@ -548,7 +741,11 @@ def resolve(
     cli_overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ResolvedManifest:
-    """Resolve the active profile: CLI > PA_* env > profile > defaults > code defaults."""
+    """Resolve the active profile: CLI > PA_* env > profile > defaults > code defaults.
+
+    Refused (`ManifestError`) before any work: a manifest problem (file and JSON path), an unknown
+    `--set` key or `PA_*` variable (with the nearest valid one), a value out of bounds (with the
+    override or profile it came from), a webhook URL that cannot work."""
     environ = os.environ if environ is None else environ
     path = Path(manifest_path or environ.get("PA_MANIFEST") or DEFAULT_MANIFEST)
     raw, sha = load_manifest_file(path)
@@ -566,8 +763,16 @@ def resolve(
     for delta in file_layers:
         merged = _deep_merge(merged, {k: v for k, v in delta.items() if k != "source"})
     source_layers: list[tuple[str, Mapping[str, Any]]] = [("file", layer.get("source") or {}) for layer in file_layers]
+    env_values, origins, unknown_env = env_overrides(environ)
+    cli = dict(cli_overrides or {})
+    for dotted, value in cli.items():
+        bad = unknown_setting(Config, dotted)
+        if bad is not None:
+            raise ManifestError("command line", _cli_origin(dotted, value),
+                                f"unknown setting {bad}; {_key_hint(dotted, as_env=False)}")
+        origins[dotted] = _cli_origin(dotted, value)
     overrides: dict[str, Any] = {}
-    for origin, items in (("environment (PA_*)", env_overrides(environ)), ("CLI", dict(cli_overrides or {}))):
+    for origin, items in (("environment", env_values), ("command line", cli)):
         for dotted, value in items.items():
             if not dotted.startswith("source."):
                 _set_dotted(merged, dotted, value, origin)
@@ -582,13 +787,17 @@ def resolve(
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"]]
-        by_override = any(_related(loc, key.split(".")) for key in overrides) or (
-            loc[:2] == ["source", "settings"] and "source.kind" in overrides)
-        origin = "CLI/environment override" if by_override else f"profile {name!r}"
-        also = "".join(f"; also {_json_path(list(e['loc']))}: {_problem(e)}" for e in exc.errors()[1:4]
+        also = "".join(f"; also {json_path(list(e['loc']))}: {_problem(e)}" for e in exc.errors()[1:4]
                        if [str(p) for p in e["loc"][:2]] == loc[:2] == ["source", "settings"])
-        raise ManifestError(path, _json_path(list(err["loc"])), f"{_problem(err)} (from {origin}){also}") from None
-    _check_semantics(config, path)
+        raise ManifestError(path, json_path(list(err["loc"])),
+                            f"{_problem(err)}{_origin(loc, origins, name)}{also}") from None
+    try:
+        _check_semantics(config, path)
+    except ManifestError as exc:
+        loc = re.sub(r"\[\d+\]", "", exc.path).split(".")[1:]
+        raise ManifestError(exc.file, exc.path, exc.problem + _origin(loc, origins, name)) from None
+    _check_webhook_urls(config, environ)
+    _refuse_unknown_env(unknown_env, _named_env(raw) | _named_env(config.model_dump(mode="json")))
     return ResolvedManifest(
         profile=name,
         resolved_from=chain,
@@ -632,12 +841,25 @@ def _check_semantics(config: Config, path: Path) -> None:
         )
 
 
+def _check_webhook_urls(config: Config, environ: Mapping[str, str]) -> None:
+    """The URL a webhook sink will POST to, judged now rather than when a run has failed. An unset
+    variable is not an error here: delivery keeps the alert in the dead letter until it is set."""
+    for i, sink in enumerate(config.alerts.sinks):
+        url = environ.get(sink.url_env) if sink.kind == "webhook" and sink.url_env else None
+        if url is not None:
+            try:
+                parse_webhook_url(url)
+            except ValueError as exc:
+                raise ManifestError("environment", sink.url_env,
+                                    f"the webhook URL of alerts.sinks[{i}]: {exc}") from None
+
+
 def parse_cli_overrides(items: list[str]) -> dict[str, Any]:
-    """`--set selection.top_n=3` items -> {"selection.top_n": 3}."""
+    """`--set selection.top_n=3` items -> {"selection.top_n": 3} (values as in `_parse_value`)."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ManifestError("command line", item, "expected --set section.key=value")
         key, value = item.split("=", 1)
-        out[key.strip()] = _parse_value(value)
+        out[key.strip()] = _parse_value(value, f"--set {_shown(item.strip())}")
     return out

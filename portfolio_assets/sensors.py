@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from dagster import DagsterRunStatus, DefaultSensorStatus, RunStatusSensorContext, run_status_sensor
 
-from portfolio_assets.alerts import alerts_for_run, deliver
-from portfolio_assets.lakehouse import Lakehouse
-from portfolio_assets.manifest import resolve
+from portfolio_assets.alerts import AlertDeliveryError, deliver_run
 
 
 def deliver_run_alerts(instance, run_id: str, profile: str | None = None) -> list[str]:
-    """Deliver every alert of `run_id` to the profile's sinks; returns the alert texts."""
-    run = instance.get_run_by_id(run_id)
-    resolved = resolve(profile or (run.tags.get("portfolio_assets/profile") if run else None))
-    lake = Lakehouse(profile=resolved.profile)
-    alerts = alerts_for_run(instance, run_id, resolved.profile, resolved.config.alerts.on_warn)
-    for alert in alerts:
-        deliver(alert, list(resolved.config.alerts.sinks), lake)
-    return [a.text() for a in alerts]
+    """Deliver every alert of `run_id` to the run's own sinks (`alerts.deliver_run`); returns the
+    alert texts. Raises `AlertDeliveryError` when a sink did not take an alert: the tick shows the
+    failure, and the alert waits in the dead letter for the next delivery."""
+    delivery = deliver_run(instance, run_id, profile=profile)
+    if delivery.report.dead:
+        raise AlertDeliveryError(f"sinks from {delivery.sinks_from}: " + "; ".join(delivery.report.problems()))
+    return [a.text() for a in delivery.alerts]
 
 
 @run_status_sensor(

@@ -109,10 +109,10 @@ CLI_CASES = {
     "missing_manifest": (["run", "--date", DEV_DATE], "MISSING", {}, "{file}: $: file not found"),
     "cli_override_out_of_range": (["run", "--date", DEV_DATE, "--set", "selection.top_n=0"], None, {},
                                   "{file}: $.selection.top_n: Input should be greater than or equal to 1 (got 0) "
-                                  "(from CLI/environment override)"),
+                                  "(from --set selection.top_n=0)"),
     "env_override_unknown_key": (["run", "--date", DEV_DATE], None, {"PA_SELECTION__TOPN": "3"},
-                                 "{file}: $.selection.topn: unknown key (not in the schema) "
-                                 "(from CLI/environment override)"),
+                                 "environment: PA_SELECTION__TOPN: unknown PA_* variable (not a setting); "
+                                 "did you mean PA_SELECTION__TOP_N?"),
     "status_unknown_profile": (["status", "--profile", "nope"], None, {},
                                f"{{file}}: --profile: unknown profile 'nope' (known: {KNOWN_PROFILES})"),
     "holiday_date": (["run", "--date", "2026-11-26"], None, {},

@@ -44,6 +44,7 @@ SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
 FamilyName = Literal["equity", "crypto", "bond", "forex", "futures"]  # the scanner families
 BadTickKind = Literal["zero", "negative", "spike"]
 BAD_TICK_KINDS: tuple[str, ...] = get_args(BadTickKind)
+MAX_SEED = 2**32 - 1  # numpy legacy seeding's limit; any seed below it is valid everywhere
 
 
 def _iso_date(value: object) -> object:
@@ -77,14 +78,14 @@ class _Settings(BaseModel):
 class _FaultKind(_Settings):
     """Common keys of one fault kind (see `sources/synthetic/__init__.py`, "Faults")."""
 
-    n: int | None = Field(None, ge=0, description="count-based picks; unset = 1 without `symbols`, else 0")
+    n: int | None = Field(None, ge=0, le=100_000, description="count-based picks; unset = 1 without `symbols`, else 0")
     symbols: list[str] = Field(default_factory=list, description="explicit symbols (any class)")
-    heal_after: int | None = Field(1, ge=0, description="present while attempt < heal_after; null = never heals")
+    heal_after: int | None = Field(1, ge=0, le=100, description="present while attempt < heal_after; null = never heals")
 
 
 class MissingBarsFault(_FaultKind):
-    sessions: int = Field(3, ge=1, description="consecutive bars withheld")
-    period: int = Field(250, ge=2, description="bars between two gaps (> sessions)")
+    sessions: int = Field(3, ge=1, le=10_000, description="consecutive bars withheld")
+    period: int = Field(250, ge=2, le=100_000, description="bars between two gaps (> sessions)")
 
     @model_validator(mode="after")
     def _period_leaves_bars(self) -> MissingBarsFault:
@@ -95,18 +96,18 @@ class MissingBarsFault(_FaultKind):
 
 
 class StaleFault(_FaultKind):
-    bars: int = Field(3, ge=1, description="last bars withheld at or before the requested end")
+    bars: int = Field(3, ge=1, le=10_000, description="last bars withheld at or before the requested end")
 
 
 class BadTicksFault(_FaultKind):
-    period: int = Field(250, ge=1, description="bars between two bad ticks")
+    period: int = Field(250, ge=1, le=100_000, description="bars between two bad ticks")
     kind: BadTickKind | None = Field(None, description="unset = a seeded choice")
 
 
 class FaultsSettings(_Settings):
     """The injected data faults; `{}` (no kind) disables them."""
 
-    seed: int = Field(11, ge=0)
+    seed: int = Field(11, ge=0, le=MAX_SEED)
     missing_bars: MissingBarsFault | None = None
     stale: StaleFault | None = None
     bad_ticks: BadTicksFault | None = None
@@ -134,13 +135,13 @@ DEFAULT_FAULTS = FaultsSettings(
 class SyntheticSettings(_Settings):
     """The embedded synthetic market (`sources/synthetic`). Counts are listings per asset class."""
 
-    seed: int = Field(7, ge=0, description="the market's seed")
+    seed: int = Field(7, ge=0, le=MAX_SEED, description="the market's seed")
     n_equities: int = Field(240, ge=0, le=100_000, description="US stocks")
     n_etfs: int = Field(40, ge=1, le=10_000, description="ETFs incl. bond ETFs (AMEX:SPY always)")
-    n_bond_etfs: int | None = Field(None, ge=0, description="bond ETFs among n_etfs; unset = n_etfs // 4")
+    n_bond_etfs: int | None = Field(None, ge=0, le=10_000, description="bond ETFs among n_etfs; unset = n_etfs // 4")
     n_crypto: int = Field(40, ge=0, le=10_000, description="crypto listings (n_crypto // 5 extra venues)")
-    n_forex: int = Field(20, ge=0, description="forex listings (n_forex // 5 broker duplicates)")
-    n_futures: int = Field(0, ge=0, description="continuous futures")
+    n_forex: int = Field(20, ge=0, le=10_000, description="forex listings (n_forex // 5 broker duplicates)")
+    n_futures: int = Field(0, ge=0, le=1_000, description="continuous futures")
     start: IsoDate = Field(dt.date(2019, 1, 2), description="first generated calendar day")
     end: IsoDate = Field(dt.date(2027, 12, 31), description="last generated calendar day")
     faults: FaultsSettings = Field(default_factory=lambda: DEFAULT_FAULTS,

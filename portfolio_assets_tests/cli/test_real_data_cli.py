@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from portfolio_assets.manifest import DEFAULT_MANIFEST
 from portfolio_assets.sources.files import FilesSource
 from portfolio_assets_tests.conftest import describe, graph_env, run_cli
 
@@ -40,8 +39,8 @@ def test_run_with_a_bad_source_setting_exits_2_before_any_work(tmp_path: Path, e
                     "--set", f"source.settings.pathh={tmp_path}"], env)
     assert proc.returncode == 2, describe(proc)
     assert proc.stderr.strip() == (
-        f"portfolio-assets: {DEFAULT_MANIFEST}: $.source.settings.path: Field required (from CLI/environment "
-        "override); also $.source.settings.pathh: unknown key (not in the schema)")
+        f"portfolio-assets: command line: --set source.settings.pathh={tmp_path}: unknown setting "
+        "source.settings.pathh; did you mean --set source.settings.path=...?")
     assert not Path(env["PA_LAKEHOUSE"]).exists()  # nothing was written
 
 

@@ -51,19 +51,21 @@ def test_settings_of_another_kind_never_leak(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("overrides", "problem"), [
-    ({"source.kind": "files", "source.settings.pth": "/tmp"},
-     "$.source.settings.path: Field required (from CLI/environment override); "
-     "also $.source.settings.pth: unknown key (not in the schema)"),
-    ({"source.kind": "files"}, "$.source.settings.path: Field required (from CLI/environment override)"),
+    ({"source.kind": "files", "source.settings.seed": 3},
+     "$.source.settings.path: Field required (from --set source.kind=files); "
+     "also $.source.settings.seed: unknown key (not in the schema)"),
+    ({"source.kind": "files"}, "$.source.settings.path: Field required (from --set source.kind=files)"),
     ({"source.kind": "files", "source.settings.path": "/nonexistent/bars"},
-     "$.source.settings.path: '/nonexistent/bars' is not a directory (the exported bars, docs/real-data.md)"),
+     "$.source.settings.path: '/nonexistent/bars' is not a directory (the exported bars, docs/real-data.md) "
+     "(from --set source.settings.path=/nonexistent/bars)"),
     ({"source.kind": "vendor"},
-     "$.source.kind: Input should be 'synthetic', 'files' or 'tradingview' (got 'vendor') (from CLI/environment override)"),
+     "$.source.kind: Input should be 'synthetic', 'files' or 'tradingview' (got 'vendor') (from --set source.kind=vendor)"),
     ({"source.settings.n_equities": -3},
-     "$.source.settings.n_equities: Input should be greater than or equal to 0 (got -3) (from CLI/environment override)"),
+     "$.source.settings.n_equities: Input should be greater than or equal to 0 (got -3) "
+     "(from --set source.settings.n_equities=-3)"),
     ({"source.kind": "tradingview", "source.settings.backoff_max_s": 1e9},
      "$.source.settings.backoff_max_s: Input should be less than or equal to 600 (got 1000000000.0) "
-     "(from CLI/environment override)"),
+     "(from --set source.settings.backoff_max_s=1000000000.0)"),
 ])
 def test_a_bad_source_setting_is_refused_when_the_profile_is_resolved(overrides: dict, problem: str) -> None:
     with pytest.raises(m.ManifestError) as err:

@@ -1,0 +1,1 @@
+"""Tests of portfolio_assets/manifest.py and manifest_input.py (mirrors the package)."""
