@@ -18,6 +18,12 @@ line, each record chained to the previous one::
 
 Kinds: ``genesis`` (exactly one, first), ``resume`` (a later run continuing the chain — never a
 second genesis), ``intent``/``outcome`` (one pair per asset materialization), ``note`` and ``close``.
+A ``close`` written by :meth:`Ledger.seal` *seals* the chain so far: its payload holds the record
+count and head hash it closes (``records`` = its own ``seq``, ``head_hash`` = its ``prev_hash``), the
+profile, and the fingerprints of the price data the partition read (``price_data``: cached bars
+<= the partition date, re-hashed by the verifier). The seal's ``seq`` and ``hash`` are also written
+to an anchor file outside the chain, ``HEAD.json`` next to the ledger (and by the pipeline into
+Dagster's event log), so cutting records off the end is detected (docs/ledger.md).
 A ``resume`` written by :meth:`Ledger.start` lists the intents that were still open (a step killed
 before its outcome) under ``payload["abandoned_intents"]``; the verifier then no longer requires an
 outcome for them, and the abandonment itself is part of the signed chain rather than a silent pass.
@@ -62,8 +68,12 @@ __all__ = [
     "LedgerError",
     "Signer",
     "VerificationReport",
+    "ANCHOR_NAME",
+    "anchor_path",
     "canonical_json",
     "file_hash",
+    "price_fingerprint",
+    "read_anchor",
     "format_report",
     "frame_hash",
     "output_entry",
@@ -75,6 +85,8 @@ __all__ = [
 RECORD_KINDS: Final = ("genesis", "resume", "intent", "outcome", "note", "close")
 GENESIS_PREV_HASH: Final = "0" * 64
 HASH_PREFIX: Final = "sha256:"
+ANCHOR_NAME: Final = "HEAD.json"
+PRICE_FINGERPRINT_COLUMNS: Final = ("time", "open", "high", "low", "close", "volume")
 MIN_HMAC_KEY_BYTES: Final = 16
 
 ENV_HMAC_KEY: Final = "PA_LEDGER_HMAC_KEY"
@@ -285,6 +297,50 @@ def output_entry(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> 
     if not target.is_relative_to(root_resolved):
         raise ValueError(f"output {target} is not inside the root {root_resolved}")
     return {"path": target.relative_to(root_resolved).as_posix(), "hash": file_hash(target)}
+
+
+def price_fingerprint(path: str | os.PathLike[str], upto: str) -> str:
+    """``"sha256:<hex>"`` of a cached price file's bars up to and including the date `upto`
+    (columns time, open, high, low, close, volume): what a partition of date `upto` could read.
+    Bars after `upto` (a later partition's fetch) and the cache's bookkeeping columns do not count."""
+    frame = pd.read_parquet(path)
+    missing = [c for c in PRICE_FINGERPRINT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"price file {path}: missing column(s) {missing}")
+    times = pd.to_datetime(frame["time"], utc=True)
+    kept = frame.loc[times.dt.date <= date.fromisoformat(upto), list(PRICE_FINGERPRINT_COLUMNS)]
+    kept = kept.assign(time=pd.to_datetime(kept["time"], utc=True))
+    return frame_hash(kept.sort_values("time", kind="mergesort").reset_index(drop=True))
+
+
+def anchor_path(ledger_path: str | os.PathLike[str]) -> Path:
+    """The anchor file of a ledger: ``HEAD.json`` in its folder."""
+    return Path(ledger_path).with_name(ANCHOR_NAME)
+
+
+_ANCHOR_FIELDS: Final = ("partition", "profile", "seq", "hash", "records", "run_id", "key_id")
+
+
+def read_anchor(ledger_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The anchor (``HEAD.json``) of a ledger, None if there is none.
+
+    Raises:
+        LedgerError: the file is not a JSON object with the anchor's fields.
+    """
+    path = anchor_path(ledger_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        anchor = json.loads(text)
+    except ValueError:
+        raise LedgerError(f"{path}: not valid JSON") from None
+    if not isinstance(anchor, dict) or any(f not in anchor for f in _ANCHOR_FIELDS):
+        raise LedgerError(f"{path}: an anchor needs the fields {', '.join(_ANCHOR_FIELDS)}")
+    if not isinstance(anchor["seq"], int) or not isinstance(anchor["hash"], str):
+        raise LedgerError(f"{path}: seq must be an integer and hash a string")
+    return anchor
 
 
 # --------------------------------------------------------------------------- signing
@@ -865,8 +921,43 @@ class Ledger:
         return self._append("note", run_id, asset, payload)
 
     def close(self, run_id: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Record the end of a run's entries."""
+        """Record the end of a run's entries (a plain close; :meth:`seal` also anchors it)."""
         return self._append("close", run_id, None, payload)
+
+    def seal(
+        self,
+        run_id: str,
+        profile: str,
+        price_data: Mapping[str, str] | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Close the chain so far with a seal and anchor its head in ``HEAD.json``.
+
+        The seal is a ``close`` record whose payload names the record count and head hash it
+        closes (``records``, ``head_hash``), the profile and ``price_data`` ({path relative to the
+        profile root: :func:`price_fingerprint`}). The anchor file (written atomically) holds the
+        seal's ``seq``, ``hash``, partition, profile and signing key id. Returns the seal record.
+        """
+        with self._exclusive_lock():
+            last = _read_last_record(self.path)
+        if last is None:
+            raise LedgerError(f"{self.path}: nothing to seal (the ledger has no genesis)")
+        body = {**dict(payload or {}), "seal": {
+            "records": int(last["seq"]) + 1, "head_hash": last["hash"], "profile": profile,
+            "price_data": dict(sorted((price_data or {}).items()))}}
+        record = self._append("close", run_id, None, body)
+        if record["prev_hash"] != last["hash"]:
+            raise LedgerError(f"{self.path}: another writer appended while sealing (the seal does not close "
+                              f"seq {last['seq']}); the partition has more than one writer")
+        anchor = {"partition": self.partition, "profile": profile, "seq": record["seq"], "hash": record["hash"],
+                  "records": record["seq"] + 1, "run_id": run_id,
+                  "key_id": self.signer.key_id if self.signer is not None else None, "sealed_at": record["ts"]}
+        target = anchor_path(self.path)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(canonical_json(anchor) + b"\n")
+        os.replace(tmp, target)
+        _fsync_dir(self.path.parent)
+        return record
 
     def records(self) -> list[dict[str, Any]]:
         """All records in file order ([] for a missing ledger).
@@ -895,6 +986,9 @@ class Ledger:
                 target = archive_dir / f"{self.path.stem}-{stamp}-{n}{self.path.suffix}"
                 n += 1
             os.replace(self.path, target)
+            anchor = anchor_path(self.path)
+            if anchor.exists():  # the old chain's anchor goes with it: the new chain starts unsealed
+                os.replace(anchor, target.with_name(f"{target.stem}.{ANCHOR_NAME}"))
             _fsync_dir(archive_dir)
             _fsync_dir(self.path.parent)
             return target
@@ -942,6 +1036,9 @@ CHECK_NAMES: Final = (
     "pairing",
     "artifacts",
     "signatures",
+    "binding",
+    "seals",
+    "anchor",
 )
 
 
@@ -962,6 +1059,14 @@ class VerificationReport:
     path: Path
     n_records: int
     checks: tuple[CheckResult, ...]
+    signed: int = 0  # records carrying a signature
+    key_checked: bool = False  # signatures were verified with a key
+
+    @property
+    def signatures_unchecked(self) -> bool:
+        """True if records are signed but no key verified them: a forger who re-chains the file
+        consistently passes every other check (docs/ledger.md)."""
+        return self.signed > 0 and not self.key_checked
 
     @property
     def ok(self) -> bool:
@@ -1025,6 +1130,9 @@ def verify_ledger(
     signer: Signer | None = None,
     require_signatures: bool | None = None,
     partition: str | None = None,
+    profile: str | None = None,
+    anchor: Mapping[str, Any] | None = None,
+    require_anchor: bool = False,
 ) -> VerificationReport:
     """Verify a ledger file end to end; never raises for a bad ledger, reports instead.
 
@@ -1047,6 +1155,15 @@ def verify_ledger(
     * ``signatures``: with a `signer`, every record is signed by that key and verifies.
       `require_signatures` defaults to ``signer is not None``; if True without a signer the check
       fails; if False, unsigned records are accepted but present signatures must verify.
+    * ``binding``: every genesis/resume names `profile` (when given) and the partition is the one
+      expected (`partition`, e.g. from the ledger's path).
+    * ``seals``: every ``close`` record carrying a seal closes exactly the records before it
+      (``records`` = its seq, ``head_hash`` = its prev_hash); the price data of the latest seal
+      still fingerprints the same under `root`.
+    * ``anchor``: the record the anchor (``HEAD.json``, or Dagster's copy) names exists with that
+      hash, for that partition and profile, and is signed when the anchor names a key: records cut
+      off the end or a re-written chain are detected. Without an anchor the check is skipped, or
+      fails with `require_anchor`.
     """
     path = Path(path)
     require = (signer is not None) if require_signatures is None else require_signatures
@@ -1171,7 +1288,110 @@ def verify_ledger(
 
     checks.append(_check_artifacts(ordered, root))
     checks.append(_check_signatures(ordered, signer, require))
-    return VerificationReport(path, len(valid), tuple(checks))
+    checks.append(_check_binding(ordered, partition, profile))
+    checks.append(_check_seals(ordered, root))
+    checks.append(_check_anchor(ordered, anchor, require_anchor, partition or expected_partition, profile))
+    signed = sum("sig" in rec for _, rec in ordered)
+    return VerificationReport(path, len(valid), tuple(checks), signed=signed, key_checked=signer is not None)
+
+
+def _check_binding(ordered: list[tuple[int, dict[str, Any]]], partition: str | None, profile: str | None) -> CheckResult:
+    """Every genesis/resume names `profile`; the chain is of `partition` (schema checks each record)."""
+    errors: list[str] = []
+    for number, rec in ordered:
+        if rec["kind"] not in ("genesis", "resume"):
+            continue
+        named = rec["payload"].get("profile")
+        if profile is not None and rec["kind"] == "genesis" and not isinstance(named, str):
+            errors.append(f"line {number}: the genesis names no profile (expected {profile!r})")
+        elif profile is not None and named is not None and named != profile:
+            errors.append(f"line {number}: {rec['kind']} of profile {named!r}, but the ledger is in profile {profile!r}")
+    where = f"partition {partition!r}" if partition else "partition not given"
+    return _result("binding", errors, f"{where}, profile {profile!r}" if profile else where)
+
+
+def _check_seals(ordered: list[tuple[int, dict[str, Any]]], root: str | os.PathLike[str] | None) -> CheckResult:
+    """Each seal closes the records before it; the latest seal's price data is unchanged under `root`."""
+    errors: list[str] = []
+    latest: tuple[int, dict[str, Any]] | None = None
+    count = 0
+    for number, rec in ordered:
+        seal = rec["payload"].get("seal") if rec["kind"] == "close" else None
+        if seal is None:
+            continue
+        count += 1
+        if not isinstance(seal, dict) or seal.get("records") != rec["seq"] or seal.get("head_hash") != rec["prev_hash"]:
+            errors.append(f"line {number}: seal does not close the {rec['seq']} record(s) before it")
+            continue
+        latest = (number, seal)
+        if rec["partition"] and seal.get("profile") is None:
+            errors.append(f"line {number}: seal names no profile")
+    if latest is None:
+        return _result("seals", errors, "no seal (the chain was never closed)")
+    number, seal = latest
+    prices = seal.get("price_data") or {}
+    if not isinstance(prices, dict):
+        errors.append(f"line {number}: seal price_data must be a mapping")
+        prices = {}
+    if root is not None:
+        root_resolved = Path(root).resolve()
+        partition = ordered[0][1]["partition"]
+        for rel, recorded in sorted(prices.items()):
+            try:
+                _check_relative_path(rel, f"line {number}: price_data")
+            except ValueError as exc:
+                errors.append(str(exc))
+                continue
+            target = root_resolved / rel
+            if not target.exists():
+                errors.append(f"line {number}: price data {rel} is missing")
+                continue
+            try:
+                current = price_fingerprint(target, partition)
+            except Exception as exc:  # an unreadable price file is a failed check, not a crash
+                errors.append(f"line {number}: price data {rel} could not be read ({type(exc).__name__}: {exc})")
+                continue
+            if current != recorded:
+                errors.append(f"line {number}: price data {rel} changed since the seal (bars <= {partition})")
+    checked = "checked" if root is not None else "not checked: no root"
+    return _result("seals", errors, f"{count} seal(s), latest at line {number}; {len(prices)} price file(s) {checked}")
+
+
+def _check_anchor(
+    ordered: list[tuple[int, dict[str, Any]]],
+    anchor: Mapping[str, Any] | None,
+    require: bool,
+    partition: str | None,
+    profile: str | None,
+) -> CheckResult:
+    """The record `anchor` names is in the chain, unchanged (truncation and re-written chains)."""
+    if anchor is None:
+        if require:
+            return _result("anchor", [f"no anchor ({ANCHOR_NAME}): the end of the chain is not anchored, so records "
+                                      "cut off the end cannot be ruled out (was the chain ever sealed?)"], "")
+        return CheckResult("anchor", "skip", "not checked: no anchor given")
+    errors: list[str] = []
+    seq, head = anchor.get("seq"), anchor.get("hash")
+    if partition is not None and anchor.get("partition") != partition:
+        errors.append(f"anchor is of partition {anchor.get('partition')!r}, not {partition!r}")
+    if profile is not None and anchor.get("profile") != profile:
+        errors.append(f"anchor is of profile {anchor.get('profile')!r}, not {profile!r}")
+    by_seq = {rec["seq"]: (number, rec) for number, rec in ordered}
+    last_seq = ordered[-1][1]["seq"] if ordered else -1
+    if not isinstance(seq, int) or seq not in by_seq:
+        cut = (seq - last_seq) if isinstance(seq, int) else "?"
+        errors.append(f"the chain ends at seq {last_seq}, but the anchor names seq {seq}: {cut} record(s) "
+                      "are missing from the end (truncated)")
+    else:
+        number, rec = by_seq[seq]
+        if rec["hash"] != head:
+            errors.append(f"line {number}: seq {seq} hashes {rec['hash'][:16]}..., the anchor names {str(head)[:16]}... "
+                          "(the chain was re-written or replaced)")
+        if anchor.get("key_id") and rec.get("key_id") != anchor.get("key_id"):
+            errors.append(f"line {number}: the anchor names key {anchor.get('key_id')!r}, the record "
+                          f"{'is unsigned' if 'sig' not in rec else 'names ' + repr(rec.get('key_id'))}")
+    return _result("anchor", errors, f"seq {seq} matches the anchor ({last_seq - seq if isinstance(seq, int) else 0} "
+                                     "record(s) after it)")
 
 
 def _check_artifacts(
