@@ -1370,6 +1370,8 @@ def _check_anchor(
             return _result("anchor", [f"no anchor ({ANCHOR_NAME}): the end of the chain is not anchored, so records "
                                       "cut off the end cannot be ruled out (was the chain ever sealed?)"], "")
         return CheckResult("anchor", "skip", "not checked: no anchor given")
+    if anchor.get("invalid"):
+        return _result("anchor", [f"the anchor is unreadable: {anchor['invalid']}"], "")
     errors: list[str] = []
     seq, head = anchor.get("seq"), anchor.get("hash")
     if partition is not None and anchor.get("partition") != partition:

@@ -124,7 +124,7 @@ def target_weights(context, settings: PortfolioSettings, history_500d__returns: 
         "beta to the baseline within the manifest limit, barbell's aggressor budget equals the regime's."
     ),
 )
-def weights_sanity(settings: PortfolioSettings, target_weights: pd.DataFrame, diagnostics: pd.DataFrame,
+def weights_sanity(context, settings: PortfolioSettings, target_weights: pd.DataFrame, diagnostics: pd.DataFrame,
                    risk_buckets: pd.DataFrame, returns: pd.DataFrame) -> AssetCheckResult:
     cfg = settings.resolved().config
     diags = diagnostics.set_index("engine")
@@ -154,6 +154,10 @@ def weights_sanity(settings: PortfolioSettings, target_weights: pd.DataFrame, di
     violations += [f"{e}: no weights" for e in missing]
     passed = not violations
     description = "all engines within the rules" if passed else f"{len(violations)} violation(s): " + " | ".join(violations)
+    if not passed:
+        from portfolio_assets.assets.implementation import withdraw_orders
+
+        withdraw_orders(context, settings, f"weights_sanity FAILED: {description[:500]}")
     return AssetCheckResult(
         passed=passed,
         severity=AssetCheckSeverity.ERROR,

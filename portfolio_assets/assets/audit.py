@@ -9,17 +9,49 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset, 
 
 from portfolio_assets.assets._step import Step, ledger_for
 from portfolio_assets.assets.common import DATA_OWNERS, PARTITIONS, after, attrs
-from portfolio_assets.ledger import signer_from_env, verify_ledger
+from portfolio_assets.assets.gates import seal_problems
+from portfolio_assets.ledger import Ledger, LedgerError, price_fingerprint, read_anchor, signer_from_env, verify_ledger
 from portfolio_assets.resources import PortfolioSettings
 
 
-def _verify(settings: PortfolioSettings, partition: str):
-    cfg = settings.resolved().config
+def verify_partition(settings: PortfolioSettings, partition: str, *, require_anchor: bool,
+                     anchor: dict | None = None):
+    """Verify the partition's ledger file as it is on disk now: bound to this partition and
+    profile, against its anchor (`HEAD.json`, or `anchor` when given, e.g. Dagster's copy).
+    Returns (report, seconds)."""
+    resolved = settings.resolved()
     lake = settings.lakehouse()
+    path = lake.ledger_path(partition)
     t0 = time.perf_counter()
-    report = verify_ledger(lake.ledger_path(partition), root=lake.root, signer=signer_from_env(),
-                           require_signatures=cfg.ledger.require_signatures or None, partition=partition)
+    if anchor is None:
+        try:
+            anchor = read_anchor(path)
+        except LedgerError as exc:
+            anchor = {"partition": None, "profile": None, "seq": None, "hash": None, "invalid": str(exc)}
+    report = verify_ledger(path, root=lake.root, signer=signer_from_env(),
+                           require_signatures=resolved.config.ledger.require_signatures or None, partition=partition,
+                           profile=resolved.profile, anchor=anchor, require_anchor=require_anchor)
     return report, time.perf_counter() - t0
+
+
+def _verify(settings: PortfolioSettings, partition: str):
+    # Inside the run, before the seal: the previous seal's anchor (if any) must still match.
+    return verify_partition(settings, partition, require_anchor=False)
+
+
+def price_data(settings: PortfolioSettings, partition: str) -> dict[str, str]:
+    """`{prices/<file>: price_fingerprint}` of the cached bars the partition read (the symbols of
+    its `market_bars`), up to its date: sealed in the ledger, re-hashed by the verifier."""
+    lake = settings.lakehouse()
+    if not lake.has_table("history", "market_bars", partition):
+        return {}
+    symbols = lake.read_table("history", "market_bars", partition)["symbol"].astype(str)
+    out = {}
+    for symbol in sorted(set(symbols)):
+        path = lake.price_path(symbol)
+        if path.exists():
+            out[lake.relative(path)] = price_fingerprint(path, partition)
+    return out
 
 
 def _report_table(report) -> pd.DataFrame:
@@ -33,9 +65,11 @@ def _report_table(report) -> pd.DataFrame:
     kinds={"python", "parquet"},
     owners=DATA_OWNERS,
     description=(
-        "Step 14. Closes the partition's hash-chained ledger (`ledger/<date>/audit.jsonl`) with a "
-        "close record and stores what a verification of the whole chain found (links, hashes, "
-        "intent/outcome pairs, every recorded output against the file on disk, signatures)."
+        "Step 14. Seals the partition's hash-chained ledger (`ledger/<date>/audit.jsonl`): a close "
+        "record with the record count, head hash and the fingerprints of the price data read, "
+        "anchored in `HEAD.json` (and in the `ledger_integrity` evaluation); stores what a "
+        "verification of the whole chain found (links, hashes, intent/outcome pairs, every recorded "
+        "output against the file on disk, signatures, binding, anchor)."
     ),
 )
 def audit_ledger(context, settings: PortfolioSettings):
@@ -58,7 +92,9 @@ def audit_ledger(context, settings: PortfolioSettings):
             preview=table[["check", "status", "detail"]],
             extra={"ledger": MetadataValue.path(str(step.lake.ledger_path(step.partition)))},
         )
-    ledger_for(settings, step.partition).close(step.run_id, {"records_before_close": records, "verified_ok": bool(before.ok)})
+    ledger_for(settings, step.partition).seal(
+        step.run_id, step.resolved.profile, price_data(settings, step.partition),
+        {"records_before_close": records, "verified_ok": bool(before.ok)})
 
 
 @asset_check(
@@ -68,7 +104,8 @@ def audit_ledger(context, settings: PortfolioSettings):
     description=(
         "Blocking. Verifies the partition's ledger now: every prev_hash link, every record hash from "
         "canonical JSON, intent/outcome pairing, every recorded output hash against the file on disk, "
-        "and signatures when a key is configured. A failure leaves no orders."
+        "signatures when a key is configured, partition/profile binding, the seal's price data, and "
+        "the anchor (HEAD.json) naming a seal at the chain's end. A failure leaves no orders."
     ),
 )
 def ledger_integrity(context, settings: PortfolioSettings) -> AssetCheckResult:
@@ -76,12 +113,25 @@ def ledger_integrity(context, settings: PortfolioSettings) -> AssetCheckResult:
         # The operator turned the ledger off: nothing to verify. A WARN (recorded, alerted), not a pass.
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
                                 description="feat_audit_ledger is off: no ledger to verify")
-    report, seconds = _verify(settings, context.partition_key)
+    # After the seal: the chain must end sealed, and the anchor must name its end.
+    report, seconds = verify_partition(settings, context.partition_key, require_anchor=True)
     errors = list(report.errors)
-    description = (f"{report.n_records} records verified in {seconds * 1000:.0f} ms" if report.ok
+    path = settings.lakehouse().ledger_path(context.partition_key)
+    if report.ok:  # verified; and sealed since the last step that is not implementation/accept?
+        errors += seal_problems(Ledger(path, context.partition_key).records(), context.partition_key)
+    passed = not errors
+    description = (f"{report.n_records} records verified in {seconds * 1000:.0f} ms" if passed
                    else f"{len(errors)} problem(s): " + " | ".join(errors[:10]))
+    anchor = read_anchor(path) if passed else None
+    if not passed:
+        from portfolio_assets.assets.implementation import withdraw_orders
+
+        withdraw_orders(context, settings, f"ledger_integrity FAILED: {description[:500]}")
     return AssetCheckResult(
-        passed=report.ok, severity=AssetCheckSeverity.ERROR, description=description[:1000],
+        passed=passed, severity=AssetCheckSeverity.ERROR, description=description[:1000],
         metadata={"records": report.n_records, "errors": MetadataValue.json(errors[:50]),
+                  # Dagster's copy of the anchor (an event log the ledger folder does not hold):
+                  # implementation and accept check the ledger against it.
+                  "ledger_head": MetadataValue.json(anchor or {}),
                   "checks": MetadataValue.md("\n".join(f"- {c.name}: {c.status} {c.detail}" for c in report.checks))},
     )

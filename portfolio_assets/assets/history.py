@@ -135,7 +135,7 @@ def history_500d(context, settings: PortfolioSettings, price_cache: PriceCache, 
         "dropped downstream."
     ),
 )
-def health_gate(settings: PortfolioSettings, health: pd.DataFrame) -> AssetCheckResult:
+def health_gate(context, settings: PortfolioSettings, health: pd.DataFrame) -> AssetCheckResult:
     strict = settings.resolved().config.data.strict_health
     bad = health[health["status"] != "OK"]
     severity = AssetCheckSeverity.ERROR if strict else AssetCheckSeverity.WARN
@@ -145,6 +145,10 @@ def health_gate(settings: PortfolioSettings, health: pd.DataFrame) -> AssetCheck
         else f"{len(bad)} unhealthy symbol(s) after recovery: {listing}"
         + ("" if strict else " (non-strict: dropped downstream)")
     )
+    if not bad.empty and strict:
+        from portfolio_assets.assets.implementation import withdraw_orders
+
+        withdraw_orders(context, settings, f"health_gate FAILED: {description}")
     return AssetCheckResult(
         passed=bad.empty,
         severity=severity,

@@ -3,14 +3,73 @@ what was executed (`portfolio-assets accept`)."""
 
 # No `from __future__ import annotations`: Dagster reads the `ExecutionsConfig` annotation at runtime.
 import pandas as pd
-from dagster import AssetIn, Config, Failure, MetadataValue, TimeWindowPartitionMapping, asset
+from dagster import AssetIn, AssetMaterialization, Config, Failure, MetadataValue, TimeWindowPartitionMapping, asset
 
 from portfolio_assets.assets._step import Step, ledger_for
 from portfolio_assets.assets.common import OWNERS, after, attrs
-from portfolio_assets.assets.gates import gate_problems
+from portfolio_assets.assets.gates import implementation_clearance
 from portfolio_assets.holdings import EXECUTION_COLUMNS, book_after, empty_book
-from portfolio_assets.quant.orders import build_orders
+from portfolio_assets.ledger import LedgerError, file_hash
+from portfolio_assets.quant.orders import ORDER_COLUMNS, build_orders
 from portfolio_assets.resources import PortfolioSettings
+
+ORDER_FLOATS = ("current_net_weight", "target_weight", "target_net_weight", "delta_net_weight", "size")
+
+
+def refused_orders() -> pd.DataFrame:
+    """The orders table of a refused partition: no order at all (the refusal's reason is in the
+    materialization's `refused` metadata and in the ledger)."""
+    return pd.DataFrame({c: pd.Series(dtype=float if c in ORDER_FLOATS else object) for c in ORDER_COLUMNS})
+
+
+def withdraw_orders(context, settings: PortfolioSettings, reason: str) -> bool:
+    """A gate failed: replace the partition's stored orders (from an earlier run) by the refused
+    table, so no surface (`sql`, `status`, the UI, `accept`) shows them as current. Recorded as an
+    intent/outcome pair of `implementation_orders` in the ledger (when it can still be appended to)
+    and as a materialization with `refused` metadata in Dagster. False if there was nothing to
+    withdraw."""
+    lake = settings.lakehouse()
+    partition = context.partition_key
+    if not lake.has_table("implementation", "implementation_orders", partition):
+        return False
+    if lake.read_table("implementation", "implementation_orders", partition).empty:
+        return False
+    path = lake.write_table("implementation", "implementation_orders", partition, refused_orders())
+    try:
+        ledger = ledger_for(settings, partition)
+        if ledger is not None and ledger.path.exists():
+            ledger.intent(context.run_id, "implementation_orders", {"withdraw": reason})
+            ledger.outcome(context.run_id, "implementation_orders", {
+                "status": "refused", "reason": reason[:2000],
+                "outputs": {"implementation_orders": {"path": lake.relative(path), "hash": file_hash(path)}}})
+    except (LedgerError, ValueError) as exc:
+        context.log.warning(f"orders of {partition} withdrawn, but the ledger could not record it: {exc}")
+    context.instance.report_runless_asset_event(AssetMaterialization(
+        asset_key="implementation_orders", partition=partition,
+        metadata={"refused": reason[:2000], "orders": 0, "withdrawn_by_run": context.run_id}))
+    context.log.warning(f"implementation_orders of {partition} withdrawn: {reason}")
+    return True
+
+
+def _refuse(context, settings: PortfolioSettings, problems: list[str]):
+    """Store the refused orders table (a materialization with the reason), then fail the step."""
+    reason = "refusing to implement: " + "; ".join(problems)
+    unrecorded = None
+    step = Step(context, settings)
+    try:
+        step.__enter__()
+    except LedgerError as exc:  # a ledger that cannot even be appended to: refuse without it
+        step.ledger, unrecorded = None, str(exc)
+    try:
+        step.params.update(refused=problems)
+        yield from step.emit(refused_orders(), metrics={"orders": 0}, extra={
+            "refused": reason[:2000], "gate_problems": MetadataValue.json(problems)})
+        if unrecorded:
+            reason += f" (the refusal is not in the ledger: {unrecorded})"
+        raise Failure(description=reason, metadata={"gate_problems": MetadataValue.json(problems)})
+    except BaseException as exc:
+        step.__exit__(type(exc), exc, exc.__traceback__)
+        raise
 
 PREVIOUS_SESSION = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 
@@ -64,19 +123,19 @@ def holdings(context, settings: PortfolioSettings, previous: pd.DataFrame | None
     description=(
         "Orders from the book (`holdings`) to the production engine's target: BUY / SELL / HOLD on "
         "signed net weights, size, target weight; changes under 1% are HOLD as dust with "
-        "feat_partial_rebalance. Runs only when every blocking check passed in this run; in a later "
-        "run it refuses unless Dagster's latest evaluation of every gate passed on the data stored now."
+        "feat_partial_rebalance. Runs only under `implementation_clearance`: every gate's latest "
+        "evaluation passed on the data stored now, and the ledger, re-verified now, is sealed and "
+        "anchored. A refusal stores an empty orders table with the reason (`refused` metadata) and "
+        "fails the step: no earlier orders stay readable."
     ),
 )
 def implementation_orders(context, settings: PortfolioSettings, target_weights: pd.DataFrame, holdings: pd.DataFrame):
-    problems = gate_problems(context.instance, context.partition_key)
+    problems = implementation_clearance(context.instance, settings, context.partition_key)
     if problems:
-        ledger = ledger_for(settings, context.partition_key)
-        if ledger is not None:
-            ledger.note(context.run_id, {"refused": problems}, asset="implementation_orders")
-        raise Failure(description="refusing to implement: " + "; ".join(problems),
-                      metadata={"gate_problems": MetadataValue.json(problems)})
+        yield from _refuse(context, settings, problems)
+        return
     with Step(context, settings) as step:
+        step.params.update(clearance="every gate passed; ledger verified, sealed and anchored")
         prod = target_weights[target_weights["is_production"]].set_index("symbol")
         book = holdings.set_index("symbol")
         directions = pd.concat([prod["direction"], book["direction"]])
@@ -123,7 +182,7 @@ class ExecutionsConfig(Config):
     ),
 )
 def executions(context, config: ExecutionsConfig, settings: PortfolioSettings):
-    problems = gate_problems(context.instance, context.partition_key)
+    problems = implementation_clearance(context.instance, settings, context.partition_key)
     if problems:
         raise Failure(description="refusing to accept: " + "; ".join(problems),
                       metadata={"gate_problems": MetadataValue.json(problems)})
