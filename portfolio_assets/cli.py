@@ -1,7 +1,9 @@
 """`portfolio-assets`: run, re-execute, backfill, stale, accept, audit, status, UI, SQL, versions, bench.
 
 Exit codes: 0 ok; 1 a run or check failed (the reason is printed); 2 bad input (manifest, profile,
-date, selection, run id, arguments), refused before Dagster is involved.
+date, selection, run id, arguments, a missing signing key, a partition another command is
+writing), refused before Dagster is involved; 4 (`verify-ledger`) every check that could run
+passed but the ledger is signed and no key was configured to check the signatures.
 
 Selections (`--select`) are Dagster's asset selection syntax, as in the UI (`risk_buckets+` is one
 layer downstream, `risk_buckets*` or `risk_buckets+++` all of it); the only addition, Dagster's own
@@ -25,7 +27,7 @@ from typing import Any
 
 from portfolio_assets.manifest import PROJECT_ROOT, ManifestError, parse_cli_overrides, resolve
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SIGNATURES_UNCHECKED = 0, 1, 2, 4
 DAGSTER_YAML = PROJECT_ROOT / "configs" / "dagster.yaml"
 PROFILE_TAG = "portfolio_assets/profile"
 
@@ -161,6 +163,81 @@ def _log_path(kind: str) -> Path:
     path = dagster_home() / "cli-logs" / f"{kind}-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_preconditions(resolved: Any) -> None:
+    """What a run needs before anything is touched (archived, cleared, written): a signing key when
+    the profile signs its ledger (`ledger.signing`), well-formed key variables."""
+    from portfolio_assets.ledger import signer_from_env
+
+    signer = signer_from_env()  # a malformed key variable is refused here, naming the variable
+    signing = resolved.config.ledger.signing
+    if resolved.config.features.feat_audit_ledger and signing != "none" and signer is None:
+        raise ValueError(f"profile {resolved.profile!r} signs its ledger ({signing}) but no key is set: export "
+                         "PA_LEDGER_HMAC_KEY or PA_LEDGER_ED25519_KEY (nothing was run, archived or changed)")
+
+
+WRITER_LOCK = "writer.lock"
+
+
+def _running_runs(partition: str) -> list[str]:
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    with DagsterInstance.get() as instance:
+        records = instance.get_run_records(RunsFilter(
+            tags={"dagster/partition": partition},
+            statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.QUEUED]), limit=5)
+    return [r.dagster_run.run_id for r in records]
+
+
+class partition_lock:  # noqa: N801 (a context manager used like a function)
+    """One writer per partition: an exclusive `fcntl` lock on `<profile>/ledger/<date>/writer.lock`
+    for every partition a command materializes, taken before anything is run and held until the
+    command ends (the kernel releases it if the process dies, kill -9 included). A second `run`,
+    `backfill`, `accept` or `audit` of a locked partition is refused up front, naming the holder
+    and its Dagster runs; nothing is archived or changed."""
+
+    def __init__(self, partitions: list[str], command: str):
+        from portfolio_assets.lakehouse import Lakehouse
+
+        self.lake = Lakehouse(profile=os.environ["PA_PROFILE"])
+        self.partitions = partitions
+        self.command = command
+        self.fds: list[int] = []
+
+    def __enter__(self) -> partition_lock:
+        import fcntl
+
+        try:
+            for partition in self.partitions:
+                path = self.lake.ledger_path(partition).with_name(WRITER_LOCK)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+                    os.close(fd)
+                    runs = _running_runs(partition)
+                    raise ValueError(
+                        f"partition {partition} of profile {self.lake.profile} is being written by another command "
+                        f"({holder}){'; its run(s): ' + ', '.join(runs) if runs else ''}: wait for it to finish "
+                        f"(`portfolio-assets status --date {partition}`); nothing was run, archived or changed"
+                    ) from None
+                self.fds.append(fd)
+                info = json.dumps({"pid": os.getpid(), "command": self.command,
+                                   "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, info.encode(), 0)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for fd in self.fds:
+            os.close(fd)  # closing the descriptor releases the lock
+        self.fds = []
 
 
 # ---- selections ------------------------------------------------------------------------------------
@@ -373,18 +450,34 @@ def _deliver_alerts(run_id: str) -> None:
         _err(f"alert delivery: {line}")
 
 
+def clearance(partition: str) -> list[str]:
+    """`implementation_clearance` of a partition now (the rule orders and accept follow)."""
+    from dagster import DagsterInstance
+
+    from portfolio_assets.assets.gates import implementation_clearance
+    from portfolio_assets.resources import PortfolioSettings
+
+    with DagsterInstance.get() as instance:
+        return implementation_clearance(instance, PortfolioSettings(), partition)
+
+
 def where_outputs(partition: str) -> None:
     from portfolio_assets.lakehouse import Lakehouse
 
     lake = Lakehouse(profile=os.environ["PA_PROFILE"])
+    orders = lake.table_path("implementation", "implementation_orders", partition)
+    refused = clearance(partition) if orders.exists() else []
     print("outputs:")
     for label, path in (
         ("weights", lake.root / "allocation" / "target_weights" / f"{partition}.parquet"),
-        ("orders", lake.root / "implementation" / "implementation_orders" / f"{partition}.parquet"),
+        ("orders", orders),
         ("reports", lake.reports_dir(partition) / "index.html"),
         ("ledger", lake.ledger_path(partition)),
     ):
-        print(f"  {label:8s} {path}{'' if path.exists() else '  (not produced)'}")
+        note = "" if path.exists() else "  (not produced)"
+        if label == "orders" and refused:
+            note = "  (REFUSED, no orders: " + "; ".join(refused) + ")"
+        print(f"  {label:8s} {path}{note}")
     print(f"  query with DuckDB: portfolio-assets sql --profile {lake.profile} \"SELECT * FROM target_weights\"")
 
 
@@ -415,16 +508,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not parent.is_finished:
             raise ValueError(f"--run-id {args.run_id} is still {parent.status.value}: wait for it to finish")
         partition = parent.tags["dagster/partition"]
-        print(f"profile {resolved.profile}, partition {partition}: re-executing run {args.run_id} "
-              f"from step {args.start_step} ({', '.join(steps)})")
-        result = reexecute(args.run_id, partition, steps)
+        check_preconditions(resolved)
+        with partition_lock([partition], f"run --start-step {args.start_step} --run-id {args.run_id}"):
+            print(f"profile {resolved.profile}, partition {partition}: re-executing run {args.run_id} "
+                  f"from step {args.start_step} ({', '.join(steps)})")
+            result = reexecute(args.run_id, partition, steps)
     else:
         partition = _partition_date(args.date)
         keys = selection_keys(args.select) if args.select else None
         check_history(partition)
+        check_preconditions(resolved)
         scope = "the daily graph" if keys is None else f"{len(keys)} asset(s)"
-        print(f"profile {resolved.profile} ({' -> '.join(resolved.resolved_from)}), partition {partition}, {scope}")
-        result = execute(partition, keys)
+        with partition_lock([partition], f"run --date {partition}" + (f" --select {args.select}" if args.select else "")):
+            print(f"profile {resolved.profile} ({' -> '.join(resolved.resolved_from)}), partition {partition}, {scope}")
+            result = execute(partition, keys)
     code = summarize_run(result, partition)
     print(f"wall time {time.time() - t0:.1f} s")
     where_outputs(partition)
@@ -447,7 +544,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     log = _log_path("backfill")
     title = f"{resolved.profile} {dates[0]}..{dates[-1]}"
     check_history(dates[0])
-    with DagsterInstance.get() as instance:
+    check_preconditions(resolved)
+    with partition_lock(dates, f"backfill {dates[0]}..{dates[-1]}"), DagsterInstance.get() as instance:
         if not args.stale:
             keys = selection_keys(args.select)
             missing = missing_upstream(instance, keys, dates)
@@ -540,7 +638,7 @@ def _key(name: str) -> Any:
 
 
 def cmd_verify_ledger(args: argparse.Namespace) -> int:
-    from portfolio_assets.ledger import format_report, signer_from_env, verify_ledger
+    from portfolio_assets.ledger import LedgerError, format_report, read_anchor, signer_from_env, verify_ledger
 
     path = Path(args.path)
     if path.is_dir():
@@ -548,9 +646,25 @@ def cmd_verify_ledger(args: argparse.Namespace) -> int:
     if not path.exists():
         raise ValueError(f"no ledger at {path}")
     root = Path(args.root) if args.root else _guess_profile_root(path)
-    report = verify_ledger(path, root=root, signer=signer_from_env(), require_signatures=args.require_signatures or None)
+    partition, profile = _path_binding(path)
+    if args.no_anchor:
+        anchor = None
+    else:
+        try:
+            anchor = read_anchor(path)
+        except LedgerError as exc:
+            anchor = {"invalid": str(exc)}
+    report = verify_ledger(path, root=root, signer=signer_from_env(), require_signatures=args.require_signatures or None,
+                           partition=partition, profile=profile, anchor=anchor, require_anchor=not args.no_anchor)
     print(format_report(report))
-    return EXIT_OK if report.ok else EXIT_FAILED
+    if not report.ok:
+        return EXIT_FAILED
+    if report.signatures_unchecked and not args.no_signatures:
+        _err(f"signatures not checked: {report.signed} of {report.n_records} record(s) are signed but no key is "
+             "configured (PA_LEDGER_HMAC_KEY, or PA_LEDGER_ED25519_PUBLIC_KEY to verify without the secret); without "
+             "it a re-chained forgery passes every other check (docs/ledger.md). --no-signatures accepts that.")
+        return EXIT_SIGNATURES_UNCHECKED
+    return EXIT_OK
 
 
 def _guess_profile_root(path: Path) -> Path | None:
@@ -561,15 +675,29 @@ def _guess_profile_root(path: Path) -> Path | None:
     return None
 
 
+def _path_binding(path: Path) -> tuple[str | None, str | None]:
+    """(partition, profile) a ledger's path names: `<profile>/ledger/<YYYY-MM-DD>/audit.jsonl`; the
+    records must be of that partition and profile (a ledger copied from another date fails)."""
+    parts = path.resolve().parts
+    if len(parts) >= 4 and parts[-3] == "ledger":
+        try:
+            dt.date.fromisoformat(parts[-2])
+        except ValueError:
+            return None, None
+        return parts[-2], parts[-4]
+    return None, None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Runs of a partition (ids for `run --start-step N --run-id ID`), each asset's latest
     materialization, the gate checks."""
     from dagster import AssetRecordsFilter, DagsterInstance, RunsFilter
 
     from portfolio_assets.assets.common import STEP_TAG
-    from portfolio_assets.assets.gates import GATES, latest_evaluation
+    from portfolio_assets.assets.gates import GATES, implementation_clearance, latest_evaluation
     from portfolio_assets.definitions import defs
     from portfolio_assets.lakehouse import Lakehouse
+    from portfolio_assets.resources import PortfolioSettings
 
     resolved = _setup_env(args)
     partition = _partition_date(args.date)
@@ -593,7 +721,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                                                       limit=1).records
             missing += not records and key.to_user_string() != "executions"
             when = dt.datetime.fromtimestamp(records[0].timestamp, dt.UTC).isoformat(timespec="seconds") if records else ""
-            print(f"  {key.to_user_string():28s} {'materialized ' + when if records else 'not materialized'}")
+            refused = records[0].asset_materialization.metadata.get("refused") if records else None
+            note = f" (REFUSED: {refused.value})" if refused is not None else ""
+            print(f"  {key.to_user_string():28s} {'materialized ' + when + note if records else 'not materialized'}")
         print("gate checks (latest evaluation for this partition):")
         failed = 0
         for check in GATES:
@@ -602,15 +732,24 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "passed" if ev.passed else f"FAILED ({ev.severity.value}): {ev.description or ''}")
             failed += ev is not None and not ev.passed
             print(f"  {check.to_user_string():34s} {status}")
+        problems = implementation_clearance(instance, PortfolioSettings(), partition)
+    print("implementation: " + ("cleared (every gate passed; ledger verified, sealed and anchored)" if not problems
+                                else "REFUSED (no orders may be used or accepted): " + "; ".join(problems)))
     print(f"reports: {Lakehouse(profile=resolved.profile).reports_dir(partition) / 'index.html'}")
-    return EXIT_OK if not missing and not failed else EXIT_FAILED
+    return EXIT_OK if not missing and not failed and not problems else EXIT_FAILED
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Run the blocking gate checks for a partition; non-zero on any failure (never implement then)."""
-    _setup_env(args)
+    resolved = _setup_env(args)
     partition = _partition_date(args.date)
-    return summarize_run(execute(partition, None, job="audit"), partition)
+    check_preconditions(resolved)
+    with partition_lock([partition], f"audit --date {partition}"):
+        code = summarize_run(execute(partition, None, job="audit"), partition)
+    problems = clearance(partition)
+    print("implementation: " + ("cleared (every gate passed; ledger verified, sealed and anchored)" if not problems
+                                else "REFUSED: " + "; ".join(problems)))
+    return code
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -622,24 +761,34 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 def cmd_accept(args: argparse.Namespace) -> int:
     """Record what was executed of a partition's orders (the `executions` asset)."""
-    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
-
-    from portfolio_assets.assets.gates import gate_problems
-    from portfolio_assets.holdings import executed_orders, read_fills
-    from portfolio_assets.lakehouse import Lakehouse
-
     resolved = _setup_env(args)
     partition = _partition_date(args.date)
+    check_preconditions(resolved)
+    with partition_lock([partition], f"accept --date {partition}"):
+        return _accept(args, resolved, partition)
+
+
+def _accept(args: argparse.Namespace, resolved: Any, partition: str) -> int:
+    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+
+    from portfolio_assets.assets.gates import implementation_clearance
+    from portfolio_assets.holdings import executed_orders, read_fills
+    from portfolio_assets.lakehouse import Lakehouse
+    from portfolio_assets.resources import PortfolioSettings
+
     lake = Lakehouse(profile=resolved.profile)
     with DagsterInstance.get() as instance:
         records = instance.fetch_materializations(
             AssetRecordsFilter(asset_key=AssetKey("implementation_orders"), asset_partitions=[partition]), limit=1).records
         if not records or not lake.has_table("implementation", "implementation_orders", partition):
             raise ValueError(f"no implementation_orders for {partition} in profile {resolved.profile}: nothing to accept")
-        problems = gate_problems(instance, partition)
+        # The same rule as implementation_orders: gates, and the ledger as it is on disk now.
+        problems = implementation_clearance(instance, PortfolioSettings(), partition)
         if problems:
-            raise ValueError(f"refusing to accept {partition}: " + "; ".join(problems))
+            raise ValueError(f"refusing to accept {partition} (nothing booked): " + "; ".join(problems))
     orders = lake.read_table("implementation", "implementation_orders", partition)
+    if orders.empty:
+        raise ValueError(f"the orders of {partition} were refused (no orders stored): nothing to accept")
     not_traded = [s.strip() for s in (args.not_traded or "").split(",") if s.strip()]
     fills = read_fills(Path(args.fills)) if args.fills else None
     trades = executed_orders(orders, not_traded=not_traded, fills=fills)
@@ -797,6 +946,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("path")
     v.add_argument("--root", help="profile root that output paths are relative to (default: inferred)")
     v.add_argument("--require-signatures", action="store_true")
+    v.add_argument("--no-signatures", action="store_true",
+                   help="accept a signed ledger verified without its key (exit 0 instead of 4; docs/ledger.md)")
+    v.add_argument("--no-anchor", action="store_true",
+                   help="do not require HEAD.json (an unsealed ledger: truncation cannot be ruled out)")
     v.set_defaults(func=cmd_verify_ledger)
 
     s = sub.add_parser("status", help="a date's runs (their ids), what is materialized, gate results")

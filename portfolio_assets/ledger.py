@@ -1386,6 +1386,8 @@ def _check_anchor(
                       "are missing from the end (truncated)")
     else:
         number, rec = by_seq[seq]
+        if rec["kind"] != "close" or "seal" not in rec["payload"]:
+            errors.append(f"line {number}: the anchor names a {rec['kind']} record, not a seal")
         if rec["hash"] != head:
             errors.append(f"line {number}: seq {seq} hashes {rec['hash'][:16]}..., the anchor names {str(head)[:16]}... "
                           "(the chain was re-written or replaced)")

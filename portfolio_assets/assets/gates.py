@@ -65,6 +65,19 @@ def gate_problems(instance: DagsterInstance, partition: str, gates: tuple[AssetC
     return problems
 
 
+def gate_summary(instance: DagsterInstance, partition: str) -> dict[str, dict]:
+    """`{check: {passed, severity, run_id, description}}` of every gate's latest evaluation: what
+    implementation and accept were decided on, recorded in the ledger with their outcome."""
+    out = {}
+    for check in GATES:
+        ev = latest_evaluation(instance, check, partition)
+        target = ev.target_materialization_data if ev is not None else None
+        out[check.to_user_string()] = None if ev is None else {
+            "passed": bool(ev.passed), "severity": ev.severity.value, "description": (ev.description or "")[:300],
+            "target_run_id": target.run_id if target is not None else None}
+    return out
+
+
 # Steps whose records may follow the seal: implementing and accepting the sealed partition.
 AFTER_SEAL = frozenset({"implementation_orders", "executions"})
 

@@ -7,7 +7,7 @@ from dagster import AssetIn, AssetMaterialization, Config, Failure, MetadataValu
 
 from portfolio_assets.assets._step import Step, ledger_for
 from portfolio_assets.assets.common import OWNERS, after, attrs
-from portfolio_assets.assets.gates import implementation_clearance
+from portfolio_assets.assets.gates import gate_summary, implementation_clearance
 from portfolio_assets.holdings import EXECUTION_COLUMNS, book_after, empty_book
 from portfolio_assets.ledger import LedgerError, file_hash
 from portfolio_assets.quant.orders import ORDER_COLUMNS, build_orders
@@ -61,7 +61,7 @@ def _refuse(context, settings: PortfolioSettings, problems: list[str]):
     except LedgerError as exc:  # a ledger that cannot even be appended to: refuse without it
         step.ledger, unrecorded = None, str(exc)
     try:
-        step.params.update(refused=problems)
+        step.params.update(refused=problems, gates=gate_summary(context.instance, step.partition))
         yield from step.emit(refused_orders(), metrics={"orders": 0}, extra={
             "refused": reason[:2000], "gate_problems": MetadataValue.json(problems)})
         if unrecorded:
@@ -135,7 +135,8 @@ def implementation_orders(context, settings: PortfolioSettings, target_weights: 
         yield from _refuse(context, settings, problems)
         return
     with Step(context, settings) as step:
-        step.params.update(clearance="every gate passed; ledger verified, sealed and anchored")
+        step.params.update(clearance="every gate passed; ledger verified, sealed and anchored",
+                           gates=gate_summary(context.instance, step.partition))
         prod = target_weights[target_weights["is_production"]].set_index("symbol")
         book = holdings.set_index("symbol")
         directions = pd.concat([prod["direction"], book["direction"]])
@@ -186,7 +187,8 @@ def executions(context, config: ExecutionsConfig, settings: PortfolioSettings):
     if problems:
         raise Failure(description="refusing to accept: " + "; ".join(problems),
                       metadata={"gate_problems": MetadataValue.json(problems)})
-    with Step(context, settings, params={"orders_version": config.orders_version}) as step:
+    with Step(context, settings, params={"orders_version": config.orders_version,
+                                         "gates": gate_summary(context.instance, context.partition_key)}) as step:
         done = pd.DataFrame([t.model_dump() for t in config.trades], columns=list(EXECUTION_COLUMNS))
         done = done.astype({"ordered_delta_net_weight": float, "delta_net_weight": float})
         yield from step.emit(done, metrics={"executed": int((done["delta_net_weight"] != 0).sum()),
