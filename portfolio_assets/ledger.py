@@ -69,6 +69,7 @@ __all__ = [
     "Signer",
     "VerificationReport",
     "ANCHOR_NAME",
+    "anchor_digest",
     "anchor_path",
     "canonical_json",
     "file_hash",
@@ -176,6 +177,11 @@ def canonical_json(obj: Any) -> bytes:
         TypeError: non-string dict keys, sets, or types with no canonical JSON form.
     """
     return _dumps(_normalize(obj, "$"))
+
+
+def canonical_plain(obj: Any) -> Any:
+    """`obj` as the plain JSON a reader parses back from :func:`canonical_json`."""
+    return json.loads(canonical_json(obj))
 
 
 def _dumps(plain: Any) -> bytes:
@@ -314,11 +320,18 @@ def price_fingerprint(path: str | os.PathLike[str], upto: str) -> str:
 
 
 def anchor_path(ledger_path: str | os.PathLike[str]) -> Path:
-    """The anchor file of a ledger: ``HEAD.json`` in its folder."""
-    return Path(ledger_path).with_name(ANCHOR_NAME)
+    """The anchor file of a ledger: ``HEAD.json`` next to ``audit.jsonl``; ``<stem>.HEAD.json`` next
+    to any other (archived) ledger file."""
+    path = Path(ledger_path)
+    return path.with_name(ANCHOR_NAME if path.name == "audit.jsonl" else f"{path.stem}.{ANCHOR_NAME}")
 
 
-_ANCHOR_FIELDS: Final = ("partition", "profile", "seq", "hash", "records", "run_id", "key_id")
+_ANCHOR_FIELDS: Final = ("partition", "profile", "seq", "hash", "records", "run_id", "key_id", "seal_seq", "seal_hash")
+
+
+def anchor_digest(anchor: Mapping[str, Any]) -> bytes:
+    """What an anchor's ``sig`` signs: SHA-256 of its canonical JSON without ``sig``."""
+    return hashlib.sha256(canonical_json({k: v for k, v in anchor.items() if k != "sig"})).digest()
 
 
 def read_anchor(ledger_path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -806,6 +819,7 @@ class Ledger:
         asset: str | None,
         payload: Mapping[str, Any] | None,
         only_new_run: bool = False,
+        seal: Mapping[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Append one record; ``kind=None`` means genesis on an empty ledger, else resume.
 
@@ -849,6 +863,10 @@ class Ledger:
                 )
             if kind != "genesis" and last is None:
                 raise LedgerError(f"{self.path}: ledger has no genesis; call start() or genesis() first")
+            if seal is not None:
+                if last is None:
+                    raise LedgerError(f"{self.path}: nothing to seal (the ledger has no genesis)")
+                body["seal"] = {**canonical_plain(seal), "records": int(last["seq"]) + 1, "head_hash": last["hash"]}
             if last is not None and last.get("partition") != self.partition:
                 raise LedgerError(
                     f"{self.path}: ledger belongs to partition {last.get('partition')!r}, not {self.partition!r}"
@@ -870,7 +888,38 @@ class Ledger:
             if self.signer is not None:
                 record["sig"] = self.signer.sign(bytes.fromhex(record["hash"]))
             self._write_line(canonical_json(record) + b"\n", created=last is None)
+            self._write_anchor(record)
         return record
+
+    def _write_anchor(self, record: Mapping[str, Any]) -> None:
+        """Point ``HEAD.json`` at `record` (under the ledger lock, write-then-rename): the last
+        record's seq and hash, the latest seal's, the profile; signed like the records."""
+        path = anchor_path(self.path)
+        try:
+            previous = read_anchor(self.path) if record["kind"] != "genesis" else None
+        except LedgerError:
+            previous = None  # rewritten from the chain's own record below
+        payload = record["payload"]
+        profile = payload.get("profile") if record["kind"] in ("genesis", "resume") else None
+        sealed = record["kind"] == "close" and "seal" in payload
+        anchor: dict[str, Any] = {
+            "partition": self.partition,
+            "profile": profile or (previous or {}).get("profile"),
+            "seq": record["seq"], "hash": record["hash"], "records": record["seq"] + 1, "run_id": record["run_id"],
+            "key_id": self.signer.key_id if self.signer is not None else None,
+            "seal_seq": record["seq"] if sealed else (previous or {}).get("seal_seq"),
+            "seal_hash": record["hash"] if sealed else (previous or {}).get("seal_hash"),
+        }
+        if self.signer is not None:
+            anchor["sig"] = self.signer.sign(anchor_digest(anchor))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, canonical_json(anchor) + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
 
     def append(
         self, kind: str, run_id: str, asset: str | None = None, payload: Mapping[str, Any] | None = None
@@ -931,33 +980,15 @@ class Ledger:
         price_data: Mapping[str, str] | None = None,
         payload: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Close the chain so far with a seal and anchor its head in ``HEAD.json``.
+        """Close the chain so far with a seal (a ``close`` record) and return it.
 
-        The seal is a ``close`` record whose payload names the record count and head hash it
-        closes (``records``, ``head_hash``), the profile and ``price_data`` ({path relative to the
-        profile root: :func:`price_fingerprint`}). The anchor file (written atomically) holds the
-        seal's ``seq``, ``hash``, partition, profile and signing key id. Returns the seal record.
+        Its payload's ``seal`` names the record count and head hash it closes (``records``,
+        ``head_hash``, taken under the ledger lock), the profile and ``price_data`` ({path relative
+        to the profile root: :func:`price_fingerprint`}). The anchor (``HEAD.json``) then names it
+        as the latest seal.
         """
-        with self._exclusive_lock():
-            last = _read_last_record(self.path)
-        if last is None:
-            raise LedgerError(f"{self.path}: nothing to seal (the ledger has no genesis)")
-        body = {**dict(payload or {}), "seal": {
-            "records": int(last["seq"]) + 1, "head_hash": last["hash"], "profile": profile,
-            "price_data": dict(sorted((price_data or {}).items()))}}
-        record = self._append("close", run_id, None, body)
-        if record["prev_hash"] != last["hash"]:
-            raise LedgerError(f"{self.path}: another writer appended while sealing (the seal does not close "
-                              f"seq {last['seq']}); the partition has more than one writer")
-        anchor = {"partition": self.partition, "profile": profile, "seq": record["seq"], "hash": record["hash"],
-                  "records": record["seq"] + 1, "run_id": run_id,
-                  "key_id": self.signer.key_id if self.signer is not None else None, "sealed_at": record["ts"]}
-        target = anchor_path(self.path)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(canonical_json(anchor) + b"\n")
-        os.replace(tmp, target)
-        _fsync_dir(self.path.parent)
-        return record
+        seal = {"profile": profile, "price_data": dict(sorted((price_data or {}).items()))}
+        return self._append("close", run_id, None, payload, seal=seal)
 
     def records(self) -> list[dict[str, Any]]:
         """All records in file order ([] for a missing ledger).
@@ -1290,7 +1321,7 @@ def verify_ledger(
     checks.append(_check_signatures(ordered, signer, require))
     checks.append(_check_binding(ordered, partition, profile))
     checks.append(_check_seals(ordered, root))
-    checks.append(_check_anchor(ordered, anchor, require_anchor, partition or expected_partition, profile))
+    checks.append(_check_anchor(ordered, anchor, require_anchor, partition or expected_partition, profile, signer))
     signed = sum("sig" in rec for _, rec in ordered)
     return VerificationReport(path, len(valid), tuple(checks), signed=signed, key_checked=signer is not None)
 
@@ -1363,39 +1394,51 @@ def _check_anchor(
     require: bool,
     partition: str | None,
     profile: str | None,
+    signer: Signer | None = None,
 ) -> CheckResult:
-    """The record `anchor` names is in the chain, unchanged (truncation and re-written chains)."""
+    """The records the anchor names (the last one written and the latest seal) are in the chain
+    with those hashes; with a key, the anchor's own signature verifies. Records cut off the end,
+    or a chain re-written or replaced, are detected."""
     if anchor is None:
         if require:
             return _result("anchor", [f"no anchor ({ANCHOR_NAME}): the end of the chain is not anchored, so records "
-                                      "cut off the end cannot be ruled out (was the chain ever sealed?)"], "")
+                                      "cut off the end cannot be ruled out"], "")
         return CheckResult("anchor", "skip", "not checked: no anchor given")
     if anchor.get("invalid"):
         return _result("anchor", [f"the anchor is unreadable: {anchor['invalid']}"], "")
     errors: list[str] = []
-    seq, head = anchor.get("seq"), anchor.get("hash")
     if partition is not None and anchor.get("partition") != partition:
         errors.append(f"anchor is of partition {anchor.get('partition')!r}, not {partition!r}")
-    if profile is not None and anchor.get("profile") != profile:
+    if profile is not None and anchor.get("profile") not in (None, profile):
         errors.append(f"anchor is of profile {anchor.get('profile')!r}, not {profile!r}")
+    if signer is not None:
+        if "sig" not in anchor:
+            errors.append("the anchor is not signed")
+        elif anchor.get("key_id") != signer.key_id or not signer.verify(anchor_digest(anchor), str(anchor["sig"])):
+            errors.append(f"the anchor's signature does not verify (key {signer.key_id!r})")
     by_seq = {rec["seq"]: (number, rec) for number, rec in ordered}
     last_seq = ordered[-1][1]["seq"] if ordered else -1
+    seq, head = anchor.get("seq"), anchor.get("hash")
     if not isinstance(seq, int) or seq not in by_seq:
         cut = (seq - last_seq) if isinstance(seq, int) else "?"
         errors.append(f"the chain ends at seq {last_seq}, but the anchor names seq {seq}: {cut} record(s) "
                       "are missing from the end (truncated)")
-    else:
-        number, rec = by_seq[seq]
-        if rec["kind"] != "close" or "seal" not in rec["payload"]:
-            errors.append(f"line {number}: the anchor names a {rec['kind']} record, not a seal")
-        if rec["hash"] != head:
-            errors.append(f"line {number}: seq {seq} hashes {rec['hash'][:16]}..., the anchor names {str(head)[:16]}... "
-                          "(the chain was re-written or replaced)")
-        if anchor.get("key_id") and rec.get("key_id") != anchor.get("key_id"):
-            errors.append(f"line {number}: the anchor names key {anchor.get('key_id')!r}, the record "
-                          f"{'is unsigned' if 'sig' not in rec else 'names ' + repr(rec.get('key_id'))}")
-    return _result("anchor", errors, f"seq {seq} matches the anchor ({last_seq - seq if isinstance(seq, int) else 0} "
-                                     "record(s) after it)")
+    elif by_seq[seq][1]["hash"] != head:
+        errors.append(f"line {by_seq[seq][0]}: seq {seq} is not the record the anchor names "
+                      "(the chain was re-written or replaced)")
+    elif anchor.get("key_id") and by_seq[seq][1].get("key_id") != anchor.get("key_id"):
+        errors.append(f"line {by_seq[seq][0]}: the anchor names key {anchor.get('key_id')!r}, the record "
+                      f"{'is unsigned' if 'sig' not in by_seq[seq][1] else 'names ' + repr(by_seq[seq][1].get('key_id'))}")
+    seal_seq = anchor.get("seal_seq")
+    if seal_seq is not None:
+        found = by_seq.get(seal_seq)
+        if found is None or found[1]["hash"] != anchor.get("seal_hash"):
+            errors.append(f"the anchor's seal (seq {seal_seq}) is not in the chain (truncated, re-written or replaced)")
+        elif found[1]["kind"] != "close" or "seal" not in found[1]["payload"]:
+            errors.append(f"line {found[0]}: the anchor names a {found[1]['kind']} record as its seal")
+    after = last_seq - seq if isinstance(seq, int) else 0
+    sealed = f", seal at seq {seal_seq}" if seal_seq is not None else ", no seal"
+    return _result("anchor", errors, f"seq {seq} matches the anchor ({after} record(s) after it){sealed}")
 
 
 def _check_artifacts(
