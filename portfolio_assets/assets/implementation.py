@@ -30,6 +30,7 @@ def withdraw_orders(context, settings: PortfolioSettings, reason: str) -> bool:
     withdraw."""
     lake = settings.lakehouse()
     partition = context.partition_key
+    run_id = context.run.run_id  # a check's context has no `run_id` of its own
     if not lake.has_table("implementation", "implementation_orders", partition):
         return False
     if lake.read_table("implementation", "implementation_orders", partition).empty:
@@ -38,15 +39,15 @@ def withdraw_orders(context, settings: PortfolioSettings, reason: str) -> bool:
     try:
         ledger = ledger_for(settings, partition)
         if ledger is not None and ledger.path.exists():
-            ledger.intent(context.run_id, "implementation_orders", {"withdraw": reason})
-            ledger.outcome(context.run_id, "implementation_orders", {
+            ledger.intent(run_id, "implementation_orders", {"withdraw": reason})
+            ledger.outcome(run_id, "implementation_orders", {
                 "status": "refused", "reason": reason[:2000],
                 "outputs": {"implementation_orders": {"path": lake.relative(path), "hash": file_hash(path)}}})
     except (LedgerError, ValueError) as exc:
         context.log.warning(f"orders of {partition} withdrawn, but the ledger could not record it: {exc}")
     context.instance.report_runless_asset_event(AssetMaterialization(
         asset_key="implementation_orders", partition=partition,
-        metadata={"refused": reason[:2000], "orders": 0, "withdrawn_by_run": context.run_id}))
+        metadata={"refused": reason[:2000], "orders": 0, "withdrawn_by_run": run_id}))
     context.log.warning(f"implementation_orders of {partition} withdrawn: {reason}")
     return True
 
