@@ -37,15 +37,50 @@ def _err(msg: str) -> None:
 
 
 def dagster_home() -> Path:
-    """The persistent DAGSTER_HOME (env, else `<project>/.dagster_home`) with our dagster.yaml.
+    """The persistent Dagster instance of the profile in `PA_PROFILE`: `<base>/profiles/<profile>`,
+    base = DAGSTER_HOME (env, else `<project>/.dagster_home`), so the UI, `status` and every run of a
+    profile see only that profile's runs and materializations (one instance per profile; the asset
+    keys stay those of the one code location). Without `PA_PROFILE`, the base itself.
 
-    A missing dagster.yaml is copied from `configs/dagster.yaml`. An existing one keeps its settings,
-    but `telemetry: enabled: false` and `nux: enabled: false` (no onboarding pop-up) are merged into it
-    when missing or different, and the change is reported on stderr (never a silently stale file).
+    The base's dagster.yaml (a missing one is copied from `configs/dagster.yaml`; an existing one keeps
+    its settings, but `telemetry: enabled: false` and `nux: enabled: false` (no onboarding pop-up) are
+    merged into it when missing or different, and the change is reported on stderr) is the settings
+    file of every profile's instance (copied into it when different).
     """
+    given = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve()
+    # A process that already chose its profile's instance (or a child of one) names the base's child.
+    base = given.parent.parent if given.parent.name == PROFILES_DIR else given
+    _prepare_home(base)
+    profile = os.environ.get("PA_PROFILE")
+    home = base
+    if profile:
+        from portfolio_assets.manifest import PROFILE_RE
+
+        if not PROFILE_RE.fullmatch(profile):
+            raise ValueError(f"invalid profile name {profile!r}")
+        home = base / PROFILES_DIR / profile
+        home.mkdir(parents=True, exist_ok=True)
+        settings = (base / "dagster.yaml").read_bytes()
+        target = home / "dagster.yaml"
+        if not target.exists() or target.read_bytes() != settings:
+            tmp = target.with_name(f".dagster.yaml.{os.getpid()}.tmp")
+            tmp.write_bytes(settings)
+            os.replace(tmp, target)
+    os.environ["DAGSTER_HOME"] = str(home)
+    # `telemetry: enabled: false` does not stop the daemon's upload thread (it reads this variable):
+    # every daemon, webserver and code server this command starts inherits it.
+    os.environ["DAGSTER_DISABLE_TELEMETRY"] = "1"
+    _init_instance_storage(home)
+    return home
+
+
+PROFILES_DIR = "profiles"
+
+
+def _prepare_home(home: Path) -> None:
+    """`home`/dagster.yaml: created from the template, telemetry and nux merged in (reported)."""
     import yaml
 
-    home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     tmp = target.with_name(f".dagster.yaml.{os.getpid()}.tmp")  # write-then-rename: readers never see half a file
@@ -68,12 +103,6 @@ def dagster_home() -> Path:
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
         os.replace(tmp, target)
         _err(f"updated {target}: set {', '.join(fixed)} to false (telemetry off, no onboarding pop-up)")
-    os.environ["DAGSTER_HOME"] = str(home)
-    # `telemetry: enabled: false` does not stop the daemon's upload thread (it reads this variable):
-    # every daemon, webserver and code server this command starts inherits it.
-    os.environ["DAGSTER_DISABLE_TELEMETRY"] = "1"
-    _init_instance_storage(home)
-    return home
 
 
 def _init_instance_storage(home: Path) -> None:
@@ -638,7 +667,13 @@ def _key(name: str) -> Any:
 
 
 def cmd_verify_ledger(args: argparse.Namespace) -> int:
-    from portfolio_assets.ledger import LedgerError, format_report, read_anchor, signer_from_env, verify_ledger
+    from portfolio_assets.ledger import (
+        LedgerError,
+        format_report,
+        read_anchor,
+        signer_from_env,
+        verify_ledger,
+    )
 
     path = Path(args.path)
     if path.is_dir():

@@ -64,6 +64,11 @@ class GraphRun:
         """Environment for a CLI call against this lakehouse."""
         return graph_env(self.lakehouse, self.dagster_home, self.profile, **extra)
 
+    @property
+    def instance_home(self) -> Path:
+        """The profile's own Dagster instance under the Dagster home (`cli.dagster_home`)."""
+        return self.dagster_home / "profiles" / self.profile
+
     def ledger(self, partition: str = DEV_DATE) -> Path:
         return self.root / "ledger" / partition / "audit.jsonl"
 
@@ -174,13 +179,13 @@ def ledger_output_hashes(path: Path) -> dict[tuple[str, str], str]:
 
 def step_failure_causes(run: GraphRun, proc: subprocess.CompletedProcess[str]) -> dict[str, str]:
     """`{step key: innermost error "Class: message"}` of the failed steps of the run the CLI started
-    (its `run id: ...` line), read from the Dagster instance in `run.dagster_home` (what the UI shows)."""
+    (its `run id: ...` line), read from the profile's Dagster instance (what the UI shows)."""
     from dagster import DagsterEventType, DagsterInstance
 
     m = re.search(r"^run id: ([0-9a-f-]{36})", proc.stdout, re.M)
     assert m, f"no run id in the CLI output: {describe(proc)}"
     causes = {}
-    with DagsterInstance.from_config(str(run.dagster_home)) as instance:
+    with DagsterInstance.from_config(str(run.instance_home)) as instance:
         for record in instance.all_logs(m.group(1), of_type=DagsterEventType.STEP_FAILURE):
             error = record.dagster_event.event_specific_data.error
             while error is not None and error.cause is not None:

@@ -10,7 +10,14 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset, 
 from portfolio_assets.assets._step import Step, ledger_for
 from portfolio_assets.assets.common import DATA_OWNERS, PARTITIONS, after, attrs
 from portfolio_assets.assets.gates import seal_problems
-from portfolio_assets.ledger import Ledger, LedgerError, price_fingerprint, read_anchor, signer_from_env, verify_ledger
+from portfolio_assets.ledger import (
+    Ledger,
+    LedgerError,
+    price_fingerprint,
+    read_anchor,
+    signer_from_env,
+    verify_ledger,
+)
 from portfolio_assets.resources import PortfolioSettings
 
 

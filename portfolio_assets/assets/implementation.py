@@ -3,7 +3,15 @@ what was executed (`portfolio-assets accept`)."""
 
 # No `from __future__ import annotations`: Dagster reads the `ExecutionsConfig` annotation at runtime.
 import pandas as pd
-from dagster import AssetIn, AssetMaterialization, Config, Failure, MetadataValue, TimeWindowPartitionMapping, asset
+from dagster import (
+    AssetIn,
+    AssetMaterialization,
+    Config,
+    Failure,
+    MetadataValue,
+    TimeWindowPartitionMapping,
+    asset,
+)
 
 from portfolio_assets.assets._step import Step, ledger_for
 from portfolio_assets.assets.common import OWNERS, after, attrs

@@ -250,3 +250,22 @@ def test_case_13_signing_without_a_key_is_refused_before_anything_changes(truste
             "PA_LEDGER_ED25519_KEY (nothing was run, archived or changed)") in proc.stderr
     assert partition_snapshot(run.root, DEV_DATE) == before
     assert not (run.ledger().parent / "archive").exists()
+
+
+def test_case_12_each_profile_has_its_own_instance(trusted: GraphRun):
+    """After `development` runs, `demo`'s instance (what `ui --profile demo` and `status --profile
+    demo` open) holds no development run or materialization."""
+    from dagster import AssetKey, DagsterInstance
+
+    run = trusted
+    demo = cli(run, "status", "--profile", "demo", "--date", DEV_DATE)
+    assert "profile demo, partition" in demo.stdout and "runs: none" in demo.stdout, describe(demo)
+    assert "materialized 20" not in demo.stdout and "lakehouse/development" not in demo.stdout
+    assert (run.dagster_home / "profiles" / "demo" / "dagster.yaml").exists()
+    with DagsterInstance.from_config(str(run.dagster_home / "profiles" / "demo")) as instance:
+        assert instance.get_runs() == []
+        assert not instance.get_materialized_partitions(AssetKey("target_weights"))
+    with DagsterInstance.from_config(str(run.instance_home)) as instance:
+        assert DEV_DATE in instance.get_materialized_partitions(AssetKey("target_weights"))
+    dev = cli(run, "status", "--profile", run.profile, "--date", DEV_DATE)
+    assert "implementation: cleared (every gate passed; ledger verified, sealed and anchored)" in dev.stdout, describe(dev)

@@ -41,11 +41,11 @@ def dirs(tmp_path):
 
 @pytest.fixture
 def instance_of(monkeypatch):
-    """`instance_of(home)`: the Dagster instance the CLI wrote to."""
+    """`instance_of(home)`: the Dagster instance the CLI wrote to (the profile's, under `home`)."""
     opened = []
 
-    def open_(home: Path) -> DagsterInstance:
-        monkeypatch.setenv("DAGSTER_HOME", str(home))
+    def open_(home: Path, profile: str = "development") -> DagsterInstance:
+        monkeypatch.setenv("DAGSTER_HOME", str(home / "profiles" / profile))
         opened.append(DagsterInstance.get())
         return opened[-1]
 

@@ -638,8 +638,10 @@ def test_ui_starts_dagster_dev_on_loopback_with_the_persistent_home(fake_popen, 
     assert proc.kwargs["cwd"] == cli.PROJECT_ROOT
     assert proc.kwargs["start_new_session"] is True  # only cmd_ui forwards the stop signal
     home = tmp_path / "home"
-    assert proc.kwargs["env"]["DAGSTER_HOME"] == str(home)
+    profile = cli.resolve(None).profile  # the instance of the profile it serves (one per profile)
+    assert proc.kwargs["env"]["DAGSTER_HOME"] == str(home / "profiles" / profile)
     assert yaml.safe_load((home / "dagster.yaml").read_text())["nux"] == {"enabled": False}
+    assert (home / "profiles" / profile / "dagster.yaml").read_bytes() == (home / "dagster.yaml").read_bytes()
     assert "http://127.0.0.1:3000" in capsys.readouterr().out
     assert proc.signals == [] and fake_popen.killpg == []
 
