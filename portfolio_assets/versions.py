@@ -60,7 +60,7 @@ AREA_VERSIONS: dict[str, int] = {
     "weights_audit": 2,  # the weights rules
     "backtest": 2,       # walk-forward windows, simulators, metrics, the tournament
     "reports": 2,        # report builder, tear-sheets, figures, golden bundle
-    "ledger": 1,         # hashing, chain and verification
+    "ledger": 2,         # hashing, chain and verification (2: seal, anchor, binding, price data)
     "orders": 1,         # orders from the book to the target
     "moments": 1,        # pairwise co-moments, covariance, Ledoit-Wolf, antifragility
 }
@@ -111,7 +111,7 @@ ASSETS: dict[str, tuple[int, tuple[str, ...]]] = {
     "reports": (1, ("reports", "backtest")),
     "golden_artifacts": (1, ("reports",)),
     "audit_ledger": (1, ("ledger",)),
-    "implementation_orders": (1, ("orders",)),
+    "implementation_orders": (2, ("orders",)),
     "executions": (1, ("orders",)),
 }
 
