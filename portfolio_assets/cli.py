@@ -648,7 +648,8 @@ def cmd_stale(args: argparse.Namespace) -> int:
         if args.check_market_data and dates:
             print(f"re-fingerprinting the source's bars (market_bars) for {len(dates)} partition(s) ...")
             for day in dates:
-                result = execute(day, [_key("market_bars")], {"portfolio_assets/check": "market_data"})
+                with partition_lock([day], f"stale --check-market-data ({day})"):
+                    result = execute(day, [_key("market_bars")], {"portfolio_assets/check": "market_data"})
                 if not result.success:
                     return summarize_run(result, day)
         pairs = backfills.stale_pairs(_materialized(instance, selection_keys(None), dates), log)
@@ -788,10 +789,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    _setup_env(args)
+    resolved = _setup_env(args)
     partition = _partition_date(args.date)
-    result = execute(partition, selection_keys("history_500d"), {"portfolio_assets/recover": "true"})
-    return summarize_run(result, partition)
+    check_preconditions(resolved)
+    with partition_lock([partition], f"recover --date {partition}"):
+        result = execute(partition, selection_keys("history_500d"), {"portfolio_assets/recover": "true"})
+        return summarize_run(result, partition)
 
 
 def cmd_accept(args: argparse.Namespace) -> int:
