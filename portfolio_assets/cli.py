@@ -212,6 +212,8 @@ WRITER_LOCK = "writer.lock"
 def _running_runs(partition: str) -> list[str]:
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+    if not os.environ.get("DAGSTER_HOME"):  # every command sets it (dagster_home()) before locking
+        return []
     with DagsterInstance.get() as instance:
         records = instance.get_run_records(RunsFilter(
             tags={"dagster/partition": partition},
@@ -236,7 +238,15 @@ class partition_lock:  # noqa: N801 (a context manager used like a function)
 
     def __enter__(self) -> partition_lock:
         import fcntl
+        import resource
 
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = len(self.partitions) + 512  # one descriptor per locked partition, and room for the run
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            if hard != resource.RLIM_INFINITY and hard < wanted:
+                raise ValueError(f"locking {len(self.partitions)} partitions needs {wanted} open files, the limit is "
+                                 f"{hard}: split the range")
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         try:
             for partition in self.partitions:
                 path = self.lake.ledger_path(partition).with_name(WRITER_LOCK)
