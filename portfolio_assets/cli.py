@@ -218,6 +218,23 @@ def missing_upstream(instance: Any, keys: list[Any], partitions: list[str]) -> l
     return missing
 
 
+def missing_upstream_message(missing: list[str], profile: str, selection: str | None) -> str:
+    """One line: the missing upstream partitions per asset, and the backfill that materializes
+    them first (their assets, widened to whole steps by the CLI, over the dates they miss)."""
+    by_asset: dict[str, list[str]] = {}
+    for item in missing:
+        asset, part = item.rsplit("@", 1)
+        by_asset.setdefault(asset, []).append(part)
+    # One table of a multi-table step names the whole step (the CLI selects all of its tables).
+    steps = sorted({a for a in by_asset if a.split("__")[0] == a or a.split("__")[0] not in by_asset})
+    parts = sorted({p for ps in by_asset.values() for p in ps})
+    listed = "; ".join(f"{a} ({', '.join(sorted(ps))})" for a, ps in sorted(by_asset.items()))
+    first = (f"portfolio-assets backfill --profile {profile} --from {parts[0]} --to {parts[-1]} "
+             f"--select {shlex.quote(' or '.join(f'key:{a}' for a in steps))}")
+    return (f"upstream partitions outside --select {selection!r} are not materialized: {listed}. "
+            f"Materialize them first: {first}")
+
+
 # ---- running ---------------------------------------------------------------------------------------
 def _quiet_run(fn):
     """Run `fn()` with Dagster's console log in DAGSTER_HOME/cli-logs (the terminal shows the progress
@@ -289,6 +306,17 @@ def reexecute(parent_run_id: str, partition: str, steps: list[str]) -> Any:
                                reexecution_options=ReexecutionOptions(parent_run_id=parent_run_id, step_selection=steps))
 
     return _quiet_run(go)
+
+
+def runbook_steps() -> list[int]:
+    """The runbook step numbers of the daily graph's assets (their `runbook/step` tags), sorted."""
+    from portfolio_assets.assets.common import STEP_TAG
+    from portfolio_assets.definitions import defs
+    from portfolio_assets.jobs import DAILY_SELECTION
+
+    daily = DAILY_SELECTION.resolve(defs.resolve_asset_graph())
+    return sorted({int(spec.tags[STEP_TAG]) for assets_def in defs.assets for spec in assets_def.specs
+                   if STEP_TAG in spec.tags and spec.key in daily})
 
 
 def start_step_selection(step: int) -> list[str]:
@@ -402,9 +430,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.date or args.select:
             raise ValueError("a re-execution takes its partition and steps from --run-id and --start-step; "
                              "drop --date/--select")
+        known = runbook_steps()
+        if args.start_step not in known:
+            raise ValueError(f"--start-step {args.start_step}: not a runbook step; the daily graph's steps are "
+                             f"{', '.join(map(str, known))}")
         steps = start_step_selection(args.start_step)
-        if not steps:
-            raise ValueError(f"--start-step {args.start_step}: no asset has a runbook step >= {args.start_step}")
         with DagsterInstance.get() as instance:
             parent = instance.get_run_by_id(args.run_id)
         if parent is None:
@@ -446,17 +476,16 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     dates = _date_range(args.date_from, args.date_to)
     log = _log_path("backfill")
     title = f"{resolved.profile} {dates[0]}..{dates[-1]}"
+    if args.stale and args.select:
+        raise ValueError("--stale re-materializes what Dagster reports stale: drop --select")
+    keys = selection_keys(args.select)  # a bad selection is refused before the source is read
     check_history(dates[0])
     with DagsterInstance.get() as instance:
         if not args.stale:
-            keys = selection_keys(args.select)
             missing = missing_upstream(instance, keys, dates)
             if missing:
-                raise ValueError(f"upstream partitions outside the selection are not materialized: "
-                                 f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
+                raise ValueError(missing_upstream_message(missing, resolved.profile, args.select))
             return _backfill(instance, {k.to_user_string(): dates for k in keys}, dates, title, log)
-        if args.select:
-            raise ValueError("--stale re-materializes what Dagster reports stale: drop --select")
         for round_ in range(1, STALE_ROUNDS + 1):
             pairs = backfills.stale_pairs(_materialized(instance, selection_keys(None), dates), log)
             if not pairs:
@@ -669,6 +698,17 @@ def cmd_versions(args: argparse.Namespace) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
+# `dagster dev` warns on every start that `dg dev` supersedes it; `dg` (dagster-dg-cli, some twenty
+# more packages and a `[tool.dg]` project layout) is not installed, so the launcher runs the `dagster`
+# script with that one warning filtered (by its exact text) and every other warning left as it is.
+DAGSTER_DEV_LAUNCHER = (
+    "import runpy, sys, warnings; import dagster; "
+    "warnings.filterwarnings('ignore', message='Function `dev_command` is superseded', "
+    "category=dagster.SupersessionWarning); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """`dagster dev` (webserver + daemon) on the persistent DAGSTER_HOME, loading `workspace.yaml`
     (the same code location name as `pyproject.toml`).
@@ -682,15 +722,19 @@ def cmd_ui(args: argparse.Namespace) -> int:
     resolved = _setup_env(args)  # resolves the profile and prepares DAGSTER_HOME (dagster_home())
     home = Path(os.environ["DAGSTER_HOME"])
     exe = Path(sys.executable).with_name("dagster")
-    cmd = [str(exe if exe.exists() else shutil.which("dagster") or exe), "dev", "-h", args.host,
-           "-p", str(args.port), "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    cmd = [sys.executable, "-c", DAGSTER_DEV_LAUNCHER, str(exe if exe.exists() else shutil.which("dagster") or exe),
+           "dev", "-h", args.host, "-p", str(args.port), "-w", str(PROJECT_ROOT / "workspace.yaml")]
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         _err(f"warning: --host {args.host} exposes the UI (no authentication) beyond this machine")
     print(f"Dagster UI on http://{args.host}:{args.port} (profile {resolved.profile}, DAGSTER_HOME {home})",
           flush=True)
+    # SIGTERM stops it like Ctrl-C. SIGINT is handled here too, *before* the child starts: a command
+    # started in the background (`&`, nohup, a service manager) inherits SIGINT ignored, and an
+    # ignored signal stays ignored across exec, so `dagster dev` would ignore the SIGINT forwarded to
+    # it; a handled one is reset to the default by exec, and `dagster dev` shuts down on it.
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)},
                             start_new_session=True)
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl-C
     try:
         try:
             return proc.wait()
@@ -703,7 +747,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
             return proc.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -861,6 +906,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `portfolio-assets status | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":
