@@ -199,11 +199,20 @@ def missing_upstream(instance: Any, keys: list[Any], partitions: list[str]) -> l
     graph = defs.resolve_asset_graph()
     selected = set(keys)
     missing = []
-    for parent in sorted({p for k in keys for p in graph.get(k).parent_keys} - selected, key=lambda k: k.to_user_string()):
+    # Upstream of the selection, and on upward through every asset that is missing a partition (its
+    # own inputs must then be there too), so that materializing what is listed is enough.
+    frontier, seen = {p for k in keys for p in graph.get(k).parent_keys} - selected, set()
+    while frontier:
+        parent = frontier.pop()
+        seen.add(parent)
         if parent.to_user_string() in ("executions", "holdings"):  # optional / mapped to the previous session
             continue
         have = instance.get_materialized_partitions(parent)
-        missing += [f"{parent.to_user_string()}@{p}" for p in partitions if p not in have]
+        lacking = [f"{parent.to_user_string()}@{p}" for p in partitions if p not in have]
+        if lacking:
+            missing += lacking
+            frontier |= set(graph.get(parent).parent_keys) - selected - seen
+    missing.sort()
     holdings = [k for k in keys if k.to_user_string() == "holdings"]
     if holdings and partitions:
         from portfolio_assets.partitions import master_sessions
@@ -228,7 +237,10 @@ def missing_upstream_message(missing: list[str], profile: str, selection: str | 
     # One table of a multi-table step names the whole step (the CLI selects all of its tables).
     steps = sorted({a for a in by_asset if a.split("__")[0] == a or a.split("__")[0] not in by_asset})
     parts = sorted({p for ps in by_asset.values() for p in ps})
-    listed = "; ".join(f"{a} ({', '.join(sorted(ps))})" for a, ps in sorted(by_asset.items()))
+    by_dates: dict[tuple[str, ...], list[str]] = {}
+    for asset in steps:
+        by_dates.setdefault(tuple(sorted(by_asset[asset])), []).append(asset)
+    listed = "; ".join(f"{', '.join(assets)} at {', '.join(dates)}" for dates, assets in sorted(by_dates.items()))
     first = (f"portfolio-assets backfill --profile {profile} --from {parts[0]} --to {parts[-1]} "
              f"--select {shlex.quote(' or '.join(f'key:{a}' for a in steps))}")
     return (f"upstream partitions outside --select {selection!r} are not materialized: {listed}. "
@@ -315,8 +327,11 @@ def runbook_steps() -> list[int]:
     from portfolio_assets.jobs import DAILY_SELECTION
 
     daily = DAILY_SELECTION.resolve(defs.resolve_asset_graph())
-    return sorted({int(spec.tags[STEP_TAG]) for assets_def in defs.assets for spec in assets_def.specs
-                   if STEP_TAG in spec.tags and spec.key in daily})
+    steps = {int(spec.tags[STEP_TAG]) for assets_def in defs.assets for spec in assets_def.specs
+             if STEP_TAG in spec.tags and spec.key in daily}
+    steps |= {int(spec.metadata[STEP_TAG]) for checks_def in defs.asset_checks for spec in checks_def.check_specs
+              if STEP_TAG in spec.metadata}
+    return sorted(steps)
 
 
 def start_step_selection(step: int) -> list[str]:

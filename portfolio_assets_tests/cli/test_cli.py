@@ -22,7 +22,8 @@ CLI = str(Path(sys.executable).with_name("portfolio-assets"))
 D0, D1, D2 = "2026-11-23", "2026-11-24", "2026-11-25"
 
 
-def cli(*args: str, home: Path, lake: Path, extra: dict[str, str] | None = None, timeout: int = 600):
+def cli(*args: str, home: Path, lake: Path, extra: dict[str, str] | None = None,
+        timeout: float | None = None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PA_")}
     env.update(DAGSTER_HOME=str(home), PA_LAKEHOUSE=str(lake), PA_EXECUTOR__KIND="in_process", **(extra or {}))
     return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=PROJECT_ROOT)
@@ -179,7 +180,7 @@ def test_backfill_is_a_dagster_backfill_with_a_temporary_daemon(dirs, instance_o
     Dagster backfill, every partition succeeded, runs tagged with it and queued by the daemon."""
     home, lake = dirs
     r = cli("backfill", "--profile", "development", "--from", D0, "--to", D2, "--select", "run_manifest+",
-            home=home, lake=lake, timeout=1200)
+            home=home, lake=lake)
     assert r.returncode == 0, out(r)
     assert "no dagster-daemon running: started one for this backfill" in r.stdout
     assert "3/3 partition(s) succeeded" in r.stdout
@@ -197,5 +198,5 @@ def test_backfill_is_a_dagster_backfill_with_a_temporary_daemon(dirs, instance_o
 
     # The selection's upstream now exists: a backfill of the scans alone is accepted.
     again = cli("backfill", "--profile", "development", "--from", D1, "--to", D2, "--select", "equity_scan",
-                home=home, lake=lake, timeout=1200)
+                home=home, lake=lake)
     assert again.returncode == 0 and "2/2 partition(s) succeeded" in again.stdout, out(again)
