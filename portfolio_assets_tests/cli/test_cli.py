@@ -76,7 +76,33 @@ BAD = [
     (("run", "--profile", "development", "--date", D2, "--select", " "), "--select is empty"),
     (("backfill", "--profile", "development", "--from", D2, "--to", D1), f"--from {D2} is after --to {D1}"),
     (("backfill", "--profile", "development", "--from", D1, "--to", D2, "--select", "equity_scan"),
-     f"upstream partitions outside the selection are not materialized: run_manifest@{D1}, run_manifest@{D2}"),
+     f"portfolio-assets: upstream partitions outside --select 'equity_scan' are not materialized: run_manifest at "
+     f"{D1}, {D2}. Materialize them first: portfolio-assets backfill --profile development --from {D1} --to {D2} "
+     f"--select key:run_manifest\n"),
+    # issue 18 #2: the README's example on a fresh profile names every missing upstream asset (up
+    # through the ones they need in turn) and the one backfill that materializes them first.
+    (("backfill", "--profile", "development", "--from", D1, "--to", "2026-11-27", "--select", "risk_buckets+"),
+     "upstream partitions outside --select 'risk_buckets+' are not materialized: bond_scan, crypto_scan, "
+     "enriched_universe, equity_scan, forex_scan, history_500d, market_bars, market_regime, raw_pool, "
+     f"raw_pool_history, returns_60d, run_manifest, selected_universe at {D1}, {D2}, 2026-11-27. Materialize them "
+     f"first: portfolio-assets backfill --profile development --from {D1} --to 2026-11-27 --select 'key:bond_scan or "
+     "key:crypto_scan or key:enriched_universe or key:equity_scan or key:forex_scan or key:history_500d or "
+     "key:market_bars or key:market_regime or key:raw_pool or key:raw_pool_history or key:returns_60d or "
+     "key:run_manifest or key:selected_universe'\n"),
+    (("backfill", "--profile", "development", "--from", D1, "--to", D2, "--select", "nonsense"),
+     "--select 'nonsense': AssetKey(s) ['nonsense'] were selected"),
+    (("backfill", "--profile", "development", "--from", D1, "--to", D2, "--select", "key:(("),
+     "portfolio-assets: --select 'key:((': Invalid selection string: key:((\n"),
+    (("backfill", "--profile", "development", "--from", D1, "--to", D2, "--select", ""),
+     "portfolio-assets: --select is empty\n"),
+    # issue 18 #1: --start-step outside the runbook's steps is refused before the run id is looked up.
+    (("run", "--profile", "development", "--start-step", "99", "--run-id", "0" * 8),
+     "portfolio-assets: --start-step 99: not a runbook step; the daily graph's steps are "
+     "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15\n"),
+    (("run", "--profile", "development", "--start-step", "0", "--run-id", "0" * 8),
+     "portfolio-assets: --start-step 0: not a runbook step"),
+    (("run", "--profile", "development", "--start-step", "12", "--run-id", "00000000-0000-0000-0000-000000000000"),
+     "portfolio-assets: --run-id 00000000-0000-0000-0000-000000000000: no such run in"),
 ]
 
 
