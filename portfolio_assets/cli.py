@@ -205,8 +205,8 @@ def missing_upstream(instance: Any, keys: list[Any], partitions: list[str]) -> l
     while frontier:
         parent = frontier.pop()
         seen.add(parent)
-        if parent.to_user_string() in ("executions", "holdings"):  # optional / mapped to the previous session
-            continue
+        if parent.to_user_string() == "executions":  # optional: a session nobody traded has none
+            continue  # (holdings' own chain, the previous session's book, is checked below)
         have = instance.get_materialized_partitions(parent)
         lacking = [f"{parent.to_user_string()}@{p}" for p in partitions if p not in have]
         if lacking:
