@@ -459,6 +459,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ValueError(f"--run-id {args.run_id} is a run of {parent.job_name!r}, not of the daily graph")
         if not parent.is_finished:
             raise ValueError(f"--run-id {args.run_id} is still {parent.status.value}: wait for it to finish")
+        if parent.asset_selection:  # Dagster re-executes only steps of the parent's own plan
+            raise ValueError(f"--run-id {args.run_id} ran a selection of {len(parent.asset_selection)} asset(s), not "
+                             f"the daily graph: resume a run of the whole graph (`portfolio-assets status --date "
+                             f"{parent.tags['dagster/partition']}` marks selections) or run --select again")
         partition = parent.tags["dagster/partition"]
         print(f"profile {resolved.profile}, partition {partition}: re-executing run {args.run_id} "
               f"from step {args.start_step} ({', '.join(steps)})")
@@ -626,7 +630,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             run = rec.dagster_run
             started = dt.datetime.fromtimestamp(rec.create_timestamp.timestamp(), dt.UTC).isoformat(timespec="seconds")
             origin = (f", re-execution of {run.parent_run_id}" if run.parent_run_id else "") + (
-                f", backfill {run.tags['dagster/backfill']}" if "dagster/backfill" in run.tags else "")
+                f", backfill {run.tags['dagster/backfill']}" if "dagster/backfill" in run.tags else "") + (
+                f", selection of {len(run.asset_selection)} asset(s)" if run.asset_selection else "")
             print(f"  {run.run_id}  {run.status.value:9s} {run.job_name} {started}{origin}")
         keys = sorted(graph.get_all_asset_keys(),
                       key=lambda k: (int(graph.get(k).tags.get(STEP_TAG, 99)), k.to_user_string()))

@@ -131,6 +131,10 @@ def test_the_readme_commands_run_in_order_on_a_fresh_lakehouse(tmp_path: Path):
     made = _run(["run", "--profile", DEV_PROFILE, "--date", DEV_DATE], env)
     assert made.returncode == 0, f"make run's command failed: {describe(made)}"
     assert re.search(r"^run id: [0-9a-f-]{36} \(success\)$", made.stdout, flags=re.M), made.stdout
+    # Progress from inside the long steps, with counts (issue 18 #9).
+    assert re.search(r"\] history_500d: fetch \S+: (\d+)/\1 symbols$", made.stdout, flags=re.M), made.stdout
+    assert re.search(r"\] tournament\.tournament_engines\[batch_1\]: tournament: (\d+)/\1 engine windows ",
+                     made.stdout, flags=re.M), made.stdout
 
     for command in COMMANDS:
         first = command.split()[0]
@@ -139,10 +143,18 @@ def test_the_readme_commands_run_in_order_on_a_fresh_lakehouse(tmp_path: Path):
         if first == "run" and "--start-step" in command:
             # The runbook's resume, with only what `status` printed.
             status = _run(["status", "--date", DEV_DATE], env)
-            ids = re.findall(r"^  ([0-9a-f-]{36})  SUCCESS ", status.stdout, flags=re.M)
-            assert ids, f"status printed no run id to resume from: {describe(status)}"
-            proc = expect_ok(command, fill(command, {**values, "ID": ids[0]}))
-            assert f"re-executing run {ids[0]} from step 12" in proc.stdout
+            ids = re.findall(r"^  ([0-9a-f-]{36})  SUCCESS .*$", status.stdout, flags=re.M)
+            whole = [line.split()[0] for line in status.stdout.splitlines()
+                     if re.match(r"^  [0-9a-f-]{36}  SUCCESS ", line) and "selection of" not in line]
+            assert ids and whole, f"status printed no run id to resume from: {describe(status)}"
+            # The README's own `run --select S` is marked as a selection; resuming it is refused.
+            subset = [i for i in ids if i not in whole]
+            assert subset, status.stdout
+            refused = _run(fill(command, {**values, "ID": subset[0]}), env)
+            assert refused.returncode == 2 and f"--run-id {subset[0]} ran a selection of " in refused.stderr, \
+                describe(refused)
+            proc = expect_ok(command, fill(command, {**values, "ID": whole[0]}))
+            assert f"re-executing run {whole[0]} from step 12" in proc.stdout
             continue
         if first == "run":  # with every option it names; the selection (S) is the reports step
             proc = expect_ok(command, fill(command, {**values, "S": "reports"}))
