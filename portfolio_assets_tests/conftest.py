@@ -274,7 +274,7 @@ class _Heartbeat:
                     continue
                 nodeid, t0 = self.current
                 elapsed = time.monotonic() - t0
-            if elapsed >= HEARTBEAT_S:
+            if elapsed >= HEARTBEAT_S / 2:  # beats are HEARTBEAT_S apart: report on the first one after that
                 # Output capture is on while a test runs: step around it (as `capsys.disabled()` does).
                 capman = self.config.pluginmanager.getplugin("capturemanager")
                 with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():

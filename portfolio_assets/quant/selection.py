@@ -45,7 +45,6 @@ from portfolio_assets.symbols import validate_symbol
 
 COMPONENTS = ("ret", "inv_vol", "antifragility", "liquidity")
 CANDIDATE_COLUMNS = ("direction", "identity", "asset_class", "value_traded")
-TAIL_QUANTILE = 0.05
 
 # Outcome codes (the `outcome` column and the funnel keys).
 BASELINE = "baseline"

@@ -142,7 +142,8 @@ def test_run_then_reexecute_from_step_12_status_verify_audit_and_accept(dirs, in
     status = cli("status", "--profile", "development", "--date", D2, home=home, lake=lake)
     assert status.returncode == 0, out(status)
     assert f"  {run_id}  SUCCESS   daily_portfolio" in status.stdout
-    assert "history_500d:health_gate" in status.stdout and "passed" in status.stdout
+    for gate in ("history_500d:health_gate", "target_weights:weights_sanity", "audit_ledger:ledger_integrity"):
+        assert re.search(rf"^  {gate} +passed$", status.stdout, flags=re.M), status.stdout
 
     again = cli("run", "--profile", "development", "--start-step", "12", "--run-id", run_id, home=home, lake=lake)
     assert again.returncode == 0, out(again)
