@@ -28,9 +28,11 @@ class Progress:
         if total < 0:
             raise ValueError(f"progress {label}: total must be >= 0, got {total}")
         self.say, self.label, self.total, self.unit = say, label, total, unit
-        self.every_s, self.clock, self.done, self._last = every_s, clock, 0, None
+        self.every_s, self.clock, self.done = every_s, clock, 0
+        self._last: float | None = None
 
     def advance(self, n: int = 1, note: str = "") -> None:
+        """Count `n` more done; say the count when it is due."""
         self.done = min(self.total, self.done + n)
         now = self.clock()
         due = self._last is None or self.done == self.total or now - self._last >= self.every_s
@@ -66,8 +68,9 @@ class _ProgressHandler(logging.Handler):
         sys.stdout.flush()
 
 
-@logger(description="One line per finished step and check evaluation, on standard output.")
+@logger(config_schema=None, description="One line per finished step and check evaluation, on standard output.")
 def progress_logger(init_context) -> logging.Logger:
+    """The CLI's logger: step and check lines, and the progress lines of long steps."""
     log = logging.getLogger("portfolio_assets.progress")
     log.setLevel(logging.DEBUG)
     log.propagate = False

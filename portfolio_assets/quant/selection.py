@@ -80,6 +80,7 @@ class SelectionParams:
 
     @classmethod
     def from_config(cls, cfg: Config) -> SelectionParams:
+        """The selection parameters of a resolved manifest."""
         return cls(selection=cfg.selection, min_overlap=cfg.data.min_overlap,
                    xs_momentum=cfg.features.feat_xs_momentum)
 
