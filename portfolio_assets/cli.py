@@ -283,6 +283,32 @@ def _launch_tags() -> dict[str, str]:
     return {PROFILE_TAG: resolved.profile, **run_tags(resolved.config.alerts)}
 
 
+LAUNCHER_TAG = "portfolio_assets/launcher"  # host:pid of the CLI process a run executes in (in-process runs)
+
+
+def _launcher_tag() -> dict[str, str]:
+    import socket
+
+    return {LAUNCHER_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def launcher_gone(run: Any) -> int | None:
+    """The pid of the CLI process that ran `run` in-process on this host, when that process no
+    longer exists (killed: Dagster still says STARTED); None when alive, elsewhere or unknown."""
+    import socket
+
+    host, _, pid = run.tags.get(LAUNCHER_TAG, "").rpartition(":")
+    if run.is_finished or host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return int(pid)
+    except PermissionError:  # exists, owned by someone else
+        return None
+    return None
+
+
 def execute(partition: str, asset_keys: list[Any] | None, tags: dict[str, str] | None = None, job: str = "daily",
             run_config: dict[str, Any] | None = None) -> Any:
     """Run a job (the daily graph or a selection of it; `accept`, `audit`) for one partition on the
@@ -293,7 +319,7 @@ def execute(partition: str, asset_keys: list[Any] | None, tags: dict[str, str] |
 
     getter = {"daily": definitions.get_daily_job, "audit": definitions.get_audit_job,
               "accept": definitions.get_accept_job}[job]
-    all_tags = {"dagster/partition": partition, **_launch_tags(), **(tags or {})}
+    all_tags = {"dagster/partition": partition, **_launch_tags(), **_launcher_tag(), **(tags or {})}
 
     def go(config: dict[str, Any]) -> Any:
         with DagsterInstance.get() as instance:
@@ -310,7 +336,7 @@ def reexecute(parent_run_id: str, partition: str, steps: list[str]) -> Any:
 
     from portfolio_assets.definitions import get_daily_job
 
-    tags = {"dagster/partition": partition, **_launch_tags()}
+    tags = {"dagster/partition": partition, **_launch_tags(), **_launcher_tag()}
 
     def go(config: dict[str, Any]) -> Any:
         with DagsterInstance.get() as instance:
@@ -452,6 +478,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         steps = start_step_selection(args.start_step)
         with DagsterInstance.get() as instance:
             parent = instance.get_run_by_id(args.run_id)
+            gone = launcher_gone(parent) if parent is not None else None
+            if gone is not None:  # killed mid-run: record it as failed in Dagster, then it can be resumed
+                instance.report_run_failed(parent, f"the process that ran it (pid {gone}) is gone: killed")
+                parent = instance.get_run_by_id(args.run_id)
+                print(f"run {args.run_id} was killed (its process {gone} is gone): marked FAILURE in Dagster")
         if parent is None:
             raise ValueError(f"--run-id {args.run_id}: no such run in {os.environ['DAGSTER_HOME']} "
                              f"(`portfolio-assets status --date D` lists a partition's runs)")
@@ -632,7 +663,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             origin = (f", re-execution of {run.parent_run_id}" if run.parent_run_id else "") + (
                 f", backfill {run.tags['dagster/backfill']}" if "dagster/backfill" in run.tags else "") + (
                 f", selection of {len(run.asset_selection)} asset(s)" if run.asset_selection else "")
-            print(f"  {run.run_id}  {run.status.value:9s} {run.job_name} {started}{origin}")
+            gone = launcher_gone(run)
+            killed = f" (its process {gone} is gone: killed; resume it with run --start-step N --run-id)" if gone else ""
+            print(f"  {run.run_id}  {run.status.value:9s} {run.job_name} {started}{origin}{killed}")
         keys = sorted(graph.get_all_asset_keys(),
                       key=lambda k: (int(graph.get(k).tags.get(STEP_TAG, 99)), k.to_user_string()))
         missing = 0

@@ -227,3 +227,28 @@ def test_backfill_is_a_dagster_backfill_with_a_temporary_daemon(dirs, instance_o
     again = cli("backfill", "--profile", "development", "--from", D1, "--to", D2, "--select", "equity_scan",
                 home=home, lake=lake)
     assert again.returncode == 0 and "2/2 partition(s) succeeded" in again.stdout, out(again)
+
+
+class _Run:
+    def __init__(self, launcher: str | None, finished: bool = False) -> None:
+        from portfolio_assets import cli as cli_module
+
+        self.tags = {} if launcher is None else {cli_module.LAUNCHER_TAG: launcher}
+        self.is_finished = finished
+
+
+def test_launcher_gone_names_the_dead_process_of_an_unfinished_run_only():
+    """issue 18 #3: a run whose CLI process was killed stays STARTED in Dagster; `status` flags it
+    and `run --start-step N --run-id` marks it failed so it can be resumed."""
+    import socket
+
+    from portfolio_assets.cli import launcher_gone
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    assert launcher_gone(_Run(f"{host}:{dead.pid}")) == dead.pid
+    assert launcher_gone(_Run(f"{host}:{os.getpid()}")) is None  # alive
+    assert launcher_gone(_Run(f"{host}:{dead.pid}", finished=True)) is None  # Dagster knows how it ended
+    assert launcher_gone(_Run(f"elsewhere.example:{dead.pid}")) is None  # another host: cannot tell
+    assert launcher_gone(_Run(None)) is None  # launched by the daemon or the UI
