@@ -1,7 +1,8 @@
 """`portfolio-assets`: run, re-execute, backfill, stale, accept, audit, status, UI, SQL, versions, bench.
 
 Exit codes: 0 ok; 1 a run or check failed (the reason is printed); 2 bad input (manifest, profile,
-date, selection, run id, arguments), refused before Dagster is involved.
+date, selection, run id, arguments), refused before Dagster is involved; 3 `verify-ledger` of a
+ledger that a live run is still writing ("in progress", not a failure).
 
 Selections (`--select`) are Dagster's asset selection syntax, as in the UI (`risk_buckets+` is one
 layer downstream, `risk_buckets*` or `risk_buckets+++` all of it); the only addition, Dagster's own
@@ -25,7 +26,7 @@ from typing import Any
 
 from portfolio_assets.manifest import PROJECT_ROOT, ManifestError, parse_cli_overrides, resolve
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_IN_PROGRESS = 0, 1, 2, 3
 DAGSTER_YAML = PROJECT_ROOT / "configs" / "dagster.yaml"
 PROFILE_TAG = "portfolio_assets/profile"
 
@@ -629,7 +630,38 @@ def cmd_verify_ledger(args: argparse.Namespace) -> int:
     root = Path(args.root) if args.root else _guess_profile_root(path)
     report = verify_ledger(path, root=root, signer=signer_from_env(), require_signatures=args.require_signatures or None)
     print(format_report(report))
-    return EXIT_OK if report.ok else EXIT_FAILED
+    if report.ok:
+        return EXIT_OK
+    live = _runs_still_writing(path)
+    if live:
+        print(f"in progress: run(s) {', '.join(live)} still writing this ledger (Dagster: not finished, their "
+              f"process alive); verify again when they end")
+        return EXIT_IN_PROGRESS
+    return EXIT_FAILED
+
+
+def _runs_still_writing(path: Path) -> list[str]:
+    """Run ids named in the ledger at `path` that Dagster has not seen finish and whose process is
+    not known to be gone (a killed run is not "in progress"). Empty without a Dagster home."""
+    import json as json_
+
+    ids = []
+    with path.open() as fh:
+        for line in fh:
+            try:
+                run_id = json_.loads(line).get("run_id")
+            except ValueError:
+                continue  # a torn last line: the verifier reports it
+            if run_id and run_id not in ids:
+                ids.append(run_id)
+    if not ids or not (os.environ.get("DAGSTER_HOME") or (PROJECT_ROOT / ".dagster_home").exists()):
+        return []
+    from dagster import DagsterInstance
+
+    dagster_home()
+    with DagsterInstance.get() as instance:
+        runs = [instance.get_run_by_id(i) for i in ids]
+    return [r.run_id for r in runs if r is not None and not r.is_finished and launcher_gone(r) is None]
 
 
 def _guess_profile_root(path: Path) -> Path | None:

@@ -252,3 +252,42 @@ def test_launcher_gone_names_the_dead_process_of_an_unfinished_run_only():
     assert launcher_gone(_Run(f"{host}:{dead.pid}", finished=True)) is None  # Dagster knows how it ended
     assert launcher_gone(_Run(f"elsewhere.example:{dead.pid}")) is None  # another host: cannot tell
     assert launcher_gone(_Run(None)) is None  # launched by the daemon or the UI
+
+
+def test_verify_ledger_of_a_run_still_writing_says_in_progress_and_of_a_killed_one_fails(dirs):
+    """issue 18 #4: a ledger a live run is writing is "in progress" (exit 3), not FAIL; once that
+    run is killed the same ledger fails (exit 1). The run is frozen (SIGSTOP) right after an intent
+    without its outcome, so the check does not race it."""
+    import signal
+    import time
+
+    home, lake = dirs
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PA_")}
+    env.update(DAGSTER_HOME=str(home), PA_LAKEHOUSE=str(lake), PA_EXECUTOR__KIND="in_process")
+    ledger = lake / "development" / "ledger" / D2 / "audit.jsonl"
+    proc = subprocess.Popen([CLI, "run", "--profile", "development", "--date", D2], env=env, cwd=PROJECT_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while True:  # no wall-clock limit: the run ends (and fails the test) if no intent is ever caught
+            assert proc.poll() is None, "the run ended before an open intent was caught"
+            records = [json.loads(x) for x in ledger.read_text().splitlines() if x.strip()] if ledger.exists() else []
+            if records and records[-1]["kind"] == "intent":
+                os.killpg(proc.pid, signal.SIGSTOP)
+                records = [json.loads(x) for x in ledger.read_text().splitlines() if x.strip()]
+                if records[-1]["kind"] == "intent":
+                    break
+                os.killpg(proc.pid, signal.SIGCONT)
+            time.sleep(0.05)
+        run_id = records[-1]["run_id"]
+        frozen = cli("verify-ledger", str(ledger), home=home, lake=lake)
+        assert frozen.returncode == 3, out(frozen)
+        assert f"in progress: run(s) {run_id} still writing this ledger" in frozen.stdout
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed = cli("verify-ledger", str(ledger), home=home, lake=lake)
+        assert killed.returncode == 1 and "in progress" not in killed.stdout, out(killed)
+        assert "has no outcome" in killed.stdout
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
