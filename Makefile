@@ -26,6 +26,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check portfolio_assets portfolio_assets_tests
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/portfolio-assets bench

@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok; 1 a run or check failed (the reason is printed); 2 bad input (manifest, profile,
 date, selection, run id, arguments, a missing signing key, a partition another command is
-writing), refused before Dagster is involved; 4 (`verify-ledger`) every check that could run
+writing), refused before Dagster is involved; 3 `verify-ledger` of a ledger that a live run is
+still writing ("in progress", not a failure); 4 (`verify-ledger`) every check that could run
 passed but the ledger is signed and no key was configured to check the signatures.
 
 Selections (`--select`) are Dagster's asset selection syntax, as in the UI (`risk_buckets+` is one
@@ -27,7 +28,7 @@ from typing import Any
 
 from portfolio_assets.manifest import PROJECT_ROOT, ManifestError, parse_cli_overrides, resolve
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SIGNATURES_UNCHECKED = 0, 1, 2, 4
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_IN_PROGRESS, EXIT_SIGNATURES_UNCHECKED = 0, 1, 2, 3, 4
 DAGSTER_YAML = PROJECT_ROOT / "configs" / "dagster.yaml"
 PROFILE_TAG = "portfolio_assets/profile"
 
@@ -315,11 +316,20 @@ def missing_upstream(instance: Any, keys: list[Any], partitions: list[str]) -> l
     graph = defs.resolve_asset_graph()
     selected = set(keys)
     missing = []
-    for parent in sorted({p for k in keys for p in graph.get(k).parent_keys} - selected, key=lambda k: k.to_user_string()):
-        if parent.to_user_string() in ("executions", "holdings"):  # optional / mapped to the previous session
-            continue
+    # Upstream of the selection, and on upward through every asset that is missing a partition (its
+    # own inputs must then be there too), so that materializing what is listed is enough.
+    frontier, seen = {p for k in keys for p in graph.get(k).parent_keys} - selected, set()
+    while frontier:
+        parent = frontier.pop()
+        seen.add(parent)
+        if parent.to_user_string() == "executions":  # optional: a session nobody traded has none
+            continue  # (holdings' own chain, the previous session's book, is checked below)
         have = instance.get_materialized_partitions(parent)
-        missing += [f"{parent.to_user_string()}@{p}" for p in partitions if p not in have]
+        lacking = [f"{parent.to_user_string()}@{p}" for p in partitions if p not in have]
+        if lacking:
+            missing += lacking
+            frontier |= set(graph.get(parent).parent_keys) - selected - seen
+    missing.sort()
     holdings = [k for k in keys if k.to_user_string() == "holdings"]
     if holdings and partitions:
         from portfolio_assets.partitions import master_sessions
@@ -332,6 +342,26 @@ def missing_upstream(instance: Any, keys: list[Any], partitions: list[str]) -> l
         if previous and previous not in stored and missing_book(stored, first, previous):
             missing.append(f"holdings@{previous}")
     return missing
+
+
+def missing_upstream_message(missing: list[str], profile: str, selection: str | None) -> str:
+    """One line: the missing upstream partitions per asset, and the backfill that materializes
+    them first (their assets, widened to whole steps by the CLI, over the dates they miss)."""
+    by_asset: dict[str, list[str]] = {}
+    for item in missing:
+        asset, part = item.rsplit("@", 1)
+        by_asset.setdefault(asset, []).append(part)
+    # One table of a multi-table step names the whole step (the CLI selects all of its tables).
+    steps = sorted({a for a in by_asset if a.split("__")[0] == a or a.split("__")[0] not in by_asset})
+    parts = sorted({p for ps in by_asset.values() for p in ps})
+    by_dates: dict[tuple[str, ...], list[str]] = {}
+    for asset in steps:
+        by_dates.setdefault(tuple(sorted(by_asset[asset])), []).append(asset)
+    listed = "; ".join(f"{', '.join(assets)} at {', '.join(dates)}" for dates, assets in sorted(by_dates.items()))
+    first = (f"portfolio-assets backfill --profile {profile} --from {parts[0]} --to {parts[-1]} "
+             f"--select {shlex.quote(' or '.join(f'key:{a}' for a in steps))}")
+    return (f"upstream partitions outside --select {selection!r} are not materialized: {listed}. "
+            f"Materialize them first: {first}")
 
 
 # ---- running ---------------------------------------------------------------------------------------
@@ -370,6 +400,32 @@ def _launch_tags() -> dict[str, str]:
     return {PROFILE_TAG: resolved.profile, **run_tags(resolved.config.alerts)}
 
 
+LAUNCHER_TAG = "portfolio_assets/launcher"  # host:pid of the CLI process a run executes in (in-process runs)
+
+
+def _launcher_tag() -> dict[str, str]:
+    import socket
+
+    return {LAUNCHER_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def launcher_gone(run: Any) -> int | None:
+    """The pid of the CLI process that ran `run` in-process on this host, when that process no
+    longer exists (killed: Dagster still says STARTED); None when alive, elsewhere or unknown."""
+    import socket
+
+    host, _, pid = run.tags.get(LAUNCHER_TAG, "").rpartition(":")
+    if run.is_finished or host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return int(pid)
+    except PermissionError:  # exists, owned by someone else
+        return None
+    return None
+
+
 def execute(partition: str, asset_keys: list[Any] | None, tags: dict[str, str] | None = None, job: str = "daily",
             run_config: dict[str, Any] | None = None) -> Any:
     """Run a job (the daily graph or a selection of it; `accept`, `audit`) for one partition on the
@@ -380,7 +436,7 @@ def execute(partition: str, asset_keys: list[Any] | None, tags: dict[str, str] |
 
     getter = {"daily": definitions.get_daily_job, "audit": definitions.get_audit_job,
               "accept": definitions.get_accept_job}[job]
-    all_tags = {"dagster/partition": partition, **_launch_tags(), **(tags or {})}
+    all_tags = {"dagster/partition": partition, **_launch_tags(), **_launcher_tag(), **(tags or {})}
 
     def go(config: dict[str, Any]) -> Any:
         with DagsterInstance.get() as instance:
@@ -397,7 +453,7 @@ def reexecute(parent_run_id: str, partition: str, steps: list[str]) -> Any:
 
     from portfolio_assets.definitions import get_daily_job
 
-    tags = {"dagster/partition": partition, **_launch_tags()}
+    tags = {"dagster/partition": partition, **_launch_tags(), **_launcher_tag()}
 
     def go(config: dict[str, Any]) -> Any:
         with DagsterInstance.get() as instance:
@@ -405,6 +461,20 @@ def reexecute(parent_run_id: str, partition: str, steps: list[str]) -> Any:
                                reexecution_options=ReexecutionOptions(parent_run_id=parent_run_id, step_selection=steps))
 
     return _quiet_run(go)
+
+
+def runbook_steps() -> list[int]:
+    """The runbook step numbers of the daily graph's assets (their `runbook/step` tags), sorted."""
+    from portfolio_assets.assets.common import STEP_TAG
+    from portfolio_assets.definitions import defs
+    from portfolio_assets.jobs import DAILY_SELECTION
+
+    daily = DAILY_SELECTION.resolve(defs.resolve_asset_graph())
+    steps = {int(spec.tags[STEP_TAG]) for assets_def in defs.assets for spec in assets_def.specs
+             if STEP_TAG in spec.tags and spec.key in daily}
+    steps |= {int(spec.metadata[STEP_TAG]) for checks_def in defs.asset_checks for spec in checks_def.check_specs
+              if STEP_TAG in spec.metadata}
+    return sorted(steps)
 
 
 def start_step_selection(step: int) -> list[str]:
@@ -534,11 +604,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.date or args.select:
             raise ValueError("a re-execution takes its partition and steps from --run-id and --start-step; "
                              "drop --date/--select")
+        known = runbook_steps()
+        if args.start_step not in known:
+            raise ValueError(f"--start-step {args.start_step}: not a runbook step; the daily graph's steps are "
+                             f"{', '.join(map(str, known))}")
         steps = start_step_selection(args.start_step)
-        if not steps:
-            raise ValueError(f"--start-step {args.start_step}: no asset has a runbook step >= {args.start_step}")
         with DagsterInstance.get() as instance:
             parent = instance.get_run_by_id(args.run_id)
+            gone = launcher_gone(parent) if parent is not None else None
+            if gone is not None:  # killed mid-run: record it as failed in Dagster, then it can be resumed
+                instance.report_run_failed(parent, f"the process that ran it (pid {gone}) is gone: killed")
+                parent = instance.get_run_by_id(args.run_id)
+                print(f"run {args.run_id} was killed (its process {gone} is gone): marked FAILURE in Dagster")
         if parent is None:
             raise ValueError(f"--run-id {args.run_id}: no such run in {os.environ['DAGSTER_HOME']} "
                              f"(`portfolio-assets status --date D` lists a partition's runs)")
@@ -546,6 +623,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ValueError(f"--run-id {args.run_id} is a run of {parent.job_name!r}, not of the daily graph")
         if not parent.is_finished:
             raise ValueError(f"--run-id {args.run_id} is still {parent.status.value}: wait for it to finish")
+        if parent.asset_selection:  # Dagster re-executes only steps of the parent's own plan
+            raise ValueError(f"--run-id {args.run_id} ran a selection of {len(parent.asset_selection)} asset(s), not "
+                             f"the daily graph: resume a run of the whole graph (`portfolio-assets status --date "
+                             f"{parent.tags['dagster/partition']}` marks selections) or run --select again")
         partition = parent.tags["dagster/partition"]
         check_preconditions(resolved)
         with partition_lock([partition], f"run --start-step {args.start_step} --run-id {args.run_id}"):
@@ -582,18 +663,17 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     dates = _date_range(args.date_from, args.date_to)
     log = _log_path("backfill")
     title = f"{resolved.profile} {dates[0]}..{dates[-1]}"
+    if args.stale and args.select:
+        raise ValueError("--stale re-materializes what Dagster reports stale: drop --select")
+    keys = selection_keys(args.select)  # a bad selection is refused before the source is read
     check_history(dates[0])
     check_preconditions(resolved)
     with partition_lock(dates, f"backfill {dates[0]}..{dates[-1]}"), DagsterInstance.get() as instance:
         if not args.stale:
-            keys = selection_keys(args.select)
             missing = missing_upstream(instance, keys, dates)
             if missing:
-                raise ValueError(f"upstream partitions outside the selection are not materialized: "
-                                 f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
+                raise ValueError(missing_upstream_message(missing, resolved.profile, args.select))
             return _backfill(instance, {k.to_user_string(): dates for k in keys}, dates, title, log)
-        if args.select:
-            raise ValueError("--stale re-materializes what Dagster reports stale: drop --select")
         for round_ in range(1, STALE_ROUNDS + 1):
             pairs = backfills.stale_pairs(_materialized(instance, selection_keys(None), dates), log)
             if not pairs:
@@ -704,6 +784,11 @@ def cmd_verify_ledger(args: argparse.Namespace) -> int:
                            partition=partition, profile=profile, anchor=anchor, require_anchor=not args.no_anchor)
     print(format_report(report))
     if not report.ok:
+        live = _runs_still_writing(path)
+        if live:
+            print(f"in progress: run(s) {', '.join(live)} still writing this ledger (Dagster: not finished, their "
+                  f"process alive); verify again when they end")
+            return EXIT_IN_PROGRESS
         return EXIT_FAILED
     if report.signatures_unchecked and not args.no_signatures:
         _err(f"signatures not checked: {report.signed} of {report.n_records} record(s) are signed but no key is "
@@ -711,6 +796,33 @@ def cmd_verify_ledger(args: argparse.Namespace) -> int:
              "it a re-chained forgery passes every other check (docs/ledger.md). --no-signatures accepts that.")
         return EXIT_SIGNATURES_UNCHECKED
     return EXIT_OK
+
+
+def _runs_still_writing(path: Path) -> list[str]:
+    """Run ids named in the ledger at `path` that Dagster has not seen finish and whose process is
+    not known to be gone (a killed run is not "in progress"). Empty without a Dagster home."""
+    import json as json_
+
+    ids = []
+    with path.open() as fh:
+        for line in fh:
+            try:
+                run_id = json_.loads(line).get("run_id")
+            except ValueError:
+                continue  # a torn last line: the verifier reports it
+            if run_id and run_id not in ids:
+                ids.append(run_id)
+    if not ids or not (os.environ.get("DAGSTER_HOME") or (PROJECT_ROOT / ".dagster_home").exists()):
+        return []
+    from dagster import DagsterInstance
+
+    _, profile = _path_binding(path)
+    if profile and not os.environ.get("PA_PROFILE"):
+        os.environ["PA_PROFILE"] = profile  # the ledger's profile owns the instance that ran it
+    dagster_home()
+    with DagsterInstance.get() as instance:
+        runs = [instance.get_run_by_id(i) for i in ids]
+    return [r.run_id for r in runs if r is not None and not r.is_finished and launcher_gone(r) is None]
 
 
 def _guess_profile_root(path: Path) -> Path | None:
@@ -756,8 +868,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             run = rec.dagster_run
             started = dt.datetime.fromtimestamp(rec.create_timestamp.timestamp(), dt.UTC).isoformat(timespec="seconds")
             origin = (f", re-execution of {run.parent_run_id}" if run.parent_run_id else "") + (
-                f", backfill {run.tags['dagster/backfill']}" if "dagster/backfill" in run.tags else "")
-            print(f"  {run.run_id}  {run.status.value:9s} {run.job_name} {started}{origin}")
+                f", backfill {run.tags['dagster/backfill']}" if "dagster/backfill" in run.tags else "") + (
+                f", selection of {len(run.asset_selection)} asset(s)" if run.asset_selection else "")
+            gone = launcher_gone(run)
+            killed = f" (its process {gone} is gone: killed; resume it with run --start-step N --run-id)" if gone else ""
+            print(f"  {run.run_id}  {run.status.value:9s} {run.job_name} {started}{origin}{killed}")
         keys = sorted(graph.get_all_asset_keys(),
                       key=lambda k: (int(graph.get(k).tags.get(STEP_TAG, 99)), k.to_user_string()))
         missing = 0
@@ -866,6 +981,17 @@ def cmd_versions(args: argparse.Namespace) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
+# `dagster dev` warns on every start that `dg dev` supersedes it; `dg` (dagster-dg-cli, some twenty
+# more packages and a `[tool.dg]` project layout) is not installed, so the launcher runs the `dagster`
+# script with that one warning filtered (by its exact text) and every other warning left as it is.
+DAGSTER_DEV_LAUNCHER = (
+    "import runpy, sys, warnings; import dagster; "
+    "warnings.filterwarnings('ignore', message='Function `dev_command` is superseded', "
+    "category=dagster.SupersessionWarning); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """`dagster dev` (webserver + daemon) on the persistent DAGSTER_HOME, loading `workspace.yaml`
     (the same code location name as `pyproject.toml`).
@@ -879,15 +1005,19 @@ def cmd_ui(args: argparse.Namespace) -> int:
     resolved = _setup_env(args)  # resolves the profile and prepares DAGSTER_HOME (dagster_home())
     home = Path(os.environ["DAGSTER_HOME"])
     exe = Path(sys.executable).with_name("dagster")
-    cmd = [str(exe if exe.exists() else shutil.which("dagster") or exe), "dev", "-h", args.host,
-           "-p", str(args.port), "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    cmd = [sys.executable, "-c", DAGSTER_DEV_LAUNCHER, str(exe if exe.exists() else shutil.which("dagster") or exe),
+           "dev", "-h", args.host, "-p", str(args.port), "-w", str(PROJECT_ROOT / "workspace.yaml")]
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         _err(f"warning: --host {args.host} exposes the UI (no authentication) beyond this machine")
     print(f"Dagster UI on http://{args.host}:{args.port} (profile {resolved.profile}, DAGSTER_HOME {home})",
           flush=True)
+    # SIGTERM stops it like Ctrl-C. SIGINT is handled here too, *before* the child starts: a command
+    # started in the background (`&`, nohup, a service manager) inherits SIGINT ignored, and an
+    # ignored signal stays ignored across exec, so `dagster dev` would ignore the SIGINT forwarded to
+    # it; a handled one is reset to the default by exec, and `dagster dev` shuts down on it.
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)},
                             start_new_session=True)
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl-C
     try:
         try:
             return proc.wait()
@@ -900,7 +1030,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
             return proc.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -1062,6 +1193,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `portfolio-assets status | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

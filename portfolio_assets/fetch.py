@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from portfolio_assets.lakehouse import Lakehouse
+from portfolio_assets.progress import Progress
 from portfolio_assets.quant.health import HealthParams, assess_symbol
 from portfolio_assets.sources.base import BAR_COLUMNS, MarketData, SourceError
 
@@ -72,6 +74,7 @@ def fetch_into_cache(
     end: dt.date,
     attempt: int = 0,
     keep: dict[str, pd.DataFrame] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Fetch bars for `symbols` and merge them into the cache. Returns per-symbol clean-up counts.
 
@@ -83,8 +86,13 @@ def fetch_into_cache(
     if callable(fetch_many) and attempt == 0:
         results = fetch_many(symbols, start, end)
     else:
-        results = {s: source.bars(s, start, end, attempt=attempt) for s in symbols}
+        fetched = Progress(say, f"fetch {start}..{end}", len(symbols), "symbols")
+        results = {}
+        for s in symbols:
+            results[s] = source.bars(s, start, end, attempt=attempt)
+            fetched.advance()
     report = {}
+    merged = Progress(say, "price cache", len(symbols), "symbols merged")
     for symbol in symbols:
         if symbol not in results:
             raise SourceError(f"source {source.name!r} returned no answer for {symbol}")
@@ -93,6 +101,7 @@ def fetch_into_cache(
         report[symbol] = counts
         if keep is not None:  # what the source delivered this time (before merging with the cache)
             keep[symbol] = bars
+        merged.advance()
     return report
 
 
@@ -157,6 +166,7 @@ def recover(
     params: dict[str, HealthParams],
     attempts: int,
     backoff_s: float,
+    say: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, RecoveryLog]:
     """Re-fetch every unhealthy symbol's window up to `attempts` times with exponential backoff.
 
@@ -173,6 +183,7 @@ def recover(
             break
         if attempt > 1 and backoff_s > 0:
             time.sleep(backoff_s * 2 ** (attempt - 2))
+        repaired = Progress(say, f"recovery attempt {attempt}/{attempts}", len(todo), "symbols re-fetched")
         for symbol in todo:
             before = health.at[symbol, "status"]
             error = ""
@@ -187,6 +198,7 @@ def recover(
                 "status_after": health.at[symbol, "status"], "start": str(fetch_start), "end": str(as_of),
                 "error": error,
             })
+            repaired.advance(note=f"{symbol} {before} -> {health.at[symbol, 'status']}")
     return health, log
 
 
@@ -200,6 +212,7 @@ def fetch_and_recover(
     params: dict[str, HealthParams],
     attempts: int,
     backoff_s: float,
+    say: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, RecoveryLog]:
     """Fetch a window for `symbols` into the cache, judge what the source delivered *this time*,
     and repair every unhealthy symbol (`recover`). Returns (health before, health after, log).
@@ -208,9 +221,9 @@ def fetch_and_recover(
     holds bars an earlier run repaired ends in the same state as a run on a fresh lakehouse."""
     start, end = window_bounds(window)
     fresh: dict[str, pd.DataFrame] = {}
-    fetch_into_cache(source, lake, symbols, start, end, keep=fresh)
+    fetch_into_cache(source, lake, symbols, start, end, keep=fresh, say=say)
     before = assess_all(lake, symbols, calendars, window, start, as_of, params, fetched=fresh)
-    after, log = recover(source, lake, before, calendars, window, start, as_of, params, attempts, backoff_s)
+    after, log = recover(source, lake, before, calendars, window, start, as_of, params, attempts, backoff_s, say)
     return before, after, log
 
 

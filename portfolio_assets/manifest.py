@@ -61,6 +61,7 @@ from portfolio_assets.manifest_input import (
     unknown_setting,
 )
 from portfolio_assets.sources.settings import (
+    FilesSettings,
     SourceConfig,
     SourceDelta,
     SourceLayerError,
@@ -365,7 +366,7 @@ class BacktestConfig(_Section):
     commission_bps: float = Field(1.0, ge=0, le=1000, description="per unit traded (bps)")
     borrow_bps_annual: float = Field(50.0, ge=0, le=10_000, description="short borrow (bps a year)")
     simulators: list[Literal["idealized", "realized"]] = Field(
-        default_factory=lambda: ["idealized", "realized"], min_length=1, max_length=2)
+        default_factory=lambda: ["idealized", "realized"], min_length=1, max_length=2)  # type: ignore[arg-type]
 
 
 class GistConfig(_Section):
@@ -811,7 +812,7 @@ def resolve(
 def _check_semantics(config: Config, path: Path) -> None:
     """Cross-field rules the schema cannot express."""
     source = config.source
-    if source.kind == "files" and not source.settings.path.expanduser().is_dir():
+    if isinstance(source.settings, FilesSettings) and not source.settings.path.expanduser().is_dir():
         raise ManifestError(path, "$.source.settings.path",
                             f"{str(source.settings.path)!r} is not a directory (the exported bars, docs/real-data.md)")
     opt = config.optimization
@@ -850,7 +851,7 @@ def _check_webhook_urls(config: Config, environ: Mapping[str, str]) -> None:
             try:
                 parse_webhook_url(url)
             except ValueError as exc:
-                raise ManifestError("environment", sink.url_env,
+                raise ManifestError("environment", str(sink.url_env),
                                     f"the webhook URL of alerts.sinks[{i}]: {exc}") from None
 
 

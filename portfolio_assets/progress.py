@@ -1,4 +1,5 @@
-"""A Dagster logger that prints one line per finished step and check evaluation (the CLI's progress).
+"""A Dagster logger that prints one line per finished step and check evaluation (the CLI's progress),
+and the progress lines long steps log from inside (`Progress`: "tournament: 24/48 windows").
 
 It runs wherever a step runs (the run process, or each multiprocess step process, which inherit the
 terminal), so progress appears live without polling the event log.
@@ -9,16 +10,50 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 from dagster import logger
+
+PROGRESS_PREFIX = "progress "  # a step's log message that the CLI shows (the rest stays in Dagster's log)
+PROGRESS_EVERY_S = 2.0
+
+
+class Progress:
+    """Counts of a long loop, said as `progress LABEL: DONE/TOTAL UNIT` through `say` (a step's
+    `context.log.info`): the first and the last count always, in between at most one line every
+    `every_s` seconds. Dagster-free: plain code takes `say` as a callable (or None: silent)."""
+
+    def __init__(self, say: Callable[[str], None] | None, label: str, total: int, unit: str,
+                 every_s: float = PROGRESS_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        if total < 0:
+            raise ValueError(f"progress {label}: total must be >= 0, got {total}")
+        self.say, self.label, self.total, self.unit = say, label, total, unit
+        self.every_s, self.clock, self.done = every_s, clock, 0
+        self._last: float | None = None
+
+    def advance(self, n: int = 1, note: str = "") -> None:
+        """Count `n` more done; say the count when it is due."""
+        self.done = min(self.total, self.done + n)
+        now = self.clock()
+        due = self._last is None or self.done == self.total or now - self._last >= self.every_s
+        if self.say is not None and due:
+            self._last = now
+            self.say(f"{PROGRESS_PREFIX}{self.label}: {self.done}/{self.total} {self.unit}" + (f" ({note})" if note else ""))
+
 
 _T0 = time.time()
 
 
 class _ProgressHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        event = getattr(record, "dagster_meta", {}).get("dagster_event")
+        meta = getattr(record, "dagster_meta", {})
+        event = meta.get("dagster_event")
         if event is None:
+            message = str(meta.get("orig_message") or "")
+            if message.startswith(PROGRESS_PREFIX):
+                step = meta.get("step_key") or ""
+                sys.stdout.write(f"  [{time.strftime('%H:%M:%S')}] {step}: {message[len(PROGRESS_PREFIX):]}\n")
+                sys.stdout.flush()
             return
         kind = event.event_type_value
         if kind == "ASSET_CHECK_EVALUATION":
@@ -33,8 +68,9 @@ class _ProgressHandler(logging.Handler):
         sys.stdout.flush()
 
 
-@logger(description="One line per finished step and check evaluation, on standard output.")
+@logger(config_schema=None, description="One line per finished step and check evaluation, on standard output.")
 def progress_logger(init_context) -> logging.Logger:
+    """The CLI's logger: step and check lines, and the progress lines of long steps."""
     log = logging.getLogger("portfolio_assets.progress")
     log.setLevel(logging.DEBUG)
     log.propagate = False

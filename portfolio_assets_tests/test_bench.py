@@ -63,7 +63,27 @@ def test_every_expected_row_with_a_positive_time(rows):
     timed = [r for r in rows if r.section not in ("growth", "memory", "backfill", "executors")]
     assert all(r.seconds is not None and r.seconds > 0 for r in timed), [r.stage for r in timed if not r.seconds]
     assert all(r.ref_seconds > 0 for r in rows if r.section == "ref")
-    assert all(r.peak_mb is None or r.peak_mb >= 0 for r in rows)
+    measured = [r.peak_mb for r in rows if r.section == "demo" and r.peak_mb is not None]
+    assert measured and max(measured) > 0, "no demo stage measured any memory above its start"
+
+
+def test_peak_rss_sees_a_stage_that_allocates_and_frees_200_mib():
+    """The probe the bench's memory column comes from: a stage that holds 200 MiB (then frees it)
+    peaks at least ~200 MiB above its start; a stage that allocates nothing stays far below."""
+    import time
+
+    import numpy as np
+
+    with B.PeakRss() as probe:
+        token = probe.begin()
+        block = np.ones(200 * 2**20 // 8)  # written, so resident
+        time.sleep(0.2)  # held long enough for the 5 ms sampler (not a timing assertion)
+        del block
+        grew = probe.end(token)
+        token = probe.begin()
+        idle = probe.end(token)
+    assert grew >= 190, grew
+    assert idle < 50, idle
 
 
 def test_reference_comparisons_agree(rows):

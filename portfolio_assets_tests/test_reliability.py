@@ -30,7 +30,6 @@ from portfolio_assets_tests.conftest import (
     DEV_DATE,
     PREV_DATE,
     PROJECT_ROOT,
-    RUN_TIMEOUT_S,
     GraphRun,
     check_lines,
     copy_run,
@@ -77,14 +76,12 @@ def _start_run(run: GraphRun, log: Path, *args: str) -> subprocess.Popen[bytes]:
 
 
 def _kill_when(proc: subprocess.Popen[bytes], fired: Callable[[], str | None], log: Path) -> str:
-    """Poll `fired` until it names a reason, then SIGKILL the run's whole process group."""
-    deadline = time.monotonic() + RUN_TIMEOUT_S
+    """Poll `fired` until it names a reason, then SIGKILL the run's whole process group (no
+    wall-clock limit: a run that passes the kill point without it firing ends, and fails the test)."""
     try:
         while (reason := fired()) is None:
             if proc.poll() is not None:
                 pytest.fail(f"run ended (exit {proc.returncode}) before the kill point:\n{log.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("kill point not reached in time")
             time.sleep(POLL_S)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

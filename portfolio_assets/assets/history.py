@@ -95,7 +95,7 @@ def history_500d(context, settings: PortfolioSettings, price_cache: PriceCache, 
         calendars = calendars_of(step, symbols)
         before, healed, log = fetch_and_recover(
             step.settings.source(), step.lake, symbols, calendars, window, step.date,
-            health_params(step, symbols), data.recovery_attempts, data.recovery_backoff_s,
+            health_params(step, symbols), data.recovery_attempts, data.recovery_backoff_s, say=context.log.info,
         )
         panel = load_panel(step.lake, symbols, calendars, window, step.date)
         rets = simple_returns(panel).iloc[1:]

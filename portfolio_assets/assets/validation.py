@@ -27,6 +27,7 @@ from dagster import (
 from portfolio_assets.assets._step import Step, preview_md
 from portfolio_assets.assets.common import OWNERS, PARTITIONS, outs
 from portfolio_assets.manifest import Config
+from portfolio_assets.progress import Progress
 from portfolio_assets.resources import PortfolioSettings
 
 # What the tournament reads, and what it only runs after: `history_500d` (its blocking health gate
@@ -158,7 +159,9 @@ def tournament_engines(context, batch: pd.DataFrame, contexts: pd.DataFrame, str
     tset, params, sim, simulators = tournament_settings(cfg)
     windows = make_windows(streams.index, cfg.backtest.train, cfg.backtest.test, cfg.backtest.step)
     parts: dict[str, list[pd.DataFrame]] = {"windows": [], "returns": [], "weights": []}
-    for name in batch["engine"]:
+    engines = list(batch["engine"])
+    done = Progress(context.log.info, "tournament", len(engines) * len(windows), "engine windows")
+    for i, name in enumerate(engines, 1):
         t0 = time.perf_counter()
         out = run_engine_tournament(name, streams, windows, contexts, cfg.selection.baseline, tset, params, sim,
                                     simulators)
@@ -167,6 +170,7 @@ def tournament_engines(context, batch: pd.DataFrame, contexts: pd.DataFrame, str
                          f"{time.perf_counter() - t0:.2f} s")
         for key, frame in out.items():
             parts[key].append(frame)
+        done.advance(len(windows), note=f"engine {i}/{len(engines)} {name} done")
     return tuple(pd.concat(parts[k], ignore_index=True) for k in ("windows", "returns", "weights"))
 
 

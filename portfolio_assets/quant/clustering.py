@@ -200,6 +200,7 @@ class ClusterResult:
 
     @property
     def n_clusters(self) -> int:
+        """The number of distinct clusters."""
         return int(self.clusters.nunique())
 
 

@@ -26,6 +26,8 @@ PRIORITY = ("MISSING", "BAD_TICKS", "STALE", "GAPS", "INSUFFICIENT")
 
 @dataclass(frozen=True)
 class HealthParams:
+    """Thresholds of one symbol's health assessment (sessions, returns as fractions)."""
+
     min_days_floor: int = 400
     staleness: int = 1
     max_abs_return: float = 0.6

@@ -19,6 +19,7 @@ parametric one; `NaN` instead of QuantStats' `0.0` for undefined drawdown and wi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,7 @@ METRIC_COLUMNS = (
     "costs_paid",
 )
 
-ReturnsLike = pd.Series | np.ndarray
+ReturnsLike: TypeAlias = pd.Series | np.ndarray
 
 
 def _clean(returns: ReturnsLike) -> np.ndarray:

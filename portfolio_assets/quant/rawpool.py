@@ -49,6 +49,7 @@ def instrument_identity(symbol: str, asset_class: str) -> str:
 
 
 def asset_class_of(family: str, scan_type: object) -> str:
+    """The asset class of a scan row: its family's, else `etf` for funds and DRs, else `equity`."""
     if family in FAMILY_CLASS:
         return FAMILY_CLASS[family]
     return "etf" if str(scan_type).lower() in ("fund", "etf", "dr") else "equity"

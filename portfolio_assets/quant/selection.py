@@ -45,7 +45,6 @@ from portfolio_assets.symbols import validate_symbol
 
 COMPONENTS = ("ret", "inv_vol", "antifragility", "liquidity")
 CANDIDATE_COLUMNS = ("direction", "identity", "asset_class", "value_traded")
-TAIL_QUANTILE = 0.05
 
 # Outcome codes (the `outcome` column and the funnel keys).
 BASELINE = "baseline"
@@ -81,6 +80,7 @@ class SelectionParams:
 
     @classmethod
     def from_config(cls, cfg: Config) -> SelectionParams:
+        """The selection parameters of a resolved manifest."""
         return cls(selection=cfg.selection, min_overlap=cfg.data.min_overlap,
                    xs_momentum=cfg.features.feat_xs_momentum)
 

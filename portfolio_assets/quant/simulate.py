@@ -78,7 +78,7 @@ class SimulatorParams:
     def __post_init__(self) -> None:
         for name in ("slippage_bps", "commission_bps", "borrow_bps_annual"):
             value = getattr(self, name)
-            if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
+            if not (isinstance(value, numbers.Real) and math.isfinite(value) and float(value) >= 0):
                 raise ValueError(f"SimulatorParams.{name} must be a finite number >= 0, got {value!r}")
 
     @property

@@ -36,14 +36,17 @@ SHORT_SUFFIX = "#short"
 
 
 def stream_id(symbol: str, direction: str) -> str:
+    """The stream of `symbol` taken in `direction` (a short one carries the short suffix)."""
     return f"{symbol}{SHORT_SUFFIX}" if direction == "short" else symbol
 
 
 def stream_direction(stream: str) -> str:
+    """`short` for a short stream, else `long`."""
     return "short" if stream.endswith(SHORT_SUFFIX) else "long"
 
 
 def stream_symbol(stream: str) -> str:
+    """The symbol a stream is of."""
     return stream.removesuffix(SHORT_SUFFIX)
 
 

@@ -88,6 +88,7 @@ class AuditReport:
 
     @property
     def passed(self) -> bool:
+        """True when no rule was violated."""
         return not self.violations
 
 

@@ -22,7 +22,8 @@ CLI = str(Path(sys.executable).with_name("portfolio-assets"))
 D0, D1, D2 = "2026-11-23", "2026-11-24", "2026-11-25"
 
 
-def cli(*args: str, home: Path, lake: Path, extra: dict[str, str] | None = None, timeout: int = 600):
+def cli(*args: str, home: Path, lake: Path, extra: dict[str, str] | None = None,
+        timeout: float | None = None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PA_")}
     env.update(DAGSTER_HOME=str(home), PA_LAKEHOUSE=str(lake), PA_EXECUTOR__KIND="in_process", **(extra or {}))
     return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=PROJECT_ROOT)
@@ -75,7 +76,33 @@ BAD = [
     (("run", "--profile", "development", "--date", D2, "--select", " "), "--select is empty"),
     (("backfill", "--profile", "development", "--from", D2, "--to", D1), f"--from {D2} is after --to {D1}"),
     (("backfill", "--profile", "development", "--from", D1, "--to", D2, "--select", "equity_scan"),
-     f"upstream partitions outside the selection are not materialized: run_manifest@{D1}, run_manifest@{D2}"),
+     f"portfolio-assets: upstream partitions outside --select 'equity_scan' are not materialized: run_manifest at "
+     f"{D1}, {D2}. Materialize them first: portfolio-assets backfill --profile development --from {D1} --to {D2} "
+     f"--select key:run_manifest\n"),
+    # issue 18 #2: the README's example on a fresh profile names every missing upstream asset (up
+    # through the ones they need in turn) and the one backfill that materializes them first.
+    (("backfill", "--profile", "development", "--from", D1, "--to", "2026-11-27", "--select", "risk_buckets+"),
+     "upstream partitions outside --select 'risk_buckets+' are not materialized: bond_scan, crypto_scan, "
+     "enriched_universe, equity_scan, forex_scan, history_500d, holdings, market_bars, market_regime, raw_pool, "
+     f"raw_pool_history, returns_60d, run_manifest, selected_universe at {D1}, {D2}, 2026-11-27. Materialize them "
+     f"first: portfolio-assets backfill --profile development --from {D1} --to 2026-11-27 --select 'key:bond_scan or "
+     "key:crypto_scan or key:enriched_universe or key:equity_scan or key:forex_scan or key:history_500d or "
+     "key:holdings or key:market_bars or key:market_regime or key:raw_pool or key:raw_pool_history or key:returns_60d or "
+     "key:run_manifest or key:selected_universe'\n"),
+    (("backfill", "--profile", "development", "--from", D1, "--to", D2, "--select", "nonsense"),
+     "--select 'nonsense': AssetKey(s) ['nonsense'] were selected"),
+    (("backfill", "--profile", "development", "--from", D1, "--to", D2, "--select", "key:(("),
+     "portfolio-assets: --select 'key:((': Invalid selection string: key:((\n"),
+    (("backfill", "--profile", "development", "--from", D1, "--to", D2, "--select", ""),
+     "portfolio-assets: --select is empty\n"),
+    # issue 18 #1: --start-step outside the runbook's steps is refused before the run id is looked up.
+    (("run", "--profile", "development", "--start-step", "99", "--run-id", "0" * 8),
+     "portfolio-assets: --start-step 99: not a runbook step; the daily graph's steps are "
+     "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15\n"),
+    (("run", "--profile", "development", "--start-step", "0", "--run-id", "0" * 8),
+     "portfolio-assets: --start-step 0: not a runbook step"),
+    (("run", "--profile", "development", "--start-step", "12", "--run-id", "00000000-0000-0000-0000-000000000000"),
+     "portfolio-assets: --run-id 00000000-0000-0000-0000-000000000000: no such run in"),
 ]
 
 
@@ -115,7 +142,8 @@ def test_run_then_reexecute_from_step_12_status_verify_audit_and_accept(dirs, in
     status = cli("status", "--profile", "development", "--date", D2, home=home, lake=lake)
     assert status.returncode == 0, out(status)
     assert f"  {run_id}  SUCCESS   daily_portfolio" in status.stdout
-    assert "history_500d:health_gate" in status.stdout and "passed" in status.stdout
+    for gate in ("history_500d:health_gate", "target_weights:weights_sanity", "audit_ledger:ledger_integrity"):
+        assert re.search(rf"^  {gate} +passed$", status.stdout, flags=re.M), status.stdout
 
     again = cli("run", "--profile", "development", "--start-step", "12", "--run-id", run_id, home=home, lake=lake)
     assert again.returncode == 0, out(again)
@@ -179,7 +207,7 @@ def test_backfill_is_a_dagster_backfill_with_a_temporary_daemon(dirs, instance_o
     Dagster backfill, every partition succeeded, runs tagged with it and queued by the daemon."""
     home, lake = dirs
     r = cli("backfill", "--profile", "development", "--from", D0, "--to", D2, "--select", "run_manifest+",
-            home=home, lake=lake, timeout=1200)
+            home=home, lake=lake)
     assert r.returncode == 0, out(r)
     assert "no dagster-daemon running: started one for this backfill" in r.stdout
     assert "3/3 partition(s) succeeded" in r.stdout
@@ -197,5 +225,69 @@ def test_backfill_is_a_dagster_backfill_with_a_temporary_daemon(dirs, instance_o
 
     # The selection's upstream now exists: a backfill of the scans alone is accepted.
     again = cli("backfill", "--profile", "development", "--from", D1, "--to", D2, "--select", "equity_scan",
-                home=home, lake=lake, timeout=1200)
+                home=home, lake=lake)
     assert again.returncode == 0 and "2/2 partition(s) succeeded" in again.stdout, out(again)
+
+
+class _Run:
+    def __init__(self, launcher: str | None, finished: bool = False) -> None:
+        from portfolio_assets import cli as cli_module
+
+        self.tags = {} if launcher is None else {cli_module.LAUNCHER_TAG: launcher}
+        self.is_finished = finished
+
+
+def test_launcher_gone_names_the_dead_process_of_an_unfinished_run_only():
+    """issue 18 #3: a run whose CLI process was killed stays STARTED in Dagster; `status` flags it
+    and `run --start-step N --run-id` marks it failed so it can be resumed."""
+    import socket
+
+    from portfolio_assets.cli import launcher_gone
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    assert launcher_gone(_Run(f"{host}:{dead.pid}")) == dead.pid
+    assert launcher_gone(_Run(f"{host}:{os.getpid()}")) is None  # alive
+    assert launcher_gone(_Run(f"{host}:{dead.pid}", finished=True)) is None  # Dagster knows how it ended
+    assert launcher_gone(_Run(f"elsewhere.example:{dead.pid}")) is None  # another host: cannot tell
+    assert launcher_gone(_Run(None)) is None  # launched by the daemon or the UI
+
+
+def test_verify_ledger_of_a_run_still_writing_says_in_progress_and_of_a_killed_one_fails(dirs):
+    """issue 18 #4: a ledger a live run is writing is "in progress" (exit 3), not FAIL; once that
+    run is killed the same ledger fails (exit 1). The run is frozen (SIGSTOP) right after an intent
+    without its outcome, so the check does not race it."""
+    import signal
+    import time
+
+    home, lake = dirs
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PA_")}
+    env.update(DAGSTER_HOME=str(home), PA_LAKEHOUSE=str(lake), PA_EXECUTOR__KIND="in_process")
+    ledger = lake / "development" / "ledger" / D2 / "audit.jsonl"
+    proc = subprocess.Popen([CLI, "run", "--profile", "development", "--date", D2], env=env, cwd=PROJECT_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while True:  # no wall-clock limit: the run ends (and fails the test) if no intent is ever caught
+            assert proc.poll() is None, "the run ended before an open intent was caught"
+            records = [json.loads(x) for x in ledger.read_text().splitlines() if x.strip()] if ledger.exists() else []
+            if records and records[-1]["kind"] == "intent":
+                os.killpg(proc.pid, signal.SIGSTOP)
+                records = [json.loads(x) for x in ledger.read_text().splitlines() if x.strip()]
+                if records[-1]["kind"] == "intent":
+                    break
+                os.killpg(proc.pid, signal.SIGCONT)
+            time.sleep(0.05)
+        run_id = records[-1]["run_id"]
+        frozen = cli("verify-ledger", str(ledger), home=home, lake=lake)
+        assert frozen.returncode == 3, out(frozen)
+        assert f"in progress: run(s) {run_id} still writing this ledger" in frozen.stdout
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed = cli("verify-ledger", str(ledger), home=home, lake=lake)
+        assert killed.returncode == 1 and "in progress" not in killed.stdout, out(killed)
+        assert "has no outcome" in killed.stdout
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

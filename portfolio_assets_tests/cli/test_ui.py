@@ -176,10 +176,15 @@ def _stop(proc: subprocess.Popen) -> tuple[float, list[str]]:
     return time.monotonic() - t0, killed
 
 
-def start_ui(home: Path, log: Path) -> tuple[UiServer, str | None]:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_ui(home: Path, log: Path, background: bool = False) -> tuple[UiServer, str | None]:
     """Start `portfolio-assets ui` on a free port; poll (deadline loop) until its code location is
     loaded. Returns the server and 'loaded', an error, or None (deadline passed / process exited).
-    The process is stopped before any exception (including Ctrl-C of pytest) leaves this function."""
+    The process is stopped before any exception (including Ctrl-C of pytest) leaves this function.
+    `background`: started as `portfolio-assets ui &` from a script is, with SIGINT ignored."""
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PA_")}, "DAGSTER_HOME": str(home),
            "PYTHONUNBUFFERED": "1", "PA_PROFILE": "development", "PA_LAKEHOUSE": str(home.parent / "lakehouse"),
@@ -189,6 +194,7 @@ def start_ui(home: Path, log: Path) -> tuple[UiServer, str | None]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "portfolio_assets.cli", "ui", "--host", "127.0.0.1", "--port", str(port)],
             cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_ignore_sigint if background else None,
         )
     server = UiServer(url=f"http://127.0.0.1:{port}", proc=proc, log=log, home=home)
     try:
@@ -631,7 +637,8 @@ def fake_popen(clean_env, tmp_path: Path):
 def test_ui_starts_dagster_dev_on_loopback_with_the_persistent_home(fake_popen, tmp_path: Path, capsys):
     assert cli.main(["ui"]) == cli.EXIT_OK
     (proc,) = fake_popen.instances
-    exe, *args = proc.cmd
+    python, flag, launcher, exe, *args = proc.cmd
+    assert (python, flag, launcher) == (sys.executable, "-c", cli.DAGSTER_DEV_LAUNCHER)
     assert Path(exe).name == "dagster" and Path(exe).exists()
     assert args == ["dev", "-h", "127.0.0.1", "-p", "3000", "-w", str(cli.PROJECT_ROOT / "workspace.yaml")]
     assert (cli.PROJECT_ROOT / "workspace.yaml").exists()
@@ -666,6 +673,28 @@ def test_ui_sigterm_stops_like_ctrl_c_and_handler_is_restored(fake_popen):
         assert signal.getsignal(signal.SIGTERM) is guard  # restored after the command
     finally:
         signal.signal(signal.SIGTERM, original)
+
+
+@pytest.mark.ui
+def test_one_sigterm_stops_a_background_ui_and_everything_it_started(tmp_path: Path):
+    """`portfolio-assets ui &` (SIGINT ignored, inherited by every child) stops on ONE SIGTERM to
+    the CLI process alone: dagster dev, the webserver, the daemon and the code servers all exit.
+    The deadline only detects a hang (it was: the forwarded SIGINT stayed ignored in dagster dev)."""
+    home = tmp_path / "home"
+    server, state = start_ui(home, tmp_path / "ui.log", background=True)
+    try:
+        assert state == "loaded", server.log_tail()
+        family = [psutil.Process(server.proc.pid), *psutil.Process(server.proc.pid).children(recursive=True)]
+        assert any("dagster" in " ".join(p.cmdline()) for p in family[1:]), family
+        os.kill(server.proc.pid, signal.SIGTERM)  # one signal, to the CLI process only
+        _, alive = psutil.wait_procs(family, timeout=180)
+        still = [" ".join(p.cmdline()[:4]) for p in alive]
+        assert still == [], f"still running after one SIGTERM: {still}\n{server.log_tail()}"
+        log = server.log.read_text(errors="replace")
+        assert "stopping the Dagster webserver and daemon" in log
+        assert "SupersessionWarning" not in log, log
+    finally:
+        _stop(server.proc)
 
 
 def test_ui_second_ctrl_c_kills_the_dagster_dev_group(fake_popen):

@@ -128,6 +128,7 @@ class EngineResult:
 
     @property
     def relaxations(self) -> tuple[str, ...]:
+        """The cap relaxations applied (empty without caps)."""
         return self.caps.relaxations if self.caps is not None else ()
 
 

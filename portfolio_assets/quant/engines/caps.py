@@ -44,6 +44,7 @@ class Caps:
     relaxations: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
+        """The caps as a JSON-ready mapping (for diagnostics)."""
         return {"max_weight": self.max_weight, "cluster_cap": self.cluster_cap,
                 "relaxations": list(self.relaxations)}
 

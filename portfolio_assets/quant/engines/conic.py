@@ -78,15 +78,19 @@ class Program:
         self._blocks.append((kind, a, np.atleast_1d(np.asarray(b, dtype=float)), dim))
 
     def eq(self, a: Any, b: Any) -> None:
+        """Add `a @ x == b` (Clarabel's zero cone)."""
         self._add("zero", a, b)
 
     def le(self, a: Any, b: Any) -> None:
+        """Add `a @ x <= b` (nonnegative cone on `b - a @ x`)."""
         self._add("nonneg", a, b)
 
     def soc(self, a: Any, b: Any) -> None:
+        """Add `b - a @ x` in the second-order cone (first entry >= the norm of the rest)."""
         self._add("soc", a, b)
 
     def exp_le_log(self, t: Sequence[int] | np.ndarray, y: Sequence[int] | np.ndarray) -> None:
+        """Add `x[t_i] <= log(x[y_i])` for each pair: `(x[t_i], 1, x[y_i])` in the exponential cone."""
         t, y = np.asarray(t), np.asarray(y)
         m = len(t)
         rows = np.arange(m) * 3
@@ -97,6 +101,7 @@ class Program:
         self._add("exp", a, b, m)
 
     def assemble(self) -> tuple[sp.csc_array, np.ndarray, sp.csc_array, np.ndarray, list[Any]]:
+        """The stacked constraint matrix, right-hand side and Clarabel cones, in the order added."""
         import clarabel
 
         cones: list[Any] = []

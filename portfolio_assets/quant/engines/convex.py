@@ -46,6 +46,8 @@ class Scaled(NamedTuple):
 
 def scaled(cov: np.ndarray, index: pd.Index, labels: np.ndarray, inputs: EngineInputs,
            params: EngineParams) -> Scaled:
+    """`S = cov / s2` (`s2` the mean variance, for well-conditioned programs), its factor, the previous
+    weights on and off the universe, and the bucket incidence (see `Scaled`)."""
     s2 = float(np.mean(np.diag(cov)))
     s = cov / s2
     try:

@@ -141,7 +141,8 @@ def apply_hysteresis(raw: pd.Series, persistence: int, min_dwell: int,
     warm = np.zeros(len(raw), dtype=bool) if warmup is None else warmup.reindex(raw.index).fillna(True).to_numpy(bool)
     sev = raw.map(SEVERITY).to_numpy()
     out = np.empty(len(raw), dtype=object)
-    state, held, recent = SEVERITY[NORMAL], min_dwell, []
+    state, held = SEVERITY[NORMAL], min_dwell
+    recent: list[int] = []
     for t in range(len(sev)):
         if warm[t]:
             out[t] = NORMAL

@@ -118,9 +118,9 @@ def _spectral_null_cached(window: int, level: int, hf_levels: int, fraction: flo
         hf_share_threshold=float(betaincinv(n_hf / 2, (window - n_hf) / 2, 1 - alpha)),
         hf_burst_expected=m / n_hf,
         hf_burst_threshold=float(betaincinv(m / 2, (n_hf - m) / 2, 1 - alpha)),
-        wavelet_entropy_expected=float(went.mean()),
+        wavelet_entropy_expected=float(np.mean(went)),
         wavelet_entropy_threshold=float(np.quantile(went, alpha)),
-        perm_entropy_expected=float(pent.mean()),
+        perm_entropy_expected=float(np.mean(pent)),
         perm_entropy_threshold=float(np.quantile(pent, alpha)),
     )
 
