@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetIn, MetadataValue, asset
+from dagster import AssetIn, MetadataValue, Nothing, TimeWindowPartitionMapping, asset
 
 from portfolio_assets.assets._step import Step
 from portfolio_assets.assets.common import OWNERS, after, attrs
@@ -16,6 +16,8 @@ from portfolio_assets.resources import PortfolioSettings
 
 # Files of other assets the reports link to, copied into the reports folder so it is complete.
 LINKED_FILES = ("history_500d", "risk_buckets", "market_regime")
+# Ordering only: the previous session's reports (so its target weights) come first in a backfill.
+PREVIOUS_SESSION = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 
 
 def _files_table(root: Path, paths: list[Path]) -> pd.DataFrame:
@@ -42,8 +44,10 @@ def _previous_weights(step: Step) -> tuple[str | None, pd.DataFrame | None]:
     """The previous session's stored target weights, for the index's "what changed" (None, None
     when that partition is not stored: a first or single-date run). Read from the lakehouse, not
     an input of the asset (Dagster takes one partition range per upstream asset, and today's
-    target_weights is already one); the partition and the file's hash go into the step's params,
-    so the ledger records what was compared."""
+    target_weights is already one); the ordering-only input on the previous session's `reports`
+    makes a backfill build the previous session (and so its target weights) first, so what is
+    compared never depends on scheduling. The partition and the file's hash go into the step's
+    params, so the ledger records what was compared."""
     from portfolio_assets.partitions import sessions_window
 
     previous = sessions_window(step.partition, 2)[0].strftime("%Y-%m-%d")
@@ -63,6 +67,7 @@ def _previous_weights(step: Step) -> tuple[str | None, pd.DataFrame | None]:
          "health": AssetIn("history_500d__health"), "bucket_stats": AssetIn("risk_buckets__stats"),
          "pairs": AssetIn("risk_buckets__pairs"), "diagnostics": AssetIn("target_weights__diagnostics"),
          "holdings": AssetIn("holdings"),
+         "previous_reports": AssetIn("reports", partition_mapping=PREVIOUS_SESSION, dagster_type=Nothing),
          **after("history_500d", "risk_buckets")},
     kinds={"python", "html", "markdown"},
     owners=OWNERS,
