@@ -57,7 +57,7 @@ AREA_VERSIONS: dict[str, int] = {
     "convention": 1,     # synthetic-long streams and net weights
     "regimes": 2,        # regime detector
     "engines": 2,        # portfolio engines and their fallbacks
-    "weights_audit": 2,  # the weights rules
+    "weights_audit": 3,  # the weights rules
     "backtest": 2,       # walk-forward windows, simulators, metrics, the tournament
     "reports": 3,        # report builder, tear-sheets, figures, golden bundle
     "ledger": 1,         # hashing, chain and verification
