@@ -1,7 +1,8 @@
 """The whole graph on real history: skfolio's S&P 500 closes (the session fixture `realdata`) run
 end to end at crash and calm dates with the command line of issue 13.
 
-One module fixture runs the four dates, newest first, into one lakehouse (a book is refused when an
+One module fixture runs the four dates, newest first (after 2021-06-14, the session before the
+newest, so one index has a previous session to compare with), into one lakehouse (a book is refused when an
 earlier partition's holdings exist but the previous session's do not, so a later date is never run
 after an earlier one) in one Python process that calls the CLI's `main` once per date (no
 subprocess start-up per date). QuantStats HTML is rendered for one date only (2021-06-15, where the
@@ -26,6 +27,9 @@ from portfolio_assets_tests.realdata import BASELINE
 CRASH = ("2008-10-15", "2020-03-20")
 CALM = ("2017-06-15", "2021-06-15")
 DATES = ("2021-06-15", "2020-03-20", "2017-06-15", "2008-10-15")  # newest first (see the docstring)
+# Run first, so that 2021-06-15's index compares with a stored previous session.
+PREVIOUS = "2021-06-14"
+RUNS = (PREVIOUS, *DATES)
 WITH_QUANTSTATS = "2021-06-15"
 STRESSED, CALM_LABELS = {"TURBULENT", "CRISIS"}, {"QUIET", "NORMAL"}
 
@@ -56,7 +60,7 @@ def command(date: str, data: Path) -> list[str]:
 def real_runs(realdata: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[GraphRun, dict[str, dict]]:
     base = tmp_path_factory.mktemp("real_history")
     run = GraphRun(base / "lakehouse", base / "dagster_home", "demo")
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps([command(d, realdata) for d in DATES])],
+    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps([command(d, realdata) for d in RUNS])],
                           env=graph_env(run.lakehouse, run.dagster_home, "demo"), cwd=PROJECT_ROOT,
                           capture_output=True, text=True)
     results = {}
@@ -64,7 +68,7 @@ def real_runs(realdata: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
         if line.startswith("{"):
             rec = json.loads(line)
             results[rec["date"]] = rec
-    assert proc.returncode == 0 and set(results) == set(DATES), (
+    assert proc.returncode == 0 and set(results) == set(RUNS), (
         f"driver exit {proc.returncode}, runs {sorted(results)}\n{proc.stderr[-4000:]}")
     return run, results
 
@@ -84,7 +88,7 @@ def decision(text: str) -> dict[str, str]:
     return {cells[0]: cells[1] for cells in ([c.strip() for c in r.strip("|").split(" | ")] for r in rows)}
 
 
-@pytest.mark.parametrize("date", DATES)
+@pytest.mark.parametrize("date", RUNS)
 def test_every_run_succeeds_with_its_gates_decided_and_orders_when_they_pass(real_runs, date):
     run, results = real_runs
     rec = results[date]
@@ -182,3 +186,24 @@ def test_the_production_engine_row_says_when_it_fell_back_or_relaxed_caps(real_r
         rank = list(realized["engine"]).index("barbell") + 1
         assert decision(index_md(run, date))["Rank (realized, by Sharpe)"].startswith(
             f"{rank} of {len(realized)} engines"), date
+
+
+def test_the_index_compares_with_the_stored_previous_session(real_runs):
+    run, results = real_runs
+    assert results[PREVIOUS]["code"] == 0
+    text = index_md(run, "2021-06-15")
+    before, now = (table(run, "allocation", "target_weights", d) for d in (PREVIOUS, "2021-06-15"))
+    prev = before[before["is_production"]].set_index("symbol")["net_weight"]
+    cur = now[now["is_production"]].set_index("symbol")["net_weight"]
+    both = prev.index.intersection(cur.index)
+    moved = (cur[both] - prev[both]).abs() > 1e-12
+    change = (cur.reindex(cur.index.union(prev.index), fill_value=0.0)
+              - prev.reindex(cur.index.union(prev.index), fill_value=0.0)).abs().sum() / 2
+    up = int(((cur[both] - prev[both]) > 1e-12).sum())
+    assert (f"Production target against {PREVIOUS}: added {len(cur.index.difference(prev.index))}, "
+            f"removed {len(prev.index.difference(cur.index))}, up {up}, down {int(moved.sum()) - up}, "
+            f"unchanged {len(both) - int(moved.sum())}; one-way change {change:.2%} of NAV.") in text
+    # Nothing was accepted on 2021-06-14, so the book is still empty: the orders open the whole target.
+    assert table(run, "implementation", "holdings", "2021-06-15").empty
+    for date in (PREVIOUS, *DATES[1:]):  # no previous session stored for the others
+        assert "the previous session's target weights are not stored" in index_md(run, date), date

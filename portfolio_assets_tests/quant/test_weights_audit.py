@@ -11,7 +11,13 @@ import pytest
 
 from portfolio_assets.manifest import Config, FeaturesConfig, OptimizationConfig, RiskConfig
 from portfolio_assets.quant.engines import run_engine
-from portfolio_assets.quant.weights_audit import AuditRules, audit_rules, audit_weights, portfolio_beta, train_streams
+from portfolio_assets.quant.weights_audit import (
+    AuditRules,
+    audit_rules,
+    audit_weights,
+    portfolio_beta,
+    train_streams,
+)
 from portfolio_assets_tests.quant.markets import BASELINE, factor_market, inputs, params
 
 RULES = audit_rules(Config())
