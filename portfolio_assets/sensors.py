@@ -17,6 +17,12 @@ def deliver_run_alerts(instance, run_id: str, profile: str | None = None) -> lis
     return [a.text() for a in delivery.alerts]
 
 
+def _deliver_and_log(context: RunStatusSensorContext) -> None:
+    """The body both sensors share: deliver the run's alerts, log each on the tick."""
+    for text in deliver_run_alerts(context.instance, context.dagster_run.run_id):
+        context.log.info(f"alert: {text}")
+
+
 @run_status_sensor(
     run_status=DagsterRunStatus.FAILURE,
     monitor_all_code_locations=False,
@@ -24,8 +30,7 @@ def deliver_run_alerts(instance, run_id: str, profile: str | None = None) -> lis
     description="Failed runs (and the failed checks and steps in them) become alerts in the configured sinks.",
 )
 def alert_on_failed_run(context: RunStatusSensorContext):
-    for text in deliver_run_alerts(context.instance, context.dagster_run.run_id):
-        context.log.info(f"alert: {text}")
+    _deliver_and_log(context)
 
 
 @run_status_sensor(
@@ -35,5 +40,4 @@ def alert_on_failed_run(context: RunStatusSensorContext):
     description="Successful runs with a failed WARN check (e.g. a non-strict health gate) become alerts.",
 )
 def alert_on_check_warnings(context: RunStatusSensorContext):
-    for text in deliver_run_alerts(context.instance, context.dagster_run.run_id):
-        context.log.info(f"alert: {text}")
+    _deliver_and_log(context)

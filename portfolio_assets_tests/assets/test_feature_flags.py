@@ -2,7 +2,7 @@
 
 Covered here: feat_turnover_penalty (manifest -> engines), feat_partial_rebalance (orders),
 feat_pit_fidelity (tournament contexts and results), feat_audit_ledger (whole run). Covered next to
-their algorithms: feat_xs_momentum (test_quant_selection: on/off picks different winners),
+their algorithms: feat_xs_momentum (quant/test_selection.py: on/off picks different winners),
 feat_spectral_regimes (quant/test_regimes: the spectral route into TURBULENT only with the flag,
 entering earlier on real history; quant/test_engines: the barbell budget), feat_decay_audit
 (test_reports: the slippage report only with the flag).

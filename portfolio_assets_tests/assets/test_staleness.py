@@ -79,7 +79,7 @@ def test_a_changed_bar_makes_the_assets_that_fetch_bars_stale(stored):
     """market_bars re-fingerprinted on a source whose bars changed before D: the assets that read
     bars are stale; fingerprinting the unchanged source again makes them fresh again."""
     _, _, lake, instance = stored
-    settings = dict(resolve("development").config.source.settings)
+    settings = resolve("development").config.source.settings.model_dump(mode="json")
     changed = run_graph(lake, selection=AssetSelection.assets("market_bars"), instance=instance,
                         PA_SOURCE__SETTINGS=json.dumps({**settings, "perturb_after": "2026-11-20"}))
     assert changed.success, step_errors(changed)

@@ -63,8 +63,8 @@ BAD = [
      "$.calendar: need start < first_partition < end"),
     (("run", "--profile", "development", "--date", "2031-01-02"), "partition 2031-01-02 is after the end of the master calendar"),
     (("run", "--set", "selection.top_n=0"), "$.selection.top_n"),
-    (("run", "--profile", "development", "--date", "2021-03-01"),
-     "partition 2021-03-01 needs 574 sessions of history from 2018-11-15; the source (synthetic) serves "
+    (("run", "--profile", "development", "--date", "2019-06-03"),
+     "partition 2019-06-03 needs 301 sessions of history from 2018-03-22; the source (synthetic) serves "
      "AMEX:SPY from 2019-01-02"),
     (("run", "--start-step", "12"), "--start-step N and --run-id ID go together"),
     (("run", "--start-step", "12", "--run-id", "20261125-180000"),

@@ -174,7 +174,7 @@ def test_a_non_finite_environment_value_is_refused():
     ("selection.bogus", "unknown setting selection.bogus; selection has: baseline, class_cap, threshold, max_clusters, "
                         "top_n, min_momentum, min_winners, float32_min_symbols"),
     ("bogus", "unknown setting bogus; sections: data, source, discovery, selection, risk, regime, optimization, "
-              "backtest, reports, ledger, alerts, executor, features"),
+              "backtest, reports, ledger, alerts, executor, calendar, features"),
 ])
 def test_an_unknown_cli_key_is_refused_with_the_nearest_valid_key(key, message):
     assert refused({key: 3}) == f"command line: --set {key}=3: {message}"
