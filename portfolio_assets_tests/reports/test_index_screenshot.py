@@ -14,7 +14,7 @@ import pytest
 
 from portfolio_assets.reports.builder import build_reports
 from portfolio_assets_tests.cli.test_ui import chromium_binary, run_chromium
-from portfolio_assets_tests.test_reports import make_report_inputs
+from portfolio_assets_tests.reports.test_reports import make_report_inputs
 
 WINDOW = (1400, 1800)
 YELLOW, RED = (0xFF, 0xF8, 0xC5), (0xFF, 0xEB, 0xE9)  # the banners' backgrounds (markdown.HTML_STYLE)
