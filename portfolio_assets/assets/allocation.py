@@ -10,7 +10,7 @@ from portfolio_assets.assets.common import OWNERS, PARTITIONS, after, outs
 from portfolio_assets.assets.history import healthy_returns
 from portfolio_assets.manifest import Config
 from portfolio_assets.quant.convention import publish_net_weights, synthetic_long
-from portfolio_assets.quant.weights_audit import AuditRules, audit_weights
+from portfolio_assets.quant.weights_audit import AuditRules, audit_weights, train_streams
 from portfolio_assets.quant.weights_audit import audit_rules as build_audit_rules
 from portfolio_assets.resources import PortfolioSettings
 
@@ -129,7 +129,9 @@ def weights_sanity(context, settings: PortfolioSettings, target_weights: pd.Data
     cfg = settings.resolved().config
     diags = diagnostics.set_index("engine")
     buckets = risk_buckets.set_index("symbol")["bucket"]
-    hist = returns.iloc[-cfg.backtest.train:]
+    # The weights are on synthetic-long streams: shorts' raw returns are turned into their streams.
+    directions = target_weights.drop_duplicates("symbol").set_index("symbol")["direction"]
+    hist = train_streams(returns.iloc[-cfg.backtest.train:], directions)
     rules = audit_rules(cfg)
     violations: list[str] = []
     notes: list[str] = []

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetIn, MetadataValue, asset
+from dagster import AssetIn, MetadataValue, Nothing, TimeWindowPartitionMapping, asset
 
 from portfolio_assets.assets._step import Step
 from portfolio_assets.assets.common import OWNERS, after, attrs
@@ -16,6 +16,8 @@ from portfolio_assets.resources import PortfolioSettings
 
 # Files of other assets the reports link to, copied into the reports folder so it is complete.
 LINKED_FILES = ("history_500d", "risk_buckets", "market_regime")
+# Ordering only: the previous session's reports (so its target weights) come first in a backfill.
+PREVIOUS_SESSION = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 
 
 def _files_table(root: Path, paths: list[Path]) -> pd.DataFrame:
@@ -38,13 +40,35 @@ def _funnel(selection_audit: pd.DataFrame, raw_pool_audit: pd.DataFrame, winners
     return funnel
 
 
+def _previous_weights(step: Step) -> tuple[str | None, pd.DataFrame | None]:
+    """The previous session's stored target weights, for the index's "what changed" (None, None
+    when that partition is not stored: a first or single-date run). Read from the lakehouse, not
+    an input of the asset (Dagster takes one partition range per upstream asset, and today's
+    target_weights is already one); the ordering-only input on the previous session's `reports`
+    makes a backfill build the previous session (and so its target weights) first, so what is
+    compared never depends on scheduling. The partition and the file's hash go into the step's
+    params, so the ledger records what was compared."""
+    from portfolio_assets.partitions import sessions_window
+
+    previous = sessions_window(step.partition, 2)[0].strftime("%Y-%m-%d")
+    if not step.lake.has_table("allocation", "target_weights", previous):
+        step.params.update(previous_weights=f"{previous}: not stored")
+        return None, None
+    path = step.lake.table_path("allocation", "target_weights", previous)
+    step.params.update(previous_weights=f"{previous}: {file_hash(path)}")
+    return previous, step.lake.read_table("allocation", "target_weights", previous)
+
+
 @asset(
     **attrs("reports", 13),
     ins={"summary": AssetIn("tournament"), "windows": AssetIn("tournament__windows"),
          "returns": AssetIn("tournament__returns"), "weights": AssetIn("target_weights"),
          "selection_audit": AssetIn("selected_universe__audit"), "raw_pool_audit": AssetIn("raw_pool__audit"),
          "health": AssetIn("history_500d__health"), "bucket_stats": AssetIn("risk_buckets__stats"),
-         "pairs": AssetIn("risk_buckets__pairs"), **after("history_500d", "risk_buckets")},
+         "pairs": AssetIn("risk_buckets__pairs"), "diagnostics": AssetIn("target_weights__diagnostics"),
+         "holdings": AssetIn("holdings"),
+         "previous_reports": AssetIn("reports", partition_mapping=PREVIOUS_SESSION, dagster_type=Nothing),
+         **after("history_500d", "risk_buckets")},
     kinds={"python", "html", "markdown"},
     owners=OWNERS,
     description=(
@@ -52,14 +76,16 @@ def _funnel(selection_audit: pd.DataFrame, raw_pool_audit: pd.DataFrame, winners
         "and Markdown tear-sheets for the production engine and the top engines per simulator; "
         "engine_comparison_report.md, backtest_comparison.md, alpha_isolation_audit.md, "
         "slippage_decay_audit.md (feat_decay_audit), selection_audit.md, weights, regime, buckets, "
-        "equity curves, and an index (Markdown + HTML) linking everything. The folder "
-        "`reports/<date>` is replaced as a whole, atomically."
+        "equity curves, and an index (Markdown + HTML) that opens with the decision (production engine, "
+        "its rank and flags, regime and why), today's proposed orders from the book, and what changed "
+        "since the previous session, then links everything. Synthetic data and a look-ahead tournament "
+        "(feat_pit_fidelity off) are bannered. The folder `reports/<date>` is replaced as a whole, atomically."
     ),
 )
 def reports(context, settings: PortfolioSettings, summary: pd.DataFrame, windows: pd.DataFrame,
             returns: pd.DataFrame, weights: pd.DataFrame, selection_audit: pd.DataFrame, raw_pool_audit: pd.DataFrame,
             health: pd.DataFrame, bucket_stats: pd.DataFrame, pairs: pd.DataFrame, selected_universe: pd.DataFrame,
-            market_regime: pd.DataFrame):
+            market_regime: pd.DataFrame, diagnostics: pd.DataFrame, holdings: pd.DataFrame):
     import logging
 
     from portfolio_assets.reports.builder import ReportInputs, build_reports
@@ -67,6 +93,7 @@ def reports(context, settings: PortfolioSettings, summary: pd.DataFrame, windows
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     with Step(context, settings) as step:
         cfg = step.cfg
+        previous_partition, previous_weights = _previous_weights(step)
         inputs = ReportInputs(
             partition=step.partition, profile=step.resolved.profile,
             production_engine=cfg.optimization.production_engine, baseline=cfg.selection.baseline,
@@ -77,6 +104,9 @@ def reports(context, settings: PortfolioSettings, summary: pd.DataFrame, windows
             regime=market_regime, regime_label=str(market_regime["label"].iloc[-1]),
             features=cfg.features.model_dump(), top_engines=cfg.reports.top_engines,
             quantstats_html=cfg.reports.quantstats_html,
+            source_kind=cfg.source.kind, pit_fidelity=cfg.features.feat_pit_fidelity, diagnostics=diagnostics,
+            holdings=holdings, partial_rebalance=cfg.features.feat_partial_rebalance,
+            previous_weights=previous_weights, previous_partition=previous_partition,
         )
 
         def build(stage: Path) -> pd.DataFrame:

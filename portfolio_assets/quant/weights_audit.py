@@ -92,6 +92,19 @@ class AuditReport:
         return not self.violations
 
 
+def train_streams(raw_returns: pd.DataFrame, directions: pd.Series) -> pd.DataFrame:
+    """The train window as the synthetic-long streams the weights are on (`quant.convention`):
+    raw returns for longs (and for columns without a direction, e.g. the baseline), `max(-r, -1)`
+    for shorts. The beta rule must see a short's stream, not its raw return: a 10% weight on a
+    short is -10% of the raw return, and read on raw returns it would count as a long."""
+    from portfolio_assets.quant.convention import synthetic_long
+
+    dirs = pd.Series("long", index=raw_returns.columns, dtype=object)
+    known = directions[directions.index.isin(raw_returns.columns)]
+    dirs[known.index] = known.to_numpy()
+    return synthetic_long(raw_returns, dirs)
+
+
 def portfolio_beta(weights: pd.Series, returns: pd.DataFrame, baseline: str) -> float:
     """Beta of the weighted portfolio to `baseline` on `returns` (NaN returns count as 0)."""
     if baseline not in returns.columns:

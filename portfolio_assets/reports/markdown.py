@@ -82,6 +82,8 @@ th,td{border:1px solid #d0d7de;padding:3px 8px}th{background:#f6f8fa}td.num{text
 font-variant-numeric:tabular-nums}tr:nth-child(even) td{background:#fbfbfc}
 img{max-width:100%;border:1px solid #d0d7de;margin:.4em 0}code{background:#f6f8fa;padding:0 .25em}
 a{color:#0969da}
+blockquote{margin:.8em 0;padding:.5em 1em;border-left:5px solid #bf8700;background:#fff8c5}
+blockquote.warn{border-left-color:#cf222e;background:#ffebe9}
 """
 
 _HEADING_RE = re.compile(r"^(#{1,6})\s+(.*)$")
@@ -145,7 +147,8 @@ def markdown_to_html(markdown: str) -> str:
     """Render the Markdown subset the reports use as an HTML fragment.
 
     Supported: ATX headings (`#`..`######`), pipe tables (header + `|---|` separator row), `- `
-    bullet lists, paragraphs (blank-line separated), and inline `code`, `![img](src)`,
+    bullet lists, `> ` block quotes (the reports' banners; a quote starting with `**WARNING` gets
+    the class `warn`), paragraphs (blank-line separated), and inline `code`, `![img](src)`,
     `[link](href)`, `**bold**`. All other text is HTML-escaped, so a cell can never inject markup.
     """
     blocks: list[str] = []
@@ -174,11 +177,18 @@ def markdown_to_html(markdown: str) -> str:
                 items.append(f"<li>{inline_html(lines[i].strip()[2:])}</li>")
                 i += 1
             blocks.append("<ul>\n" + "\n".join(items) + "\n</ul>")
+        elif stripped.startswith("> ") or stripped == ">":
+            quote = []
+            while i < len(lines) and (lines[i].strip().startswith("> ") or lines[i].strip() == ">"):
+                quote.append(lines[i].strip()[2:])
+                i += 1
+            cls = ' class="warn"' if quote[0].startswith("**WARNING") else ""
+            blocks.append(f"<blockquote{cls}><p>" + "<br>\n".join(inline_html(q) for q in quote) + "</p></blockquote>")
         else:
             para = []
             while i < len(lines):
                 s = lines[i].strip()
-                if not s or _HEADING_RE.match(s) or s.startswith(("- ", "|")):
+                if not s or _HEADING_RE.match(s) or s.startswith(("- ", "|", "> ")):
                     break
                 para.append(inline_html(s))
                 i += 1

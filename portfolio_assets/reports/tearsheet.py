@@ -67,6 +67,7 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 # A QuantStats page links its favicon from the web; dropped so opening the file fetches nothing.
+_BODY_RE = re.compile(r"<body[^>]*>", re.IGNORECASE)
 _EXTERNAL_FAVICON_RE = re.compile(r"""<link[^>]*rel=["']shortcut icon["'][^>]*https?://[^>]*>\s*""", re.IGNORECASE)
 
 
@@ -259,12 +260,16 @@ def quantstats_tearsheet(
     title: str,
     strategy_title: str,
     benchmark_title: str,
+    banner_html: str = "",
 ) -> Path:
     """Write QuantStats' HTML tear-sheet of `returns` against `benchmark` to `path`, offline.
 
     The benchmark must be a return `pd.Series` (QuantStats would download a ticker string). The
-    page is generated into a temp file beside `path`, its external favicon link is removed, and
-    the result replaces `path` atomically. Figures QuantStats leaves open are closed.
+    page is generated into a temp file beside `path`, its external favicon link is removed, its
+    small percent sign (U+FE6A, "CAGR﹪", a missing glyph in Chromium's default fonts) becomes
+    "%", `banner_html` (the reports' synthetic-data / look-ahead banners) is inserted at the top
+    of the body, and the result replaces `path` atomically. Figures QuantStats leaves open are
+    closed.
     """
     if not isinstance(benchmark, pd.Series):
         raise ValueError(
@@ -298,7 +303,11 @@ def quantstats_tearsheet(
                 benchmark_title=benchmark_title,
                 periods_per_year=252,
             )
-        page = _EXTERNAL_FAVICON_RE.sub("", tmp.read_text(encoding="utf-8"))
+        page = _EXTERNAL_FAVICON_RE.sub("", tmp.read_text(encoding="utf-8")).replace("\ufe6a", "%")
+        if banner_html:
+            page, n = _BODY_RE.subn(lambda m: m.group(0) + "\n" + banner_html, page, count=1)
+            if n != 1:
+                raise ValueError("QuantStats page has no <body> tag: cannot place the report banner")
         atomic_write_bytes(path, page.encode("utf-8"))
     finally:
         tmp.unlink(missing_ok=True)

@@ -72,6 +72,12 @@ def test_pit_fidelity_rebuilds_each_window_from_its_own_past(dev_lake):
     assert frame_hash(lh.read_table("validation", "tournament", PARTITION)) != frame_hash(on_summary)
     windows = lh.read_table("validation", "tournament", PARTITION, "windows")
     assert (windows["violations"].fillna("") == "").all()  # audit runs only with pit
+    # The reports of that tournament carry the look-ahead warning (and, on this market, the synthetic banner).
+    reports = run_graph(dev_lake, selection=AssetSelection.assets("reports"), PA_FEATURES__FEAT_PIT_FIDELITY="false")
+    assert reports.success, step_errors(reports)
+    for name in ("index.md", "engine_comparison_report.md", "backtest_comparison.md"):
+        text = (lh.reports_dir(PARTITION) / name).read_text()
+        assert "> **SYNTHETIC DATA.**" in text and "> **WARNING: look-ahead.** `feat_pit_fidelity` is off" in text, name
 
 
 def test_audit_ledger_flag_off_writes_no_ledger_and_warns(tmp_path):

@@ -11,7 +11,13 @@ import pytest
 
 from portfolio_assets.manifest import Config, FeaturesConfig, OptimizationConfig, RiskConfig
 from portfolio_assets.quant.engines import run_engine
-from portfolio_assets.quant.weights_audit import AuditRules, audit_rules, audit_weights, portfolio_beta
+from portfolio_assets.quant.weights_audit import (
+    AuditRules,
+    audit_rules,
+    audit_weights,
+    portfolio_beta,
+    train_streams,
+)
 from portfolio_assets_tests.quant.markets import BASELINE, factor_market, inputs, params
 
 RULES = audit_rules(Config())
@@ -172,3 +178,30 @@ def test_engine_output_on_few_buckets_passes_the_audit_of_the_engine_used(n_buck
                                    aggressor_weight=res.diagnostics.get("aggressor_weight"),
                                    aggressors=res.diagnostics.get("aggressors"))
             assert any("relaxation not recorded" in v for v in silent.violations), engine
+
+
+def test_beta_rule_reads_a_short_on_its_stream_not_on_its_raw_return():
+    """A 50/50 book of the baseline and a short of a stock that moves exactly like it has beta 0:
+    the short's stream is -r. Read on raw returns (the bug the weights gate had on real data, a
+    1996 min_variance book with three shorts at beta 0.50 reported as 1.04) it would be 1."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(0, 0.01, 252)
+    raw = pd.DataFrame({BASELINE: base, "NYSE:TWIN": base, "NYSE:LONG": base * 0.5 + rng.normal(0, 0.01, 252)})
+    directions = pd.Series({"NYSE:TWIN": "short", "NYSE:LONG": "long"})
+    streams = train_streams(raw, directions)
+    assert streams[BASELINE].tolist() == raw[BASELINE].tolist()  # no direction: long
+    assert streams["NYSE:TWIN"].tolist() == (-raw["NYSE:TWIN"]).tolist()
+    w = pd.Series({BASELINE: 0.5, "NYSE:TWIN": 0.5})
+    assert portfolio_beta(w, streams, BASELINE) == pytest.approx(0.0, abs=1e-12)
+    assert portfolio_beta(w, raw, BASELINE) == pytest.approx(1.0)
+    # In general: weights on the streams = signed net weights on the raw returns (no -100% clipping here).
+    w3 = pd.Series({BASELINE: 0.2, "NYSE:TWIN": 0.3, "NYSE:LONG": 0.5})
+    net = w3 * pd.Series({BASELINE: 1.0, "NYSE:TWIN": -1.0, "NYSE:LONG": 1.0})
+    assert portfolio_beta(w3, streams, BASELINE) == pytest.approx(portfolio_beta(net, raw, BASELINE), abs=1e-12)
+    rules = dataclasses.replace(audit_rules(Config()), max_beta=0.5)
+    universe = pd.Series({BASELINE: 1, "NYSE:TWIN": 2})
+    assert not [v for v in audit_weights("min_variance", w, universe, rules, baseline=BASELINE,
+                                         train_returns=streams).violations if "beta" in v]
+    assert [v for v in audit_weights("min_variance", w, universe, rules, baseline=BASELINE,
+                                     train_returns=raw).violations if "beta" in v] == [
+        f"min_variance: beta to {BASELINE} 1.000 exceeds the limit 0.50"]

@@ -568,9 +568,11 @@ def test_written_files_and_equity_curve(bundle):
     png = (out / "equity_curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     index = (out / "index.md").read_text()
-    order = [index.index(h) for h in ("Universe funnel", "Data health", "Risk buckets", "Market regime",
-                                      "Target weights", "Walk-forward tournament", "Tear-sheets", "Equity curves")]
-    assert order == sorted(order), "index tells the story in order"
+    headings = [line[3:] for line in index.splitlines() if line.startswith("## ")]
+    assert headings == ["Decision", "Today's proposed orders", "Change since the previous session",
+                        "Production engine (realized simulator)", "1. Universe funnel", "2. Data health",
+                        "3. Risk buckets", "4. Market regime", "5. Target weights", "6. Walk-forward tournament",
+                        "7. Tear-sheets", "8. Equity curves"], "index opens with the decision, then tells the story"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -661,3 +663,129 @@ def test_missing_upstream_artifacts_are_reported_not_linked(bundle, tmp_path):
     assert "`images/dendrogram.png` was not written" in (tmp_path / "buckets.md").read_text()
     for target in links_of(tmp_path / "index.html"):
         assert (tmp_path / target).is_file()
+
+
+# ------------------------------------------------------------------------------------------------
+# the index's first screen and the banners
+# ------------------------------------------------------------------------------------------------
+
+TOURNAMENT_REPORTS = ("engine_comparison_report.md", "backtest_comparison.md", "alpha_isolation_audit.md",
+                      "slippage_decay_audit.md", "index.md")
+OTHER_REPORTS = ("selection_audit.md", "weights.md", "regime.md", "buckets.md")
+
+
+def decision_rows(text: str) -> dict[str, str]:
+    table = section_table(text, "Decision")
+    return dict(zip(table["item"], table["value"], strict=True))
+
+
+@pytest.fixture(scope="module")
+def bannered(tmp_path_factory):
+    """Synthetic data with point-in-time off, QuantStats for the production engine only."""
+    out = tmp_path_factory.mktemp("bannered")
+    inputs = make_report_inputs(out, source_kind="synthetic", pit_fidelity=False, quantstats_html=True, top_engines=0)
+    return inputs, out, build_reports(inputs, out)
+
+
+def test_synthetic_banner_on_every_report_look_ahead_warning_on_every_tournament_report(bannered):
+    _, out, written = bannered
+    sheets = [p.relative_to(out).as_posix() for p in written if p.parent.name == "tearsheets"]
+    assert sorted(sheets) == ["tearsheets/inverse_vol__idealized.html", "tearsheets/inverse_vol__idealized.md",
+                              "tearsheets/inverse_vol__realized.html", "tearsheets/inverse_vol__realized.md"]
+    for name in (*TOURNAMENT_REPORTS, *OTHER_REPORTS, *(s for s in sheets if s.endswith(".md"))):
+        lines = (out / name).read_text().split("\n\n")
+        assert lines[0].startswith("# ") and lines[1].startswith("> **SYNTHETIC DATA.**"), name
+        warned = any(block.startswith("> **WARNING: look-ahead.** `feat_pit_fidelity` is off") for block in lines)
+        assert warned == (name in TOURNAMENT_REPORTS or name.startswith("tearsheets/")), name
+    index_html = (out / "index.html").read_text()
+    assert '<blockquote class="warn"><p><strong>WARNING: look-ahead.</strong>' in index_html
+    assert "<blockquote><p><strong>SYNTHETIC DATA.</strong>" in index_html
+    for page in (s for s in sheets if s.endswith(".html")):
+        html = (out / page).read_text()
+        body = html.split("<body", 1)[1]
+        assert body.index("SYNTHETIC DATA.") < body.index("<h1") and "WARNING: look-ahead." in body, page
+        assert "\ufe6a" not in html and "CAGR%" in html, page  # QuantStats' "CAGR﹪" glyph replaced
+    assert decision_rows((out / "index.md").read_text())["Data"] == (
+        "**SYNTHETIC** (embedded generated market); baseline AMEX:SPY; **look-ahead tournament**")
+
+
+def test_no_banner_on_real_point_in_time_data(bundle, tmp_path):
+    inputs, _, _ = bundle
+    written = build_reports(dataclasses.replace(inputs, source_kind="files"), tmp_path)
+    for path in written:
+        if path.suffix == ".md":
+            text = path.read_text()
+            assert "SYNTHETIC" not in text and "WARNING: look-ahead" not in text, path.name
+    assert decision_rows((tmp_path / "index.md").read_text())["Data"] == (
+        "`files` source; baseline AMEX:SPY; point-in-time tournament")
+
+
+def test_decision_rank_against_engines_and_market_by_hand(bundle):
+    inputs, out, _ = bundle
+    rows = decision_rows((out / "index.md").read_text())
+    real = inputs.summary[inputs.summary["simulator"] == "realized"].sort_values("sharpe", ascending=False)
+    order = list(real["engine"])
+    assert rows["Rank (realized, by Sharpe)"] == (
+        f"{order.index(PRODUCTION) + 1} of {len(order)} engines (market hold {BASELINE}: "
+        f"{order.index('market') + 1} of {len(order)})")
+    prod, market = row_of(inputs.summary, PRODUCTION, "realized"), row_of(inputs.summary, "market", "realized")
+    assert rows["Against the market (annualized)"].startswith(
+        f"CAGR {prod['cagr']:.2%} vs {market['cagr']:.2%} ({(prod['cagr'] - market['cagr']) * 100:+.2f} points/yr)")
+    assert rows["Production engine"] == f"**{PRODUCTION}**: weights from its own rules; 12 position(s)"
+    assert rows["Flags"] == "none"
+
+
+def test_flags_name_a_fallback_today_relaxed_caps_and_over_trading(bundle, tmp_path):
+    inputs, _, _ = bundle
+    weights = inputs.weights.copy()
+    weights["is_production"] = weights["engine"] == "churn"
+    weights.loc[weights["engine"] == "churn", "engine_used"] = "equal_weight"
+    diagnostics = pd.DataFrame({"engine": ["churn"], "engine_used": ["equal_weight"],
+                                "fallbacks": ["churn -> equal_weight: solver failed"],
+                                "relaxations": ["max_weight 0.25 -> 0.5 (2 symbols)"]})
+    changed = dataclasses.replace(inputs, production_engine="churn", weights=weights, diagnostics=diagnostics)
+    build_reports(changed, tmp_path)
+    rows = decision_rows((tmp_path / "index.md").read_text())
+    turnover = slippage_decay_table(inputs.summary).set_index("engine").at["churn", "annual_turnover"]
+    assert rows["Flags"] == (
+        "**FALLBACK TODAY: today's weights come from equal_weight, not churn (churn -> equal_weight: solver failed)**; "
+        "**RELAXED CAPS TODAY: max_weight 0.25 -> 0.5 (2 symbols)**; "
+        f"**OVER-TRADING: turnover {turnover:.1f}x/yr > 6x**")
+    assert rows["Production engine"] == "**churn**: **fell back: today's weights come from equal_weight**; 1 position(s)"
+
+
+def test_proposed_orders_and_changes_since_the_previous_session_by_hand(bundle, tmp_path):
+    inputs, _, _ = bundle
+    prod = inputs.weights[inputs.weights["is_production"]].set_index("symbol")["net_weight"]
+    a, b, c = sorted(prod.index)[:3]
+    # The book: a at its target + 0.4% (dust), b missing (opened), an old position to close.
+    book = pd.DataFrame({"symbol": [a, "NASDAQ:OLD", *[s for s in prod.index if s not in (a, b)]],
+                         "direction": "long",
+                         "net_weight": [prod[a] + 0.004, 0.07, *[prod[s] for s in prod.index if s not in (a, b)]]})
+    book.loc[book["symbol"].isin(prod.index), "direction"] = [
+        inputs.weights.set_index(["engine", "symbol"]).at[(PRODUCTION, s), "direction"]
+        for s in book.loc[book["symbol"].isin(prod.index), "symbol"]]
+    # Yesterday's target: c 2 points lower, b absent, and a symbol dropped today.
+    previous = inputs.weights[inputs.weights["is_production"]].copy()
+    previous = previous[previous["symbol"] != b]
+    previous.loc[previous["symbol"] == c, "net_weight"] -= 0.02
+    previous = pd.concat([previous, previous.iloc[:1].assign(symbol="NYSE:GONE", net_weight=0.03)], ignore_index=True)
+    build_reports(dataclasses.replace(inputs, holdings=book, previous_weights=previous,
+                                      previous_partition="2024-11-27"), tmp_path)
+    text = (tmp_path / "index.md").read_text()
+    orders = section_table(text, "Today's proposed orders").set_index("symbol")
+    assert sorted(orders.index) == sorted([b, "NASDAQ:OLD"])  # a is dust (HOLD), the rest at target
+    assert orders.loc[b, ["side", "size (% NAV)", "from (net % NAV)", "reason"]].tolist() == [
+        "BUY" if prod[b] > 0 else "SELL", f"{abs(prod[b]):.2%}", "0.00%", "open"]
+    assert orders.loc["NASDAQ:OLD", ["side", "size (% NAV)", "to (net % NAV)", "reason"]].tolist() == [
+        "SELL", "7.00%", "0.00%", "close"]
+    block = text.split("## Today's proposed orders", 1)[1].split("\n## ", 1)[0]
+    n = len(set(prod.index) | {"NASDAQ:OLD"})
+    assert f"BUY {int(prod[b] > 0)}, SELL {1 + int(prod[b] < 0)}, HOLD {n - 2}; gross traded " \
+           f"{abs(prod[b]) + 0.07:.2%} of NAV" in block
+    assert "1 change(s) under 1% of NAV are held as dust" in block
+    changes = section_table(text, "Change since the previous session").set_index("symbol")
+    assert changes.loc[b, "what"] == "added" and changes.loc["NYSE:GONE", "what"] == "removed"
+    assert changes.loc[c, ["what", "change (% NAV)"]].tolist() == ["up", "2.00%"]
+    assert "Production target against 2024-11-27: added 1, removed 1, up 1, down 0, unchanged " \
+           f"{len(prod) - 2}; one-way change {(abs(prod[b]) + 0.03 + 0.02) / 2:.2%} of NAV." in text

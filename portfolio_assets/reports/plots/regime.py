@@ -104,8 +104,9 @@ def plot_regime(
     the rules use; ``vol_pct``, ``turbulence_pct`` and ``dwt_hf_share`` (with its white-noise
     expectation and threshold).
 
-    ``baseline`` holds prices or simple returns (``kind``, see :func:`_price`); ``log_scale`` puts
-    the price on a log axis. Returns ``path``.
+    ``baseline`` holds prices or simple returns (``kind``, see :func:`_price`); a named series is
+    labelled with its name (the baseline's symbol); ``log_scale`` puts the price on a log axis.
+    Returns ``path``.
     """
     import matplotlib.style
 
@@ -114,7 +115,8 @@ def plot_regime(
     with matplotlib.style.context("default"):
         fig, (ax_price, ax_vol, ax_feat) = _figure(8.5, 3, [3, 2, 2])
         _shade(ax_price, frame)
-        ax_price.plot(price.index, price.to_numpy(), color="black", linewidth=1.0, label="baseline")
+        name = f"baseline {baseline.name}" if isinstance(baseline.name, str) and baseline.name else "baseline"
+        ax_price.plot(price.index, price.to_numpy(), color="black", linewidth=1.0, label=name)
         if log_scale:
             _log_axis(ax_price)
         ax_price.set_ylabel("cumulative price")
