@@ -305,3 +305,41 @@ def quantstats_tearsheet(
         for num in set(plt.get_fignums()) - open_before:
             plt.close(num)
     return path
+
+
+def _render_one(job: Mapping[str, object]) -> str:
+    """One QuantStats page (a pool task: plain arguments, the written path back)."""
+    return str(quantstats_tearsheet(job["returns"], job["benchmark"], Path(str(job["path"])),  # type: ignore[arg-type]
+                                    title=str(job["title"]), strategy_title=str(job["strategy_title"]),
+                                    benchmark_title=str(job["benchmark_title"])))
+
+
+def tearsheet_processes(n_jobs: int) -> int:
+    """Processes to render `n_jobs` QuantStats pages with: one per usable core, at most one per
+    page; 1 (this process) inside a daemonic process (a celery pool worker), which may not start
+    children."""
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(n_jobs, cores))
+
+
+def render_quantstats(jobs: Sequence[Mapping[str, object]], processes: int | None = None) -> list[Path]:
+    """Write every QuantStats page of `jobs` (the keyword arguments of `quantstats_tearsheet`, plus
+    `returns`, `benchmark` and `path`); returns the paths in the order of `jobs`.
+
+    QuantStats' matplotlib rendering is most of a report's time and one page does not depend on
+    another, so the pages are spread over `processes` (default `tearsheet_processes`) spawned
+    processes (pyplot is not thread-safe; spawn inherits no locks or threads from the run). Each
+    page is the same function on the same data as in this process. An error in any page is raised
+    here, naming nothing less than QuantStats' own exception."""
+    n = tearsheet_processes(len(jobs)) if processes is None else max(1, min(processes, len(jobs)))
+    if n <= 1:
+        return [Path(_render_one(job)) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return [Path(p) for p in pool.map(_render_one, jobs)]
