@@ -1,7 +1,7 @@
 """QuantStats pages rendered over several processes are the pages one process writes.
 
 `reports.tearsheet.render_quantstats` spreads the HTML tear-sheets (most of a report's time) over
-spawned processes. Each page must be byte-identical to the page the same job writes in this
+child interpreters. Each page must be byte-identical to the page the same job writes in this
 process (up to matplotlib's per-render SVG date and id salt), come back in the order of the jobs, and an error in one page must reach the caller.
 """
 
@@ -49,8 +49,10 @@ def test_pages_from_two_processes_equal_the_pages_of_one(tmp_path):
 def test_an_error_in_one_page_reaches_the_caller(tmp_path):
     jobs = _jobs(tmp_path, 2)
     jobs[1]["returns"] = jobs[1]["returns"].iloc[:0]  # empty: quantstats_tearsheet refuses it
-    with pytest.raises(ValueError, match="returns of 'engine1' are empty: no tear-sheet"):
+    with pytest.raises(RuntimeError, match=r"tear-sheet process 2/2 exited 1: .*"
+                                           r"ValueError: returns of 'engine1' are empty: no tear-sheet"):
         render_quantstats(jobs, processes=2)
+    assert (tmp_path / "engine0.html").stat().st_size > 50_000  # the other process's page is written
 
 
 def test_process_count_is_bounded_by_pages_and_cores():
