@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 PROFILE ?= demo
 
-.PHONY: install run test lint bench audit recover ui clean
+.PHONY: install run test lint bench audit recover ui clean redis celery-worker
 
 install: $(STAMP)
 
@@ -39,6 +39,19 @@ recover: install
 
 ui: install
 	$(BIN)/portfolio-assets ui
+
+# Scale-out with `executor.kind: celery` (docs/deployment.md): a Redis broker, then workers.
+REDIS_PORT ?= 6379
+BROKER ?= redis://127.0.0.1:$(REDIS_PORT)/0
+CELERY_CONCURRENCY ?= 1
+
+redis:
+	redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --daemonize yes --save '' --appendonly no
+
+celery-worker: install
+	mkdir -p $(DAGSTER_HOME)
+	printf 'execution:\n  config:\n    broker: "%s"\n    backend: "%s"\n' '$(BROKER)' '$(BROKER)' > $(DAGSTER_HOME)/celery.yaml
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster-celery worker start -A dagster_celery.app -y $(DAGSTER_HOME)/celery.yaml -- --concurrency=$(CELERY_CONCURRENCY)
 
 clean:
 	rm -rf lakehouse/*/ .dagster_home

@@ -20,8 +20,9 @@ One table, sections:
   limited to one thread (threadpoolctl): small matrices can lose to thread hand-offs.
 - `backfill`: 20 consecutive trading dates of the `development` profile through
   `dagster.materialize` (in-process executor), and `executors`: the whole demo graph once through
-  Dagster, then only the `tournament` asset on the stored upstream with the in_process,
-  multiprocess and dask executors. Both are skipped with `--quick`.
+  Dagster, then only the `tournament` asset on the stored upstream with the in_process and
+  multiprocess executors, and celery when `redis-server` is installed (a broker and two
+  `dagster-celery` workers started for the row). Both are skipped with `--quick`.
 
 Memory (`peak MB`): the peak resident set size above the stage's starting RSS. It is exact when
 the stage raised the process's high-water mark (`resource.getrusage(...).ru_maxrss`), otherwise
@@ -823,7 +824,7 @@ def materialize_partition(partition: str, instance: Any, selection: Any = None) 
 
 
 def persistent_instance(home: Path) -> Any:
-    """An on-disk (SQLite) instance under `home`: step processes and dask workers must reach the
+    """An on-disk (SQLite) instance under `home`: step processes and celery workers must reach the
     run's storage, which an ephemeral in-memory instance cannot offer."""
     from dagster import DagsterInstance
 
@@ -839,9 +840,9 @@ def tournament_only_job(kind: str, n_workers: int = 2) -> Any:
     from portfolio_assets.assets.common import PARTITIONS
     from portfolio_assets.definitions import defs
     from portfolio_assets.jobs import executor_for
-    from portfolio_assets.manifest import DaskConfig, ExecutorConfig
+    from portfolio_assets.manifest import ExecutorConfig
 
-    cfg = ExecutorConfig(kind=kind, max_concurrent=n_workers, dask=DaskConfig(n_workers=n_workers))
+    cfg = ExecutorConfig(kind=kind, max_concurrent=n_workers, celery=PortfolioSettings().resolved().config.executor.celery)
     job = define_asset_job(f"tournament_{kind}", selection=AssetSelection.assets("tournament").required_multi_asset_neighbors(),
                            partitions_def=PARTITIONS, executor_def=executor_for(cfg))
     local = Definitions(assets=list(defs.assets), asset_checks=list(defs.asset_checks), resources=defs.resources,
@@ -857,12 +858,12 @@ def tournament_job_multiprocess() -> Any:
     return tournament_only_job("multiprocess")
 
 
-def tournament_job_dask() -> Any:
-    return tournament_only_job("dask")
+def tournament_job_celery() -> Any:
+    return tournament_only_job("celery")
 
 
 TOURNAMENT_JOBS = {"in_process": tournament_job_in_process, "multiprocess": tournament_job_multiprocess,
-                   "dask": tournament_job_dask}
+                   "celery": tournament_job_celery}
 
 
 def run_tournament_only(kind: str, partition: str, instance: Any) -> Any:
@@ -941,15 +942,43 @@ def executor_section(rec: Recorder, date: dt.date, root: Path, profile: str = "d
             row.note = "ok, incl. QuantStats HTML + images + ledger" if result.success else f"FAILED {run_error(result)}"
         if not result.success:
             return
-        for kind in ("in_process", "multiprocess", "dask"):
+        for kind in ("in_process", "multiprocess"):
             with rec.stage("executors", f"tournament asset only, {kind} executor", profile) as row:
                 try:
                     res = run_tournament_only(kind, partition, instance)
                     row.note = ("ok" if res.success else f"FAILED {run_error(res)}") + (
-                        "; incl. local cluster start" if kind == "dask" else
                         "; step subprocesses" if kind == "multiprocess" else "")
                 except Exception as exc:  # report why an executor cannot run here, keep benchmarking
                     row.note = f"ERROR {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        celery_rows(rec, partition, instance, root, profile)
+
+
+def celery_rows(rec: Recorder, partition: str, instance: Any, root: Path, profile: str) -> None:
+    """The tournament asset on two dagster-celery workers through a Redis broker started here:
+    broker + workers start-up in one row, the run alone in the next."""
+    from portfolio_assets.celery_local import celery_workers, free_port, local_redis, redis_server_path
+
+    if redis_server_path() is None:
+        rec.add(Row("executors", "tournament asset only, celery executor (2 workers)", profile,
+                    note="skipped: redis-server is not installed"))
+        return
+    port = free_port()
+    with environment(PA_EXECUTOR__CELERY__BROKER=f'"redis://127.0.0.1:{port}/0"', DAGSTER_HOME=str(root / "dagster_home")), \
+            contextlib.ExitStack() as stack:
+        with rec.stage("executors", "celery: start redis-server + 2 dagster-celery workers", profile) as row:
+            try:
+                broker = stack.enter_context(local_redis(root / "redis", port))
+                stack.enter_context(celery_workers(broker, 2, root / "celery_workers"))
+                row.note = "ok (until both workers answer a ping)"
+            except Exception as exc:
+                row.note = f"ERROR {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                return
+        with rec.stage("executors", "tournament asset only, celery executor (2 workers)", profile) as row:
+            try:
+                res = run_tournament_only("celery", partition, instance)
+                row.note = ("ok" if res.success else f"FAILED {run_error(res)}") + "; Redis broker, steps in workers"
+            except Exception as exc:
+                row.note = f"ERROR {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -1013,7 +1042,7 @@ def run_bench(plan: BenchPlan, root: Path, echo: bool = True) -> list[Row]:
             executor_section(rec, date, root)
         else:
             rec.add(Row("backfill", f"development, {BACKFILL_DATES} dates (materialize)", note="skipped (--quick)"))
-            rec.add(Row("executors", "tournament: in_process vs multiprocess vs dask", note="skipped (--quick)"))
+            rec.add(Row("executors", "tournament: in_process vs multiprocess vs celery", note="skipped (--quick)"))
     return rec.rows
 
 

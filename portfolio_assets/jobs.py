@@ -23,17 +23,14 @@ GATE_ASSETS = ("history_500d", "target_weights", "audit_ledger")
 
 
 def executor_for(cfg: ExecutorConfig) -> ExecutorDefinition:
-    """in_process (default: fastest on 2 cores), multiprocess (both cores), or dask."""
+    """in_process (default: fastest on 2 cores), multiprocess (both cores), or celery (dagster-celery
+    workers on one or several hosts, through the Redis broker of `executor.celery`)."""
     if cfg.kind == "in_process":
         return in_process_executor
-    if cfg.kind == "dask":
-        from portfolio_assets.dask_executor import dask_step_executor
+    if cfg.kind == "celery":
+        from dagster_celery import celery_executor
 
-        return dask_step_executor.configured({
-            "scheduler_address": cfg.dask.scheduler_address or "",
-            "n_workers": cfg.dask.n_workers,
-            "threads_per_worker": cfg.dask.threads_per_worker,
-        })
+        return celery_executor.configured({"broker": cfg.celery.broker, "backend": cfg.celery.result_backend})
     # forkserver with the code location preloaded: each step process forks from a warm server
     # instead of re-importing dagster, pandas and the definitions (seconds per step otherwise).
     return multiprocess_executor.configured({

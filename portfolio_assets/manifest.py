@@ -433,19 +433,30 @@ class AlertsConfig(_Section):
     on_warn: bool = True
 
 
-class DaskConfig(_Section):
-    scheduler_address: str | None = Field(None, pattern=r"^[a-z][a-z0-9+.-]*://\S+$", max_length=500)
-    n_workers: int = Field(2, ge=1, le=1024)
-    threads_per_worker: int = Field(1, ge=1, le=256)
+class CeleryConfig(_Section):
+    """`executor.kind: celery` (dagster-celery): the Redis broker the run submits steps to and the
+    workers (`dagster-celery worker start`) listen on; results go back through `backend` (the
+    broker's Redis when unset). docs/deployment.md has the commands."""
+
+    broker: str = Field("redis://127.0.0.1:6379/0", pattern=r"^rediss?://\S+$", max_length=500,
+                        description="Redis URL of the Celery broker")
+    backend: str | None = Field(None, pattern=r"^rediss?://\S+$", max_length=500,
+                                description="Redis URL of the Celery result backend (default: the broker)")
+
+    @property
+    def result_backend(self) -> str:
+        return self.backend or self.broker
 
 
 class ExecutorConfig(_Section):
     """Where the steps of one run execute. In-process is the default: on a 2-core machine it
-    measured 25 s for the demo graph against 68-76 s multiprocess (step start-up dominates)."""
+    measured 25 s for the demo graph against 68-76 s multiprocess (step start-up dominates).
+    `celery` submits each step to dagster-celery workers through a Redis broker (one host or many)."""
 
-    kind: Literal["multiprocess", "in_process", "dask"] = "in_process"
-    max_concurrent: int = Field(2, ge=1, le=256, description="parallel step processes (multiprocess) or tournament batches")
-    dask: DaskConfig = Field(default_factory=DaskConfig)
+    kind: Literal["multiprocess", "in_process", "celery"] = "in_process"
+    max_concurrent: int = Field(2, ge=1, le=256,
+                                description="parallel step processes (multiprocess) or tournament batches (multiprocess, celery)")
+    celery: CeleryConfig = Field(default_factory=CeleryConfig)
 
 
 class CalendarConfig(_Section):

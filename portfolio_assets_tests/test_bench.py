@@ -21,7 +21,10 @@ HISTORY = 200  # a shorter development history: 4 walk-forward windows instead o
 def rows(tmp_path_factory) -> list[B.Row]:
     plan = B.BenchPlan(profile="development", date=dt.date(2026, 11, 25), scales=TINY, dagster=False,
                        hrp_shape=(40, 120), hrp_repeat=3)
-    with B.environment(PA_PROFILE="development", PA_DATA__LOOKBACK_HISTORY=str(HISTORY), PA_DATA__MIN_DAYS_FLOOR="150"):
+    # train 120 (development's own) so that every profile the bench resolves (the reference rows use
+    # demo's) fits train + test in the shorter history: resolution refuses it otherwise.
+    with B.environment(PA_PROFILE="development", PA_DATA__LOOKBACK_HISTORY=str(HISTORY), PA_DATA__MIN_DAYS_FLOOR="150",
+                       PA_BACKTEST__TRAIN="120"):
         return B.run_bench(plan, tmp_path_factory.mktemp("bench"), echo=False)
 
 

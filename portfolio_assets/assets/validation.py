@@ -3,8 +3,8 @@
     tournament_plan ──DynamicOut(batch)──> tournament_engines (one step per batch, in parallel)
           └──── contexts, streams ───────────────┴──> tournament_collect -> the five `tournament*` assets
 
-Engines are batched round-robin, one batch per parallel worker (`executor.max_concurrent`, or the
-dask cluster's workers): the multiprocess executor runs the batches on both cores; in-process (the
+Engines are batched round-robin, one batch per parallel worker (`executor.max_concurrent`): the
+multiprocess executor runs the batches on both cores, celery on the workers; in-process (the
 default) they run one after the other. Values between the ops travel as Parquet in the lakehouse
 (never pickle), so every worker reads them from shared storage.
 """
@@ -62,7 +62,7 @@ def engine_batches(cfg: Config) -> list[list[str]]:
     """Engines split round-robin into one batch per parallel worker: one step process per core
     instead of one per engine (each step process costs seconds of start-up)."""
     ex = cfg.executor
-    n = 1 if ex.kind == "in_process" else ex.dask.n_workers if ex.kind == "dask" else ex.max_concurrent
+    n = 1 if ex.kind == "in_process" else ex.max_concurrent
     engines = list(cfg.optimization.engines)
     n = max(1, min(n, len(engines)))
     return [engines[i::n] for i in range(n)]

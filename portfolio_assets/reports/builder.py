@@ -41,7 +41,7 @@ from portfolio_assets.reports.markdown import (
     md_table,
     tidy_cells,
 )
-from portfolio_assets.reports.tearsheet import METRIC_FORMATS, quantstats_tearsheet, tearsheet_markdown
+from portfolio_assets.reports.tearsheet import METRIC_FORMATS, render_quantstats, tearsheet_markdown
 from portfolio_assets.symbols import validate_symbol
 
 REALIZED = "realized"
@@ -742,19 +742,19 @@ def _equity_curves_png(inputs: ReportInputs, simulator: str) -> bytes:
 
 def _write_tearsheets(inputs: ReportInputs, bundle: _Bundle) -> list[tuple[str, str]]:
     targets = tearsheet_targets(inputs.summary, inputs.production_engine, inputs.top_engines)
+    if inputs.quantstats_html:  # the HTML pages in parallel (most of a report's time), then the Markdown
+        bundle.written.extend(render_quantstats([
+            {"returns": inputs.series(engine, simulator), "benchmark": inputs.series(inputs.benchmark_engine, simulator),
+             "path": bundle.root / tearsheet_name(engine, simulator, "html"),
+             "title": f"{engine} ({simulator}) vs {inputs.baseline}, {inputs.partition}",
+             "strategy_title": engine, "benchmark_title": inputs.baseline,
+             "banner_html": _banners_html(inputs, True)}
+            for engine, simulator in targets]))
     for engine, simulator in targets:
         strat = inputs.series(engine, simulator)
         bench = inputs.series(inputs.benchmark_engine, simulator)
         srow, brow = inputs.row(engine, simulator), inputs.row(inputs.benchmark_engine, simulator)
         html_rel = tearsheet_name(engine, simulator, "html")
-        if inputs.quantstats_html:
-            quantstats_tearsheet(
-                strat, bench, bundle.root / html_rel,
-                title=f"{engine} ({simulator}) vs {inputs.baseline}, {inputs.partition}",
-                strategy_title=engine, benchmark_title=inputs.baseline,
-                banner_html=_banners_html(inputs, True),
-            )
-            bundle.written.append(bundle.root / html_rel)
         win = inputs.windows[(inputs.windows["engine"] == engine) & (inputs.windows["simulator"] == simulator)]
         text = tearsheet_markdown(
             engine=engine, simulator=simulator, partition=inputs.partition, returns=strat, benchmark=bench,

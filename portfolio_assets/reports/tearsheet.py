@@ -314,3 +314,86 @@ def quantstats_tearsheet(
         for num in set(plt.get_fignums()) - open_before:
             plt.close(num)
     return path
+
+
+def _render_one(job: Mapping[str, object]) -> str:
+    """One QuantStats page from one job; the written path."""
+    return str(quantstats_tearsheet(job["returns"], job["benchmark"], Path(str(job["path"])),  # type: ignore[arg-type]
+                                    title=str(job["title"]), strategy_title=str(job["strategy_title"]),
+                                    benchmark_title=str(job["benchmark_title"]),
+                                    banner_html=str(job.get("banner_html") or "")))
+
+
+def tearsheet_processes(n_jobs: int) -> int:
+    """Processes to render `n_jobs` QuantStats pages with: one per usable core, at most one per
+    page."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(n_jobs, cores))
+
+
+_SERIES_KEYS = ("returns", "benchmark")
+_TEXT_KEYS = ("path", "title", "strategy_title", "benchmark_title", "banner_html")
+
+
+def render_quantstats(jobs: Sequence[Mapping[str, object]], processes: int | None = None) -> list[Path]:
+    """Write every QuantStats page of `jobs` (the keyword arguments of `quantstats_tearsheet`, plus
+    `returns`, `benchmark` and `path`); returns the paths in the order of `jobs`.
+
+    QuantStats' matplotlib rendering is most of a report's time and one page does not depend on
+    another, so the pages are split round-robin over `processes` (default `tearsheet_processes`)
+    child interpreters, `python -m portfolio_assets.reports.tearsheet SPEC`: each child reads its
+    jobs' series from Parquet files and runs the same `quantstats_tearsheet`. Fresh interpreters,
+    not `multiprocessing`: no fork of a threaded Dagster process (pyplot is not thread-safe
+    either), no re-import of the caller's `__main__`, and they work inside a daemonic celery pool
+    worker. A child that fails raises here with the end of its error output."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    n = tearsheet_processes(len(jobs)) if processes is None else max(1, min(processes, len(jobs)))
+    if n <= 1:
+        return [Path(_render_one(job)) for job in jobs]
+    with tempfile.TemporaryDirectory(prefix="pa-tearsheets-") as tmp:
+        work = Path(tmp)
+        children = []
+        for k in range(n):
+            specs = []
+            for i in range(k, len(jobs), n):
+                spec = {key: str(jobs[i].get(key) or "") for key in _TEXT_KEYS}
+                for key in _SERIES_KEYS:
+                    file = work / f"{i}_{key}.parquet"
+                    _series(jobs[i][key], key).to_frame("value").to_parquet(file)  # type: ignore[arg-type]
+                    spec[key] = str(file)
+                specs.append(spec)
+            (work / f"spec_{k}.json").write_text(json.dumps(specs))
+            log = (work / f"child_{k}.log").open("wb")
+            children.append((subprocess.Popen([sys.executable, "-m", "portfolio_assets.reports.tearsheet",
+                                               str(work / f"spec_{k}.json")], stdout=log, stderr=log), log, k))
+        failures = []
+        for proc, log, k in children:
+            code = proc.wait()
+            log.close()
+            if code != 0:
+                tail = (work / f"child_{k}.log").read_text(errors="replace").strip().splitlines()[-3:]
+                failures.append(f"tear-sheet process {k + 1}/{n} exited {code}: " + " | ".join(tail))
+        if failures:
+            raise RuntimeError("; ".join(failures))
+    return [Path(str(job["path"])) for job in jobs]
+
+
+def _render_spec(spec_path: str) -> None:
+    """Child side of `render_quantstats`: render every job of one spec file, in order."""
+    import json
+
+    for spec in json.loads(Path(spec_path).read_text()):
+        job = {key: spec[key] for key in _TEXT_KEYS}
+        for key in _SERIES_KEYS:
+            job[key] = pd.read_parquet(spec[key])["value"]
+        _render_one(job)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _render_spec(sys.argv[1])

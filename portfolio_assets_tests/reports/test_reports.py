@@ -300,6 +300,8 @@ def offline_bundle(tmp_path_factory):
     attempts: list = []
     with pytest.MonkeyPatch.context() as mp:
         _block_network(mp, attempts)
+        # the block lives in this process: render the QuantStats pages here, not in spawned workers
+        mp.setattr("portfolio_assets.reports.tearsheet.tearsheet_processes", lambda n: 1)
         with pytest.raises(OSError, match="network blocked"):  # the block is really in place
             socket.create_connection(("example.com", 443), timeout=1)
         with socket.socket() as sock, pytest.raises(OSError, match="network blocked"):
