@@ -914,12 +914,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
+    """Re-run history recovery and the health gate, then everything downstream of them up to the
+    orders, so the re-sealed ledger covers the recovered history (`executions` is only ever written
+    by `accept`). A failed gate stops the run there and leaves implementation refused."""
     resolved = _setup_env(args)
     partition = _partition_date(args.date)
     check_preconditions(resolved)
+    keys = [k for k in selection_keys("history_500d*") if k.to_user_string() != "executions"]
     with partition_lock([partition], f"recover --date {partition}"):
-        result = execute(partition, selection_keys("history_500d"), {"portfolio_assets/recover": "true"})
-        return summarize_run(result, partition)
+        code = summarize_run(execute(partition, keys, {"portfolio_assets/recover": "true"}), partition)
+    problems = clearance(partition)
+    print("implementation: " + ("cleared (every gate passed; ledger verified, sealed and anchored)" if not problems
+                                else "REFUSED: " + "; ".join(problems)))
+    return code
 
 
 def cmd_accept(args: argparse.Namespace) -> int:
