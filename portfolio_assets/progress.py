@@ -8,6 +8,7 @@ terminal), so progress appears live without polling the event log.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -41,10 +42,40 @@ class Progress:
             self.say(f"{PROGRESS_PREFIX}{self.label}: {self.done}/{self.total} {self.unit}" + (f" ({note})" if note else ""))
 
 
-_T0 = time.time()
+BAR_WIDTH = 24
+_COUNT_RE = re.compile(r"^(?P<label>.+): (?P<done>\d+)/(?P<total>\d+) (?P<rest>.+)$")
+
+
+def progress_bar(text: str, width: int = BAR_WIDTH) -> str:
+    """`LABEL: DONE/TOTAL UNIT` as `LABEL [#####.....] DONE/TOTAL UNIT` (the terminal form of a
+    progress line); text that is not a count is returned as it is."""
+    m = _COUNT_RE.match(text)
+    if m is None:
+        return text
+    done, total = int(m["done"]), int(m["total"])
+    filled = width if total == 0 else min(width, done * width // total)
+    return f"{m['label']} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {m['rest']}"
 
 
 class _ProgressHandler(logging.Handler):
+    """Writes the CLI's lines to standard output. On a terminal a step's progress is one bar redrawn
+    in place (carriage return) until its count is complete or another line is written; otherwise
+    (a pipe, a CI log) every progress message is a plain line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bar_open = False
+
+    def _write(self, line: str, *, bar: bool = False, complete: bool = True) -> None:
+        out = sys.stdout
+        if bar:  # redraw in place; end the line only when the count is complete
+            out.write(f"\r\x1b[K{line}" + ("\n" if complete else ""))
+            self._bar_open = not complete
+        else:
+            out.write(("\n" if self._bar_open else "") + line + "\n")
+            self._bar_open = False
+        out.flush()
+
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", {})
         event = meta.get("dagster_event")
@@ -52,8 +83,14 @@ class _ProgressHandler(logging.Handler):
             message = str(meta.get("orig_message") or "")
             if message.startswith(PROGRESS_PREFIX):
                 step = meta.get("step_key") or ""
-                sys.stdout.write(f"  [{time.strftime('%H:%M:%S')}] {step}: {message[len(PROGRESS_PREFIX):]}\n")
-                sys.stdout.flush()
+                text = message[len(PROGRESS_PREFIX):]
+                prefix = f"  [{time.strftime('%H:%M:%S')}] {step}: "
+                tty = sys.stdout.isatty()
+                m = _COUNT_RE.match(text)
+                if tty and m is not None:
+                    self._write(prefix + progress_bar(text), bar=True, complete=m["done"] == m["total"])
+                else:
+                    self._write(prefix + text)
             return
         kind = event.event_type_value
         if kind == "ASSET_CHECK_EVALUATION":
@@ -64,8 +101,7 @@ class _ProgressHandler(logging.Handler):
             line = f"{event.step_key}: {'ok' if kind == 'STEP_SUCCESS' else 'FAILED'}"
         else:
             return
-        sys.stdout.write(f"  [{time.strftime('%H:%M:%S')}] {line}\n")
-        sys.stdout.flush()
+        self._write(f"  [{time.strftime('%H:%M:%S')}] {line}")
 
 
 @logger(config_schema=None, description="One line per finished step and check evaluation, on standard output.")

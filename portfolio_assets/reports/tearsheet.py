@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -335,7 +335,8 @@ _SERIES_KEYS = ("returns", "benchmark")
 _TEXT_KEYS = ("path", "title", "strategy_title", "benchmark_title", "banner_html")
 
 
-def render_quantstats(jobs: Sequence[Mapping[str, object]], processes: int | None = None) -> list[Path]:
+def render_quantstats(jobs: Sequence[Mapping[str, object]], processes: int | None = None,
+                      say: Callable[[str], None] | None = None) -> list[Path]:
     """Write every QuantStats page of `jobs` (the keyword arguments of `quantstats_tearsheet`, plus
     `returns`, `benchmark` and `path`); returns the paths in the order of `jobs`.
 
@@ -345,15 +346,26 @@ def render_quantstats(jobs: Sequence[Mapping[str, object]], processes: int | Non
     jobs' series from Parquet files and runs the same `quantstats_tearsheet`. Fresh interpreters,
     not `multiprocessing`: no fork of a threaded Dagster process (pyplot is not thread-safe
     either), no re-import of the caller's `__main__`, and they work inside a daemonic celery pool
-    worker. A child that fails raises here with the end of its error output."""
+    worker. A child that fails raises here with the end of its error output. `say` (a step's
+    `context.log.info`) gets progress lines, "QuantStats pages: 3/8 pages written", counted from
+    the pages the children have written."""
     import json
     import subprocess
     import sys
     import tempfile
+    import time
 
+    from portfolio_assets.progress import Progress
+
+    progress = Progress(say, "QuantStats", len(jobs), "pages written")
     n = tearsheet_processes(len(jobs)) if processes is None else max(1, min(processes, len(jobs)))
     if n <= 1:
-        return [Path(_render_one(job)) for job in jobs]
+        written = []
+        for job in jobs:
+            written.append(Path(_render_one(job)))
+            progress.advance()
+        return written
+    started_ns = time.time_ns()
     with tempfile.TemporaryDirectory(prefix="pa-tearsheets-") as tmp:
         work = Path(tmp)
         children = []
@@ -370,6 +382,13 @@ def render_quantstats(jobs: Sequence[Mapping[str, object]], processes: int | Non
             log = (work / f"child_{k}.log").open("wb")
             children.append((subprocess.Popen([sys.executable, "-m", "portfolio_assets.reports.tearsheet",
                                                str(work / f"spec_{k}.json")], stdout=log, stderr=log), log, k))
+        pending = [Path(str(job["path"])) for job in jobs]
+        while any(proc.poll() is None for proc, _, _ in children):  # count pages as the children write them
+            done = [p for p in pending if _written_since(p, started_ns)]
+            if done:
+                pending = [p for p in pending if p not in done]
+                progress.advance(len(done))
+            time.sleep(0.5)
         failures = []
         for proc, log, k in children:
             code = proc.wait()
@@ -379,7 +398,17 @@ def render_quantstats(jobs: Sequence[Mapping[str, object]], processes: int | Non
                 failures.append(f"tear-sheet process {k + 1}/{n} exited {code}: " + " | ".join(tail))
         if failures:
             raise RuntimeError("; ".join(failures))
+    if pending:  # written in the last half second
+        progress.advance(len(pending))
     return [Path(str(job["path"])) for job in jobs]
+
+
+def _written_since(path: Path, since_ns: int) -> bool:
+    """Whether `path` exists and was (atomically) written at or after `since_ns`."""
+    try:
+        return path.stat().st_mtime_ns >= since_ns
+    except FileNotFoundError:
+        return False
 
 
 def _render_spec(spec_path: str) -> None:
@@ -395,5 +424,17 @@ def _render_spec(spec_path: str) -> None:
 
 if __name__ == "__main__":
     import sys
+    import traceback
 
-    _render_spec(sys.argv[1])
+    # Leave with os._exit after flushing: the pages are already written atomically, and skipping the
+    # interpreter's teardown keeps a library's native thread pool from aborting the exit
+    # ("terminate called without an active exception", seen on a loaded machine) and hiding the code.
+    try:
+        _render_spec(sys.argv[1])
+        code = 0
+    except BaseException:  # noqa: BLE001 - reported on stderr, the parent raises with its end
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

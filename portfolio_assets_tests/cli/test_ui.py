@@ -113,9 +113,9 @@ class UiServer:
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]) if self.log.exists() else ""
 
-    def graphql(self, query: str, timeout: float = 30.0) -> dict[str, Any]:
+    def graphql(self, query: str, variables: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
         req = urllib.request.Request(
-            f"{self.url}/graphql", data=json.dumps({"query": query}).encode(),
+            f"{self.url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
             headers={"Content-Type": "application/json"}, method="POST",
         )
         with NO_PROXY.open(req, timeout=timeout) as resp:
@@ -385,6 +385,78 @@ def test_a_backfill_launched_through_graphql_runs_with_the_daemon(ui_server: UiS
     assert (counts["numPartitionsTargeted"], counts["numPartitionsMaterialized"], counts["numPartitionsFailed"]) == (2, 2, 0)
     lake = ui_server.home.parent / "lakehouse" / "development" / "run" / "run_manifest"
     assert sorted(p.name for p in lake.glob("*.parquet")) == ["2026-11-24.parquet", "2026-11-25.parquet"]
+
+
+RETRY_BACKFILL = """
+mutation Retry($params: ReexecutionParams!) {
+  reexecutePartitionBackfill(reexecutionParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def _launch(server: UiServer, mutation: str, variables: dict[str, Any], field: str) -> str:
+    answer = server.graphql(mutation, variables, timeout=60)[field]
+    assert answer["__typename"] == "LaunchBackfillSuccess", answer
+    return answer["backfillId"]
+
+
+def _finished_backfill(server: UiServer, backfill_id: str) -> dict[str, Any]:
+    """Poll the backfill until the daemon has finished it (no deadline: a backfill that fails ends by itself)."""
+    while True:
+        backfill = server.graphql(BACKFILL_STATUS, {"id": backfill_id}, timeout=60)["partitionBackfillOrError"]
+        if backfill["status"] != "REQUESTED":
+            return backfill
+        time.sleep(2)
+
+
+def _counts(backfill: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+    return {"/".join(c["assetKey"]["path"]): (c["numPartitionsTargeted"], c["numPartitionsMaterialized"],
+                                              c["numPartitionsFailed"])
+            for c in backfill["assetBackfillData"]["assetBackfillStatuses"]}
+
+
+@pytest.mark.ui
+def test_a_failed_backfill_partition_is_retried_from_the_ui(ui_server: UiServer):
+    """The backfills page's "Re-execute failed" (`reexecutePartitionBackfill`, FROM_FAILURE): a
+    partition whose upstream table was unreadable fails; once the upstream is re-materialized, the
+    retry is a new backfill of exactly that partition, and it succeeds."""
+    days = ["2026-11-19", "2026-11-20"]
+    scans = [{"path": [name]} for name in ("run_manifest", "equity_scan", "crypto_scan", "bond_scan", "forex_scan")]
+    upstream = _launch(ui_server, LAUNCH_BACKFILL, {"params": {"partitionNames": days, "assetSelection": scans}},
+                       "launchPartitionBackfill")
+    assert _finished_backfill(ui_server, upstream)["status"] == "COMPLETED_SUCCESS", ui_server.log_tail()
+    lake = ui_server.home.parent / "lakehouse" / "development"
+    (broken,) = lake.glob(f"*/equity_scan/{days[1]}.parquet")
+    broken.write_bytes(b"not a parquet file")  # the damage: the second date's scan is unreadable
+
+    pool = [{"path": ["raw_pool"]}, {"path": ["raw_pool__audit"]}]
+    first = _launch(ui_server, LAUNCH_BACKFILL, {"params": {"partitionNames": days, "assetSelection": pool}},
+                    "launchPartitionBackfill")
+    failed = _finished_backfill(ui_server, first)
+    assert failed["status"] in ("COMPLETED_FAILED", "FAILED"), failed
+    assert _counts(failed)["raw_pool"] == (2, 1, 1), failed
+    (good,) = lake.glob(f"*/raw_pool/{days[0]}.parquet")
+    assert not list(lake.glob(f"*/raw_pool/{days[1]}.parquet"))
+
+    fix = _launch(ui_server, LAUNCH_BACKFILL, {"params": {"partitionNames": [days[1]],
+                                                          "assetSelection": [{"path": ["equity_scan"]}]}},
+                  "launchPartitionBackfill")
+    assert _finished_backfill(ui_server, fix)["status"] == "COMPLETED_SUCCESS", ui_server.log_tail()
+    good_bytes = good.read_bytes()
+
+    retry = _launch(ui_server, RETRY_BACKFILL, {"params": {"parentRunId": first, "strategy": "FROM_FAILURE"}},
+                    "reexecutePartitionBackfill")
+    assert retry != first
+    retried = _finished_backfill(ui_server, retry)
+    assert retried["status"] == "COMPLETED_SUCCESS", f"{retried}\n{ui_server.log_tail()}"
+    assert retried["partitionNames"] == [days[1]], retried  # only the failed partition is run again
+    assert _counts(retried)["raw_pool"] == (1, 1, 0), retried
+    assert [p.name for p in sorted(lake.glob("*/raw_pool/*.parquet"))] == [f"{d}.parquet" for d in days]
+    assert good.read_bytes() == good_bytes  # the partition that had succeeded was not re-materialized
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,8 +34,16 @@ def _jobs(out, n: int) -> list[dict]:
 
 @pytest.mark.slow
 def test_pages_from_two_processes_equal_the_pages_of_one(tmp_path):
-    serial = render_quantstats(_jobs(tmp_path / "one", 3), processes=1)
-    parallel = render_quantstats(_jobs(tmp_path / "two", 3), processes=2)
+    said_one: list[str] = []
+    said_two: list[str] = []
+    serial = render_quantstats(_jobs(tmp_path / "one", 3), processes=1, say=said_one.append)
+    parallel = render_quantstats(_jobs(tmp_path / "two", 3), processes=2, say=said_two.append)
+    # Progress counted from the pages written: the first count and the last always said.
+    assert said_one[0] == "progress QuantStats: 1/3 pages written"
+    for said in (said_one, said_two):
+        assert said[-1] == "progress QuantStats: 3/3 pages written", said
+        counts = [int(line.split(": ")[1].split("/")[0]) for line in said]
+        assert counts == sorted(set(counts)) and all(0 < c <= 3 for c in counts), said
     assert [p.name for p in parallel] == ["engine0.html", "engine1.html", "engine2.html"]  # order of the jobs
     for a, b in zip(serial, parallel, strict=True):
         assert b.parent == tmp_path / "two"
