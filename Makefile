@@ -29,7 +29,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install
-	$(BIN)/portfolio-assets bench
+	$(BIN)/python -m benchmarks
 
 audit: install
 	$(BIN)/portfolio-assets audit --profile $(PROFILE)
