@@ -25,7 +25,7 @@ test: install
 	$(BIN)/python -m pytest -q -ra --durations=10
 
 lint: install
-	$(BIN)/ruff check portfolio_assets portfolio_assets_tests
+	$(BIN)/ruff check portfolio_assets portfolio_assets_tests benchmarks
 	$(BIN)/mypy
 
 bench: install

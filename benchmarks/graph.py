@@ -27,7 +27,12 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.table import Recorder, Row
-from portfolio_assets_tests.graph_helpers import environment, materialize_partition, persistent_instance, run_error
+from portfolio_assets_tests.graph_helpers import (
+    environment,
+    materialize_partition,
+    persistent_instance,
+    run_error,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER_YAML = PROJECT_ROOT / "configs" / "dagster.yaml"

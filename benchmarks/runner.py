@@ -48,6 +48,8 @@ class BenchPlan:
     date: dt.date | None = None
     sections: tuple[str, ...] = SECTIONS
     quick: bool = False
+    scale_sizes: tuple[int, ...] | None = None  # overrides of the sizes below (tests use tiny ones)
+    correlation_n: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.sections) - set(SECTIONS))
@@ -56,10 +58,14 @@ class BenchPlan:
 
     @property
     def scales(self) -> tuple[int, ...]:
+        if self.scale_sizes is not None:
+            return self.scale_sizes
         return QUICK_SCALES if self.quick else FULL_SCALES
 
     @property
     def correlation_sizes(self) -> tuple[int, ...]:
+        if self.correlation_n is not None:
+            return self.correlation_n
         return QUICK_CORRELATION if self.quick else FULL_CORRELATION
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 from portfolio_assets.manifest import PROJECT_ROOT
 
@@ -22,5 +23,5 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "quick", False):
         argv.append("--quick")
     if getattr(args, "markdown", None):
-        argv += ["--markdown", str(args.markdown)]
+        argv += ["--markdown", str(Path(args.markdown).resolve())]  # the child runs in PROJECT_ROOT
     return subprocess.call(argv, cwd=PROJECT_ROOT)

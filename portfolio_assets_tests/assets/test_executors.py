@@ -18,8 +18,13 @@ def stored_upstream(tmp_path_factory):
     from dagster import AssetSelection
 
     from portfolio_assets.assets.validation import UPSTREAM
-    from portfolio_assets_tests.graph_helpers import environment, materialize_partition, persistent_instance, run_error
     from portfolio_assets.lakehouse import Lakehouse
+    from portfolio_assets_tests.graph_helpers import (
+        environment,
+        materialize_partition,
+        persistent_instance,
+        run_error,
+    )
 
     root = tmp_path_factory.mktemp("executors")
     with environment(PA_PROFILE=PROFILE, PA_LAKEHOUSE=str(root / "lake"), PA_CLI_OVERRIDES=None,
