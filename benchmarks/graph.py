@@ -147,9 +147,15 @@ def cli_run_section(rec: Recorder, run: GraphRun, root: Path) -> None:
         rec.add(Row("run", f"CLI run --profile {run.profile} --date {run.partition}", seconds=wall,
                     note=f"FAILED exit {code}: {last_lines(log, 2)}"))
         return
-    with environment(DAGSTER_HOME=str(home)), DagsterInstance.from_config(str(home)) as instance:
+    # The CLI keeps one instance per profile under DAGSTER_HOME (`profiles/<profile>`, see
+    # `cli.dagster_home`); the base itself when it keeps none.
+    instance_dir = home / "profiles" / run.profile
+    instance_dir = instance_dir if (instance_dir / "dagster.yaml").exists() else home
+    with environment(DAGSTER_HOME=str(instance_dir)), DagsterInstance.from_config(str(instance_dir)) as instance:
         runs = instance.get_runs(limit=1)
-        own = step_seconds(instance, runs[0].run_id) if runs else {}
+        if not runs:
+            raise RuntimeError(f"the CLI run succeeded but no run is recorded in {instance_dir}")
+        own = step_seconds(instance, runs[0].run_id)
     rec.add(Row("run", f"`make run` equivalent: CLI run --profile {run.profile} vs in-process compute",
                 run.partition, seconds=wall, ref_seconds=run.compute_s,
                 note=f"subprocess, fresh lakehouse + DAGSTER_HOME; ref = sum of the {len(run.steps)} steps "
