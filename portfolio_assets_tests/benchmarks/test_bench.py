@@ -202,3 +202,26 @@ def test_plan_from_args_and_bad_sections():
     assert full.sections == ("backfill", "scale") and full.scales == (5_000, 20_000) and full.backfill_dates == 20
     with pytest.raises(ValueError, match="unknown or no sections"):
         runner.BenchPlan.from_args(runner.parser().parse_args(["--sections", "tournament,dask"]))
+
+
+@pytest.mark.slow
+def test_backfill_and_celery_sections(plan, tmp_path):
+    """The two sections the quick run leaves out, requested explicitly: a 2-date CLI backfill and the
+    tournament asset on in_process, multiprocess and (with redis-server) two celery workers."""
+    from portfolio_assets.celery_local import redis_server_path
+
+    rows = runner.run_bench(runner.BenchPlan(profile="development", date=plan.date, sections=("backfill", "celery"),
+                                             quick=True), tmp_path, echo=False)
+    assert runner.failed(rows) == [], [(r.section, r.stage, r.note) for r in runner.failed(rows)]
+    whole = one(rows, "backfill", "CLI backfill --profile development --from 2026-11-24 --to 2026-11-25")
+    assert whole.size == "2 dates" and whole.note.startswith("2/2 partitions succeeded"), whole.note
+    assert one(rows, "backfill", "per date").seconds == pytest.approx(whole.seconds / 2, rel=1e-12)
+    local = one(rows, "celery", "tournament asset only, in_process")
+    assert local.note == "ok" and local.seconds
+    for prefix in ("tournament asset only, multiprocess", "tournament asset only, celery"):
+        row = one(rows, "celery", prefix)
+        if "celery" in prefix and redis_server_path() is None:
+            assert row.note.startswith("not run: redis-server is not installed")
+            continue
+        assert row.note.startswith("ok;") and row.ref_seconds == local.seconds, row
+        assert row.ratio == pytest.approx(row.seconds / local.seconds, rel=1e-12)
