@@ -25,11 +25,11 @@ test: install
 	$(BIN)/python -m pytest -q -ra --durations=10
 
 lint: install
-	$(BIN)/ruff check portfolio_assets portfolio_assets_tests
+	$(BIN)/ruff check portfolio_assets portfolio_assets_tests benchmarks
 	$(BIN)/mypy
 
 bench: install
-	$(BIN)/portfolio-assets bench
+	$(BIN)/python -m benchmarks
 
 audit: install
 	$(BIN)/portfolio-assets audit --profile $(PROFILE)

@@ -22,10 +22,10 @@ window and symbol.
 
 Data. :func:`factor_returns` builds seeded factor-model daily returns (``n_buckets`` factors,
 each symbol loading on one; the buckets are those factors), so that N = 60 and N = 200 need no
-network and no pipeline run; ``portfolio_assets/bench.py`` calls :func:`compare` on the demo
-partition's streams instead. Timings are wall seconds of one call after a warm-up (imports and
-the first cvxpy problem), medians over ``repeat`` calls; only ratios within one run mean
-anything on a shared machine.
+network and no pipeline run; ``benchmarks/references.py`` (``make bench``) calls :func:`compare`
+on the streams a real materialization of the demo partition produced instead. Timings are wall
+seconds of one call after a warm-up (imports and the first cvxpy problem), medians over
+``repeat`` calls; only ratios within one run mean anything on a shared machine.
 
 Run: ``.venv/bin/python benchmarks/tournament_vs_skfolio.py [--small] [--repeat N]``.
 """

@@ -37,9 +37,14 @@ def stored_upstream(tmp_path_factory):
     from dagster import AssetSelection
 
     from portfolio_assets.assets.validation import UPSTREAM
-    from portfolio_assets.bench import environment, materialize_partition, persistent_instance, run_error
     from portfolio_assets.celery_local import free_port
     from portfolio_assets.lakehouse import Lakehouse
+    from portfolio_assets_tests.graph_helpers import (
+        environment,
+        materialize_partition,
+        persistent_instance,
+        run_error,
+    )
 
     root = tmp_path_factory.mktemp("celery")
     port = free_port()
@@ -90,9 +95,9 @@ def test_broker_must_be_a_redis_url():
 
 
 def test_tournament_on_two_celery_workers_equals_in_process(stored_upstream):
-    from portfolio_assets.bench import run_error, run_tournament_only
     from portfolio_assets.celery_local import celery_workers, local_redis
     from portfolio_assets.resources import _source_cached
+    from portfolio_assets_tests.graph_helpers import run_error, run_tournament_only
 
     instance, partition, lake, root, port = stored_upstream
     # Start from a fresh market source, as every worker does (the synthetic source's prices depend

@@ -18,8 +18,13 @@ def stored_upstream(tmp_path_factory):
     from dagster import AssetSelection
 
     from portfolio_assets.assets.validation import UPSTREAM
-    from portfolio_assets.bench import environment, materialize_partition, persistent_instance, run_error
     from portfolio_assets.lakehouse import Lakehouse
+    from portfolio_assets_tests.graph_helpers import (
+        environment,
+        materialize_partition,
+        persistent_instance,
+        run_error,
+    )
 
     root = tmp_path_factory.mktemp("executors")
     with environment(PA_PROFILE=PROFILE, PA_LAKEHOUSE=str(root / "lake"), PA_CLI_OVERRIDES=None,
@@ -37,7 +42,7 @@ def _hashes(lake) -> dict[str, str]:
 def test_multiprocess_fans_the_engines_out_and_equals_in_process(stored_upstream):
     from dagster import DagsterEventType
 
-    from portfolio_assets.bench import run_error, run_tournament_only
+    from portfolio_assets_tests.graph_helpers import run_error, run_tournament_only
 
     instance, lake = stored_upstream
     local = run_tournament_only("in_process", PARTITION, instance)

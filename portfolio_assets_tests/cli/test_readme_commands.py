@@ -40,7 +40,7 @@ RUN_ELSEWHERE = {
     "backfill --stale": "assets/test_staleness.py (the stale pairs a backfill --stale re-materializes)",
     "accept": "cli/test_cli.py::test_run_then_reexecute_from_step_12_status_verify_audit_and_accept",
     "ui": "cli/test_ui.py (the UI, and its stop on one SIGTERM)",
-    "bench": "test_bench.py",
+    "bench": "benchmarks/test_bench.py",
     "run --profile demo --date D --set source.kind=files": "cli/test_real_data_cli.py",
 }
 # Subcommands the README need not show (maintenance tools, listed in `portfolio-assets --help`).
