@@ -82,7 +82,8 @@ def _prepare_home(home: Path) -> None:
         raise ValueError(f"{target} must be a mapping of Dagster instance settings, not a {type(config).__name__}")
     fixed = []
     for section in ("telemetry", "nux"):
-        current = config.get(section) if isinstance(config.get(section), dict) else {}
+        value = config.get(section)
+        current = value if isinstance(value, dict) else {}
         if current.get("enabled") is not False:
             config[section] = {**current, "enabled": False}
             fixed.append(f"{section}.enabled")

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portfolio_assets.cli.common import EXIT_FAILED, EXIT_OK, PROFILE_TAG, _err, _log_path
 from portfolio_assets.manifest import resolve
+
+if TYPE_CHECKING:
+    from dagster import AssetsDefinition, Definitions, NodeDefinition
 
 
 # ---- running ---------------------------------------------------------------------------------------
@@ -111,6 +114,24 @@ def reexecute(parent_run_id: str, partition: str, steps: list[str]) -> Any:
     return _quiet_run(go)
 
 
+def _asset_definitions(defs: Definitions) -> list[AssetsDefinition]:
+    """The code location's asset definitions (a TypeError names anything else, such as an `AssetSpec`:
+    it has no runbook step and no op to select)."""
+    from dagster import AssetsDefinition
+
+    assets = list(defs.assets or ())
+    others = sorted({type(a).__name__ for a in assets if not isinstance(a, AssetsDefinition)})
+    if others:
+        raise TypeError(f"runbook steps need AssetsDefinition objects, the definitions also hold {', '.join(others)}")
+    return [a for a in assets if isinstance(a, AssetsDefinition)]
+
+
+def _node_name(node: NodeDefinition | None, what: str) -> str:
+    if node is None:
+        raise TypeError(f"{what} has no op to select")
+    return node.name
+
+
 def runbook_steps() -> list[int]:
     """The runbook step numbers of the daily graph's assets (their `runbook/step` tags), sorted."""
     from portfolio_assets.assets.common import STEP_TAG
@@ -118,9 +139,9 @@ def runbook_steps() -> list[int]:
     from portfolio_assets.jobs import DAILY_SELECTION
 
     daily = DAILY_SELECTION.resolve(defs.resolve_asset_graph())
-    steps = {int(spec.tags[STEP_TAG]) for assets_def in defs.assets for spec in assets_def.specs
+    steps = {int(spec.tags[STEP_TAG]) for assets_def in _asset_definitions(defs) for spec in assets_def.specs
              if STEP_TAG in spec.tags and spec.key in daily}
-    steps |= {int(spec.metadata[STEP_TAG]) for checks_def in defs.asset_checks for spec in checks_def.check_specs
+    steps |= {int(spec.metadata[STEP_TAG]) for checks_def in defs.asset_checks or () for spec in checks_def.check_specs
               if STEP_TAG in spec.metadata}
     return sorted(steps)
 
@@ -137,7 +158,7 @@ def start_step_selection(step: int) -> list[str]:
 
     daily = DAILY_SELECTION.resolve(defs.resolve_asset_graph())
     queries = []
-    for assets_def in defs.assets:
+    for assets_def in _asset_definitions(defs):
         steps = [int(spec.tags[STEP_TAG]) for spec in assets_def.specs if STEP_TAG in spec.tags]
         if not steps or min(steps) < step or not assets_def.keys <= daily:
             continue
@@ -145,9 +166,9 @@ def start_step_selection(step: int) -> list[str]:
         # A graph-backed asset's steps are its ops: select from its first op on.
         queries.append(f"{node.name}.{node.nodes_in_topological_order[0].name}*" if isinstance(node, GraphDefinition)
                        else f"{node.name}*")
-    for checks_def in defs.asset_checks:
+    for checks_def in defs.asset_checks or ():
         if any(int(spec.metadata.get(STEP_TAG, 0)) >= step for spec in checks_def.check_specs):
-            queries.append(f"{checks_def.node_def.name}*")
+            queries.append(f"{_node_name(checks_def.node_def, 'asset check ' + str(checks_def))}*")
     return sorted(queries)
 
 

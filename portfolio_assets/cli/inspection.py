@@ -47,7 +47,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                                                       limit=1).records
             missing += not records and key.to_user_string() != "executions"
             when = dt.datetime.fromtimestamp(records[0].timestamp, dt.UTC).isoformat(timespec="seconds") if records else ""
-            refused = records[0].asset_materialization.metadata.get("refused") if records else None
+            materialization = records[0].asset_materialization if records else None
+            refused = materialization.metadata.get("refused") if materialization is not None else None
             note = f" (REFUSED: {refused.value})" if refused is not None else ""
             print(f"  {key.to_user_string():28s} {'materialized ' + when + note if records else 'not materialized'}")
         print("gate checks (latest evaluation for this partition):")

@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portfolio_assets.cli.common import (
     EXIT_FAILED,
@@ -23,6 +23,9 @@ from portfolio_assets.cli.common import (
 from portfolio_assets.cli.execution import clearance, execute, launcher_gone, summarize_run
 from portfolio_assets.cli.selection import selection_keys
 from portfolio_assets.manifest import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from dagster import AssetMaterialization
 
 
 def cmd_verify_ledger(args: argparse.Namespace) -> int:
@@ -152,6 +155,13 @@ def cmd_accept(args: argparse.Namespace) -> int:
         return _accept(args, resolved, partition)
 
 
+def _data_version(materialization: AssetMaterialization | None) -> str:
+    """The Dagster data version a materialization was tagged with ("unknown" without one)."""
+    if materialization is None:
+        raise ValueError("the stored orders have no materialization event to accept")
+    return (materialization.tags or {}).get("dagster/data_version", "unknown")
+
+
 def _accept(args: argparse.Namespace, resolved: Any, partition: str) -> int:
     from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
@@ -177,7 +187,7 @@ def _accept(args: argparse.Namespace, resolved: Any, partition: str) -> int:
     fills = read_fills(Path(args.fills)) if args.fills else None
     trades = executed_orders(orders, not_traded=not_traded, fills=fills)
     config = {"trades": trades.to_dict("records"),
-              "orders_version": records[0].asset_materialization.tags.get("dagster/data_version", "unknown")}
+              "orders_version": _data_version(records[0].asset_materialization)}
     result = execute(partition, None, {"portfolio_assets/accept": "true"}, job="accept",
                      run_config={"ops": {"executions": {"config": config}}})
     code = summarize_run(result, partition)

@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with DagsterInstance.get() as instance:
             parent = instance.get_run_by_id(args.run_id)
             gone = launcher_gone(parent) if parent is not None else None
-            if gone is not None:  # killed mid-run: record it as failed in Dagster, then it can be resumed
+            if parent is not None and gone is not None:  # killed mid-run: record it as failed in Dagster, then it can be resumed
                 instance.report_run_failed(parent, f"the process that ran it (pid {gone}) is gone: killed")
                 parent = instance.get_run_by_id(args.run_id)
                 print(f"run {args.run_id} was killed (its process {gone} is gone): marked FAILURE in Dagster")

@@ -18,7 +18,7 @@ def selection_keys(selection: str | None) -> list[Any]:
 
     graph = defs.resolve_asset_graph()
     if selection is None:
-        chosen = DAILY_SELECTION
+        chosen: AssetSelection = DAILY_SELECTION
     else:
         if not selection.strip():
             raise ValueError("--select is empty")

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from portfolio_assets.ledger.anchor import anchor_digest, anchor_path, read_anchor
 from portfolio_assets.ledger.canonical import canonical_json, canonical_plain
@@ -72,6 +72,28 @@ class Ledger:
             os.close(fd)
         if created:
             _fsync_dir(self.path.parent)
+
+    @overload
+    def _append(
+        self,
+        kind: str | None,
+        run_id: str,
+        asset: str | None,
+        payload: Mapping[str, Any] | None,
+        only_new_run: Literal[False] = False,
+        seal: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]: ...
+
+    @overload
+    def _append(
+        self,
+        kind: str | None,
+        run_id: str,
+        asset: str | None,
+        payload: Mapping[str, Any] | None,
+        only_new_run: bool,
+        seal: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any] | None: ...
 
     def _append(
         self,

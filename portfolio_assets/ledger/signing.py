@@ -132,8 +132,11 @@ class Ed25519Signer:
         derived = private_key.public_key() if private_key is not None else None
         if derived is not None and public_key is not None and _raw_public(derived) != _raw_public(public_key):
             raise ValueError("Ed25519 public key does not belong to the private key")
+        public = derived if derived is not None else public_key
+        if public is None:  # unreachable: one of the two keys is required above
+            raise ValueError("Ed25519Signer needs a private key or a public key")
         self._private = private_key
-        self._public = derived if derived is not None else public_key
+        self._public = public
         self._key_id = "ed25519-" + _sha256_hex(_raw_public(self._public))[:16]
 
     @classmethod

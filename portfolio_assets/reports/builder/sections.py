@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -162,7 +163,7 @@ def _backtest_comparison(inputs: ReportInputs) -> str:
     rows = []
     for engine in order:
         row = group.loc[engine]
-        label = REFERENCE_LABELS.get(engine, engine)
+        label = str(REFERENCE_LABELS.get(engine, engine))
         if engine == MARKET:
             label += f" ({inputs.baseline})"
         if engine == inputs.production_engine:
@@ -395,6 +396,7 @@ def _equity_curves_png(inputs: ReportInputs, simulator: str) -> bytes:
         for engine in engines:
             r = inputs.series(engine, simulator)
             wealth = (1.0 + r).cumprod()
+            style: dict[str, Any]
             if engine == inputs.benchmark_engine:
                 style = {"color": "black", "linewidth": 2.6, "zorder": 5, "label": f"{engine} ({inputs.baseline})"}
             elif engine == inputs.production_engine:
