@@ -166,7 +166,7 @@ def _post_slack(alert: Alert, sink: AlertSink, environ: Mapping[str, str]) -> No
     token = environ.get(sink.token_env or "")
     if not token:
         raise _Failure(f"environment variable {sink.token_env} is not set", retry=False)
-    from slack_sdk import WebClient  # dagster-slack's client, with our timeout
+    from slack_sdk import WebClient  # the Slack SDK (a direct dependency), with our timeout
 
     try:
         WebClient(token=token, timeout=math.ceil(sink.timeout_s)).chat_postMessage(channel=sink.channel,

@@ -620,7 +620,7 @@ def instance_flags(home: Path) -> tuple[bool, bool]:
 
 
 def test_dagster_home_defaults_to_project_dir_with_template(clean_env, tmp_path: Path):
-    clean_env.setattr(cli, "PROJECT_ROOT", tmp_path)
+    clean_env.setattr(cli.common, "PROJECT_ROOT", tmp_path)  # the module whose dagster_home() reads it
     home = cli.dagster_home()
     assert home == tmp_path / ".dagster_home"
     assert os.environ["DAGSTER_HOME"] == str(home)
