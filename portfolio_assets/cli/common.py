@@ -209,6 +209,27 @@ def _running_runs(partition: str) -> list[str]:
     return [r.dagster_run.run_id for r in records]
 
 
+def _active_runs(partitions: set[str]) -> dict[str, list[str]]:
+    """`{partition: [run id, ...]}` of the instance's starting, running or cancelling runs of any of
+    `partitions` (one query), except runs of a CLI process that is gone."""
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    from portfolio_assets.cli.execution import launcher_gone
+
+    if not os.environ.get("DAGSTER_HOME"):
+        return {}
+    with DagsterInstance.get() as instance:
+        records = instance.get_run_records(RunsFilter(statuses=[
+            DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.CANCELING]))
+    busy: dict[str, list[str]] = {}
+    for record in records:
+        run = record.dagster_run
+        partition = run.tags.get("dagster/partition")
+        if partition in partitions and launcher_gone(run) is None:
+            busy.setdefault(partition, []).append(run.run_id)
+    return busy
+
+
 class partition_lock:  # noqa: N801 (a context manager used like a function)
     """One writer per partition: an exclusive `fcntl` lock on `<profile>/ledger/<date>/writer.lock`
     for every partition a command materializes, taken before anything is run and held until the
@@ -256,6 +277,15 @@ class partition_lock:  # noqa: N801 (a context manager used like a function)
                                    "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, info.encode(), 0)
+            # Runs launched from the UI, the schedule or a daemon backfill do not take this lock;
+            # Dagster's queue keeps them one per partition, and a command does not start beside one.
+            busy = _active_runs(set(self.partitions))
+            if busy:
+                partition = min(busy)
+                raise ValueError(
+                    f"partition {partition} of profile {self.lake.profile} has a Dagster run in progress (launched "
+                    f"from the UI, the schedule or a backfill): {', '.join(busy[partition])}: wait for it to finish "
+                    f"(`portfolio-assets status --date {partition}`); nothing was run, archived or changed")
         except BaseException:
             self.__exit__(None, None, None)
             raise

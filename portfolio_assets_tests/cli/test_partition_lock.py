@@ -56,3 +56,38 @@ def test_a_lock_held_by_another_process_is_released_when_it_dies(lake, tmp_path)
         holder.wait()
     with cli.partition_lock(["2026-11-25"], "accept --date 2026-11-25"):
         pass
+
+
+def test_a_dagster_run_in_progress_from_the_ui_refuses_a_command_and_a_finished_or_killed_one_does_not(
+        lake, tmp_path, monkeypatch):
+    """Runs launched from the UI, the schedule or a daemon backfill do not take the file lock; a
+    command does not start beside one that is still in progress (issue 17: one writer per partition)."""
+    from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+
+    def add(run_id: str, status: DagsterRunStatus, partition: str, **tags: str) -> None:
+        with DagsterInstance.get() as instance:
+            instance.add_run(DagsterRun(job_name="daily_portfolio", run_id=run_id, status=status,
+                                        tags={"dagster/partition": partition, **tags}))
+
+    ui_run = "aaaaaaaa-0000-4000-8000-000000000001"
+    add(ui_run, DagsterRunStatus.STARTED, "2026-11-25")
+    add("aaaaaaaa-0000-4000-8000-000000000002", DagsterRunStatus.SUCCESS, "2026-11-24")
+    # a CLI run whose process was killed (Dagster still says STARTED): not in progress
+    add("aaaaaaaa-0000-4000-8000-000000000003", DagsterRunStatus.STARTED, "2026-11-23",
+        **{"portfolio_assets/launcher": f"{__import__('socket').gethostname()}:{2**22 + 12345}"})
+    with pytest.raises(ValueError) as refused:
+        with cli.partition_lock(["2026-11-24", "2026-11-25"], "backfill 2026-11-24..2026-11-25"):
+            pass
+    assert str(refused.value) == (
+        "partition 2026-11-25 of profile demo has a Dagster run in progress (launched from the UI, the schedule "
+        f"or a backfill): {ui_run}: wait for it to finish (`portfolio-assets status --date 2026-11-25`); "
+        "nothing was run, archived or changed")
+    with cli.partition_lock(["2026-11-23", "2026-11-24"], "backfill 2026-11-23..2026-11-24"):
+        pass  # finished and killed runs do not hold a partition; the refused command released its locks
+    with pytest.raises(ValueError, match=f"^partition 2026-11-25 of profile demo has a Dagster run in progress .*{ui_run}"):
+        with cli.partition_lock(["2026-11-25"], "run --date 2026-11-25"):
+            pass
