@@ -295,6 +295,9 @@ class ReportsConfig(_Section):
     top_engines: int = Field(3, ge=1, le=len(ENGINE_NAMES))
     golden_limit: int = Field(32, ge=1, le=10_000)
     quantstats_html: bool = True
+    # Which tear-sheets also get a QuantStats HTML page (most of a report's time, ~14 matplotlib
+    # figures a page): the production engine's (under every simulator) or every tear-sheet's.
+    quantstats_pages: Literal["production", "all"] = "production"
     gist: GistConfig = Field(default_factory=GistConfig)
 
 

@@ -11,6 +11,7 @@ import struct
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -791,3 +792,18 @@ def test_proposed_orders_and_changes_since_the_previous_session_by_hand(bundle, 
     assert changes.loc[c, ["what", "change (% NAV)"]].tolist() == ["up", "2.00%"]
     assert "Production target against 2024-11-27: added 1, removed 1, up 1, down 0, unchanged " \
            f"{len(prod) - 2}; one-way change {(abs(prod[b]) + 0.03 + 0.02) / 2:.2%} of NAV." in text
+
+
+def test_quantstats_pages_go_to_the_production_engine_unless_all_are_asked_for():
+    from portfolio_assets.reports.builder.sections import quantstats_targets
+
+    targets = [("hrp", "idealized"), ("hrp", "realized"), ("min_variance", "idealized"), ("herc", "realized")]
+    inputs = SimpleNamespace(quantstats_html=True, quantstats_pages="production", production_engine="hrp")
+    assert quantstats_targets(targets, inputs) == [("hrp", "idealized"), ("hrp", "realized")]
+    inputs.quantstats_pages = "all"
+    assert quantstats_targets(targets, inputs) == targets
+    inputs.quantstats_html = False
+    assert quantstats_targets(targets, inputs) == []
+    inputs.quantstats_html, inputs.quantstats_pages = True, "top"
+    with pytest.raises(ValueError, match=r"^quantstats_pages must be 'production' or 'all', got 'top'$"):
+        quantstats_targets(targets, inputs)

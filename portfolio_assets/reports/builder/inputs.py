@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -77,7 +77,9 @@ class ReportInputs:
     Context: `partition` (YYYY-MM-DD), `profile`, `production_engine`, `baseline` (the market
     engine's symbol), `regime_label` (the partition's regime), `features` (feature flags; only
     `feat_decay_audit` matters here), `top_engines` (tear-sheets for the best engines per
-    simulator by Sharpe, besides the production engine), `quantstats_html`, `benchmark_engine`
+    simulator by Sharpe, besides the production engine), `quantstats_html` and `quantstats_pages`
+    (QuantStats HTML for the production engine's tear-sheets, or for all), `say` (progress lines of
+    the QuantStats rendering: a step's `context.log.info`, or None), `benchmark_engine`
     (the engine whose series is the benchmark of every tear-sheet: the baseline held),
     over-trading thresholds of the slippage audit (see `slippage_decay_table`), `rf` (annual
     risk-free rate the tournament used in `summarize`).
@@ -110,6 +112,8 @@ class ReportInputs:
     features: Mapping[str, bool] = field(default_factory=dict)
     top_engines: int = 3
     quantstats_html: bool = True
+    quantstats_pages: str = "production"
+    say: Callable[[str], None] | None = None
     benchmark_engine: str = MARKET
     overtrading_drag_share: float = 0.25
     overtrading_annual_turnover: float = 6.0

@@ -413,16 +413,29 @@ def _equity_curves_png(inputs: ReportInputs, simulator: str) -> bytes:
     return buf.getvalue()
 
 
+def quantstats_targets(targets: list[tuple[str, str]], inputs: ReportInputs) -> list[tuple[str, str]]:
+    """The tear-sheets that also get a QuantStats HTML page: none without `quantstats_html`, the
+    production engine's with `quantstats_pages="production"`, every one with `"all"`."""
+    if not inputs.quantstats_html:
+        return []
+    if inputs.quantstats_pages == "all":
+        return list(targets)
+    if inputs.quantstats_pages != "production":
+        raise ValueError(f"quantstats_pages must be 'production' or 'all', got {inputs.quantstats_pages!r}")
+    return [(engine, simulator) for engine, simulator in targets if engine == inputs.production_engine]
+
+
 def _write_tearsheets(inputs: ReportInputs, bundle: _Bundle) -> list[tuple[str, str]]:
     targets = tearsheet_targets(inputs.summary, inputs.production_engine, inputs.top_engines)
-    if inputs.quantstats_html:  # the HTML pages in parallel (most of a report's time), then the Markdown
+    with_html = quantstats_targets(targets, inputs)
+    if with_html:  # the HTML pages in parallel (most of a report's time), then the Markdown
         bundle.written.extend(render_quantstats([
             {"returns": inputs.series(engine, simulator), "benchmark": inputs.series(inputs.benchmark_engine, simulator),
              "path": bundle.root / tearsheet_name(engine, simulator, "html"),
              "title": f"{engine} ({simulator}) vs {inputs.baseline}, {inputs.partition}",
              "strategy_title": engine, "benchmark_title": inputs.baseline,
              "banner_html": _banners_html(inputs, True)}
-            for engine, simulator in targets]))
+            for engine, simulator in with_html], say=inputs.say))
     for engine, simulator in targets:
         strat = inputs.series(engine, simulator)
         bench = inputs.series(inputs.benchmark_engine, simulator)
@@ -435,7 +448,7 @@ def _write_tearsheets(inputs: ReportInputs, bundle: _Bundle) -> list[tuple[str, 
             turnover=srow["turnover_one_way"], costs=srow["costs_paid"],
             benchmark_turnover=brow["turnover_one_way"], benchmark_costs=brow["costs_paid"],
             is_production=engine == inputs.production_engine, windows=win,
-            html_name=Path(html_rel).name if inputs.quantstats_html else None, rf=inputs.rf,
+            html_name=Path(html_rel).name if (engine, simulator) in with_html else None, rf=inputs.rf,
         )
         bundle.write(tearsheet_name(engine, simulator, "md"), _with_banners(text, inputs, True))
     return targets
