@@ -22,7 +22,7 @@ run: install
 	$(BIN)/portfolio-assets run --profile $(PROFILE)
 
 test: install
-	$(BIN)/python -m pytest -q -ra --durations=10
+	$(BIN)/python -m pytest -q -ra --durations=10 -n auto --dist loadscope
 
 lint: install
 	$(BIN)/ruff check portfolio_assets portfolio_assets_tests benchmarks

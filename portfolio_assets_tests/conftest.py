@@ -260,13 +260,15 @@ HEARTBEAT_S = float(os.environ.get("PA_TEST_HEARTBEAT_S", "60"))  # 0 turns the 
 
 
 class _Heartbeat:
-    """While one test (its fixtures included) runs longer than HEARTBEAT_S, a line on the terminal
-    every HEARTBEAT_S names it and how long it has run: `pytest -q` is never silent for minutes."""
+    """While a test (its fixtures included) runs longer than HEARTBEAT_S, a line on the terminal
+    every HEARTBEAT_S names it and how long it has run: `pytest -q` is never silent for minutes.
+    Under pytest-xdist it runs in the controller, which is told when each worker's tests start and
+    finish, so it names every test still running on any worker."""
 
     def __init__(self, config: pytest.Config) -> None:
         import threading
 
-        self.config, self.current, self.lock = config, None, threading.Lock()
+        self.config, self.running, self.lock = config, {}, threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="pytest-heartbeat", daemon=True)
 
@@ -275,11 +277,9 @@ class _Heartbeat:
 
         while not self.stop.wait(HEARTBEAT_S):
             with self.lock:
-                if self.current is None:
-                    continue
-                nodeid, t0 = self.current
-                elapsed = time.monotonic() - t0
-            if elapsed >= HEARTBEAT_S / 2:  # beats are HEARTBEAT_S apart: report on the first one after that
+                now = time.monotonic()
+                slow = [(nodeid, now - t0) for nodeid, t0 in self.running.items() if now - t0 >= HEARTBEAT_S / 2]
+            for nodeid, elapsed in slow:  # beats are HEARTBEAT_S apart: report on the first one after that
                 # Output capture is on while a test runs: step around it (as `capsys.disabled()` does).
                 capman = self.config.pluginmanager.getplugin("capturemanager")
                 with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
@@ -290,11 +290,11 @@ class _Heartbeat:
         import time
 
         with self.lock:
-            self.current = (nodeid, time.monotonic())
+            self.running[nodeid] = time.monotonic()
 
-    def end_test(self) -> None:
+    def end_test(self, nodeid: str) -> None:
         with self.lock:
-            self.current = None
+            self.running.pop(nodeid, None)
 
 
 _HEARTBEAT: _Heartbeat | None = None
@@ -302,7 +302,7 @@ _HEARTBEAT: _Heartbeat | None = None
 
 def pytest_configure(config: pytest.Config) -> None:
     global _HEARTBEAT
-    if HEARTBEAT_S > 0:
+    if HEARTBEAT_S > 0 and not hasattr(config, "workerinput"):  # an xdist worker's terminal is not shown
         _HEARTBEAT = _Heartbeat(config)
         _HEARTBEAT.thread.start()
 
@@ -319,4 +319,4 @@ def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) 
 
 def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
     if _HEARTBEAT is not None:
-        _HEARTBEAT.end_test()
+        _HEARTBEAT.end_test(nodeid)
