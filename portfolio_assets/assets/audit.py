@@ -13,7 +13,6 @@ from portfolio_assets.assets.gates import seal_problems
 from portfolio_assets.ledger import (
     Ledger,
     LedgerError,
-    price_fingerprint,
     read_anchor,
     signer_from_env,
     verify_ledger,
@@ -47,17 +46,29 @@ def _verify(settings: PortfolioSettings, partition: str):
 
 
 def price_data(settings: PortfolioSettings, partition: str) -> dict[str, str]:
-    """`{prices/<file>: price_fingerprint}` of the cached bars the partition read (the symbols of
-    its `market_bars`), up to its date: sealed in the ledger, re-hashed by the verifier."""
+    """`{prices/<EXCH__TICKER>@<first day>..<D>: fingerprint}` of the stored bars the partition
+    read (the symbols of its `market_bars`, each over its widest window, up to its date): a hash
+    of the bars' content, sealed in the ledger and re-hashed from the price store by the verifier."""
+    import datetime as dt
+
+    from portfolio_assets.assets.universe import bar_windows
+    from portfolio_assets.price_store import price_ref
+
     lake = settings.lakehouse()
     if not lake.has_table("history", "market_bars", partition):
         return {}
+    cfg = settings.resolved().config
+    date = dt.date.fromisoformat(partition)
+    (history_start, _), (long_start, _) = bar_windows(cfg, date)
     symbols = lake.read_table("history", "market_bars", partition)["symbol"].astype(str)
+    store = lake.price_store()
     out = {}
     for symbol in sorted(set(symbols)):
-        path = lake.price_path(symbol)
-        if path.exists():
-            out[lake.relative(path)] = price_fingerprint(path, partition)
+        start = long_start if symbol == cfg.selection.baseline else history_start
+        try:
+            out[price_ref(symbol, start, date)] = store.fingerprint(symbol, start, date)
+        except FileNotFoundError:  # the source delivered no bar of it in the window: nothing was read
+            continue
     return out
 
 
