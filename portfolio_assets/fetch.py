@@ -25,6 +25,10 @@ from portfolio_assets.quant.health import HealthParams, assess_symbol
 from portfolio_assets.sources.base import BAR_COLUMNS, MarketData, SourceError
 
 FETCH_BUFFER_DAYS = 10  # calendar days before the first session, for the first return
+# The store is compacted (parts merged, newest bar kept: reads unchanged) once it holds more than
+# this many parts; parts fetched in the last 6 hours stay, so a run in progress keeps its first fetches.
+COMPACT_ABOVE_PARTS = 256
+COMPACT_KEEP_RECENT_S = 6 * 3600.0
 
 
 class BarsError(ValueError):
@@ -104,6 +108,9 @@ def fetch_into_cache(
             raise SourceError(f"source {source.name!r} returned no answer for {symbol}")
         cleaned[symbol], report[symbol] = clean_bars(symbol, results[symbol], end)
     lake.write_prices(cleaned, source.name, fetched_at, start=start, end=end, attempt=attempt, scope=scope)
+    store = lake.price_store()
+    if len(store.part_paths()) > COMPACT_ABOVE_PARTS:  # skipped when another process compacts
+        store.compact(keep_recent_s=COMPACT_KEEP_RECENT_S, blocking=False)
     if keep is not None:  # what the source delivered this time (before merging with the cache)
         keep.update(cleaned)
     return report
@@ -134,7 +141,7 @@ def first_fetch(
         fetch_into_cache(source, lake, symbols, start, end, keep=fresh, say=say)
         return fresh
     store = lake.price_store()
-    with store.fetch_lock(scope):
+    with store.fetch_lock(scope), store.shared_lock():  # no compaction merges the chosen parts away before they are read
         parts = [p for p in store.parts() if p.scope == scope and p.attempt == 0]
         chosen: dict[str, Path] = {}
         for symbol in symbols:
@@ -153,13 +160,13 @@ def first_fetch(
                 raise RuntimeError(f"price store: the part just written for {len(group)} symbol(s) "
                                    f"{first}..{end} is not in {store.parts_dir}")
             chosen.update(dict.fromkeys(group, new.path))
-    by_part: dict[Path, list[str]] = {}
-    for symbol in symbols:
-        by_part.setdefault(chosen[symbol], []).append(symbol)
-    out: dict[str, pd.DataFrame] = {}
-    for path, group in by_part.items():
-        for symbol, bars in store.read_many(group, start, end, paths=[path]).items():
-            out[symbol] = bars.loc[:, list(BAR_COLUMNS)]
+        by_part: dict[Path, list[str]] = {}
+        for symbol in symbols:
+            by_part.setdefault(chosen[symbol], []).append(symbol)
+        out: dict[str, pd.DataFrame] = {}
+        for path, group in by_part.items():
+            for symbol, bars in store.read_many(group, start, end, paths=[path]).items():
+                out[symbol] = bars.loc[:, list(BAR_COLUMNS)]
     return {s: out[s] for s in symbols}
 
 
@@ -325,15 +332,16 @@ def load_panel(
 ) -> pd.DataFrame:
     """Aligned close panel (window sessions x symbols), data <= as_of only: of the step's `view`
     (`fetch_and_recover`) when given, else of the price store."""
-    from portfolio_assets.quant.calendar import align_panel
+    from portfolio_assets.quant.calendar import align_panel_long
 
     start, _ = window_bounds(window)
     if view is None:
-        bars = read_cached_many(lake, symbols, start, as_of)
+        long = lake.price_store().read(symbols, start, as_of)
     else:
-        bars = {}
+        frames = []
         for s in symbols:
             days = pd.to_datetime(view[s]["time"], utc=True).dt.tz_localize(None)
             keep = (days >= pd.Timestamp(start)) & (days <= pd.Timestamp(as_of))
-            bars[s] = view[s].loc[keep, list(BAR_COLUMNS)].reset_index(drop=True)
-    return align_panel(bars, calendars, window)
+            frames.append(view[s].loc[keep, ["time", "close"]].assign(symbol=s))
+        long = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["symbol", "time", "close"])
+    return align_panel_long(long, {s: calendars[s] for s in symbols}, window)

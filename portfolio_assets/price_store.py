@@ -172,7 +172,11 @@ def ref_fingerprint(path: str | os.PathLike[str], upto: str) -> str:
     store = PriceStore(path.parent)
     if not store.has_parts():
         raise FileNotFoundError(f"no price store at {store.parts_dir}")
-    return store.fingerprint(symbol, start, last)
+    key = (str(store.parts_dir.resolve()), store.signature(), last)
+    if key not in _VERIFY_CACHE:
+        _VERIFY_CACHE.clear()
+        _VERIFY_CACHE[key] = _read_untrusted(store, dt.date(1970, 1, 1), last)
+    return _hash_ranges(_VERIFY_CACHE[key], {symbol: (start, last)})[symbol]
 
 
 def is_ref(path: str | os.PathLike[str]) -> bool:
@@ -202,6 +206,12 @@ class PriceStore:
                 yield True
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def shared_lock(self) -> Iterator[None]:
+        """Hold the readers' lock (no compaction while it is held)."""
+        with self._lock(fcntl.LOCK_SH):
+            yield
 
     @contextlib.contextmanager
     def fetch_lock(self, scope: str) -> Iterator[None]:
@@ -342,14 +352,7 @@ class PriceStore:
             return _empty_long()
         order = pc.sort_indices(table, sort_keys=[("symbol", "ascending"), ("time", "ascending"),
                                                   ("fetched_at", "ascending"), ("_part", "ascending")])
-        table = table.take(order)
-        sym = table["symbol"].to_numpy(zero_copy_only=False)
-        time = table["time"].cast(pa.int64()).to_numpy()
-        last = np.ones(len(sym), dtype=bool)
-        if len(sym) > 1:
-            last[:-1] = (sym[1:] != sym[:-1]) | (time[1:] != time[:-1])
-        table = table.filter(pa.array(last)).drop_columns(["_part"])
-        return table.to_pandas().reset_index(drop=True)
+        return _newest_rows(table.take(order)).to_pandas().reset_index(drop=True)
 
     def read_many(self, symbols: Iterable[str], start: dt.date | None = None, end: dt.date | None = None,
                   *, paths: list[Path] | None = None) -> dict[str, pd.DataFrame]:
@@ -374,23 +377,46 @@ class PriceStore:
         columns time, open, high, low, close, volume, sorted by time; the same hash the previous
         per-symbol files gave for the same bars (`ledger.price_fingerprint`). Raises
         FileNotFoundError when the store holds no such bar."""
-        from portfolio_assets.ledger import frame_hash
+        return self.fingerprints({symbol: (start, end)})[symbol]
 
-        bars = self.read([symbol], start, end, whole_last_day=True)
-        if bars.empty:
-            raise FileNotFoundError(f"no stored bars of {symbol} between {start} and {end}")
-        kept = bars.loc[:, list(BAR_FIELDS)]
-        return frame_hash(kept.reset_index(drop=True))
+    def fingerprints(self, ranges: Mapping[str, tuple[dt.date, dt.date]], *, trust_statistics: bool = True,
+                     skip_missing: bool = False) -> dict[str, str]:
+        """`fingerprint` of many (symbol: (first day, last day)) in one scan. A symbol with no
+        stored bar in its range raises FileNotFoundError (is left out with `skip_missing`). With `trust_statistics=False` no filter
+        is pushed down (row groups are never skipped on their min/max statistics, which a forged
+        part could misstate): what the ledger's verifier uses."""
+        if not ranges:
+            return {}
+        first = min(a for a, _ in ranges.values())
+        last = max(b for _, b in ranges.values())
+        if trust_statistics:
+            long = self.read(list(ranges), first, last, whole_last_day=True)
+        else:
+            long = _read_untrusted(self, first, last)
+        return _hash_ranges(long, ranges, skip_missing=skip_missing)
+
+    def signature(self) -> tuple[tuple[str, int, int, int], ...]:
+        """(name, size, mtime ns, inode) of every part: changes with any write, edit or removal."""
+        out = []
+        for path in self.part_paths():
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                out.append((path.name, st.st_size, st.st_mtime_ns, st.st_ino))
+        return tuple(out)
 
     # ---- compaction --------------------------------------------------------------------------
-    def compact(self, *, keep_scope: str | None = None, blocking: bool = True) -> int:
-        """Merge every part (but those fetched by `keep_scope`, a running run's window parts)
-        into one, keeping the newest row per (symbol, time): no read changes. Returns the number
-        of parts merged away (0 when another process holds the lock and `blocking` is False)."""
+    def compact(self, *, keep_recent_s: float = 0.0, blocking: bool = True) -> int:
+        """Merge parts into one, keeping the newest row per (symbol, time): no read changes.
+        Parts fetched within the last `keep_recent_s` seconds are kept as they are (a run still
+        in progress finds its first fetches; `fetch.first_fetch`). Returns the number of parts
+        merged away (0 when another process holds the lock and `blocking` is False)."""
+        if keep_recent_s < 0:
+            raise PriceStoreError(f"keep_recent_s must be >= 0, got {keep_recent_s}")
         with self._lock(fcntl.LOCK_EX, blocking=blocking) as got:
             if not got:
                 return 0
-            parts = [p for p in self.parts() if keep_scope is None or p.scope != keep_scope]
+            cutoff = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=keep_recent_s)
+            parts = [p for p in self.parts() if keep_recent_s == 0 or p.fetched_at < cutoff]
             if len(parts) < 2:
                 return 0
             paths = [p.path for p in parts]
@@ -402,11 +428,7 @@ class PriceStore:
             order = pc.sort_indices(table, sort_keys=[("symbol", "ascending"), ("time", "ascending"),
                                                       ("fetched_at", "ascending"), ("_part", "ascending")])
             table = table.take(order)
-            sym = table["symbol"].to_numpy(zero_copy_only=False)
-            time = table["time"].cast(pa.int64()).to_numpy()
-            last = np.ones(len(sym), dtype=bool)
-            last[:-1] = (sym[1:] != sym[:-1]) | (time[1:] != time[:-1])
-            table = table.filter(pa.array(last)).drop_columns(["_part"])
+            table = _newest_rows(table)
             newest = max(p.fetched_at for p in parts)
             table = table.replace_schema_metadata({f"{META}attempt": "0", f"{META}scope": json.dumps("compacted"),
                                                    f"{META}symbols": json.dumps([])})
@@ -420,6 +442,59 @@ class PriceStore:
             for path in paths:
                 path.unlink()
             return len(paths)
+
+
+def _newest_rows(table: pa.Table) -> pa.Table:
+    """Of rows sorted by (symbol, time, fetched_at, _part), the last of each (symbol, time),
+    without the `_part` column."""
+    sym = table["symbol"].to_numpy(zero_copy_only=False)
+    time = table["time"].cast(pa.int64()).to_numpy()
+    last = np.ones(len(sym), dtype=bool)
+    if len(sym) > 1:
+        last[:-1] = (sym[1:] != sym[:-1]) | (time[1:] != time[:-1])
+    return table.filter(pa.array(last)).drop_columns(["_part"])
+
+
+def _read_untrusted(store: PriceStore, first: dt.date, last: dt.date) -> pd.DataFrame:
+    """Every part read whole (no statistics used), de-duplicated, days first..last."""
+    with store._lock(fcntl.LOCK_SH):
+        tables = []
+        for rank, path in enumerate(store.part_paths()):
+            t = pq.read_table(path, schema=SCHEMA)
+            tables.append(t.add_column(0, "_part", pa.array(np.full(t.num_rows, rank, dtype=np.int32))))
+    if not tables:
+        return _empty_long()
+    table = pa.concat_tables(tables)
+    times = table["time"]
+    keep = pc.and_(pc.greater_equal(times, _midnight(first)), pc.less(times, _midnight(last + dt.timedelta(days=1))))
+    table = table.filter(keep)
+    order = pc.sort_indices(table, sort_keys=[("symbol", "ascending"), ("time", "ascending"),
+                                              ("fetched_at", "ascending"), ("_part", "ascending")])
+    return _newest_rows(table.take(order)).to_pandas().reset_index(drop=True)
+
+
+def _hash_ranges(long: pd.DataFrame, ranges: Mapping[str, tuple[dt.date, dt.date]], *,
+                 skip_missing: bool = False) -> dict[str, str]:
+    from portfolio_assets.ledger import frame_hash
+
+    out = {}
+    groups = dict(tuple(long.groupby("symbol", sort=False))) if len(long) else {}
+    for symbol, (start, end) in ranges.items():
+        bars = groups.get(symbol)
+        if bars is not None:
+            day = bars["time"].dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
+            bars = bars[(day >= pd.Timestamp(start)) & (day <= pd.Timestamp(end))]
+        if bars is None or bars.empty:
+            if skip_missing:
+                continue
+            raise FileNotFoundError(f"no stored bars of {symbol} between {start} and {end}")
+        out[symbol] = frame_hash(bars.loc[:, list(BAR_FIELDS)].reset_index(drop=True))
+    return out
+
+
+# The verifier re-hashes one seal entry at a time: the store is read whole once per state of its
+# parts (`PriceStore.signature`) and date, in this process.
+_VERIFY_CACHE: dict[tuple, pd.DataFrame] = {}
 
 
 def _empty_bars() -> pd.DataFrame:

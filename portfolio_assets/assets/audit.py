@@ -62,14 +62,9 @@ def price_data(settings: PortfolioSettings, partition: str) -> dict[str, str]:
     (history_start, _), (long_start, _) = bar_windows(cfg, date)
     symbols = lake.read_table("history", "market_bars", partition)["symbol"].astype(str)
     store = lake.price_store()
-    out = {}
-    for symbol in sorted(set(symbols)):
-        start = long_start if symbol == cfg.selection.baseline else history_start
-        try:
-            out[price_ref(symbol, start, date)] = store.fingerprint(symbol, start, date)
-        except FileNotFoundError:  # the source delivered no bar of it in the window: nothing was read
-            continue
-    return out
+    ranges = {s: (long_start if s == cfg.selection.baseline else history_start, date) for s in sorted(set(symbols))}
+    # A symbol the source delivered no bar of in its window was not read: nothing to seal.
+    return {price_ref(s, *ranges[s]): h for s, h in store.fingerprints(ranges, skip_missing=True).items()}
 
 
 def _report_table(report) -> pd.DataFrame:
