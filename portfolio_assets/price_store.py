@@ -112,36 +112,58 @@ def _midnight(day: dt.date) -> pa.Scalar:
     return pa.scalar(pd.Timestamp(day, tz="UTC").value, type=pa.int64()).cast(UTC_NS)
 
 
+def _utc_ns(symbol: str, times: pd.Series) -> np.ndarray:
+    """`times` as int64 UTC nanoseconds (tz-aware are converted, naive are taken as UTC)."""
+    dtype = times.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC" and dtype.unit == "ns":
+        values = times.to_numpy(dtype="datetime64[ns]").view(np.int64)  # fast path: the usual bars
+    else:
+        try:
+            values = pd.to_datetime(times, utc=True).astype("datetime64[ns, UTC]").to_numpy(
+                dtype="datetime64[ns]").view(np.int64)
+        except (TypeError, ValueError) as exc:
+            raise PriceStoreError(f"bars for {symbol}: unparseable timestamps ({exc})") from None
+    if (values == np.iinfo(np.int64).min).any():
+        raise PriceStoreError(f"bars for {symbol}: empty timestamp(s)")
+    return values
+
+
 def bars_table(bars: Mapping[str, pd.DataFrame], source: str, fetched_at: dt.datetime | pd.Timestamp) -> pa.Table:
     """The rows of one fetch as the store keeps them: symbol, bar columns as float64 and UTC
     nanoseconds, `source`, `fetched_at`; sorted by (symbol, time). Raises on missing columns,
-    unparseable or duplicated timestamps of a symbol."""
+    unparseable, empty or duplicated timestamps of a symbol."""
     stamp = _utc(fetched_at, "fetched_at")
-    frames = []
-    for symbol in sorted(bars):
+    names = sorted(bars)
+    times, counts, values = [], [], {c: [] for c in BAR_FIELDS[1:]}
+    for symbol in names:
         validate_symbol(symbol)
         frame = bars[symbol]
         missing = [c for c in BAR_FIELDS if c not in frame.columns]
         if missing:
             raise PriceStoreError(f"bars for {symbol}: missing columns {missing}")
-        if not len(frame):
-            continue
-        out = frame.loc[:, list(BAR_FIELDS)].copy()
-        out["time"] = pd.to_datetime(out["time"], utc=True).astype("datetime64[ns, UTC]")
-        if out["time"].isna().any():
-            raise PriceStoreError(f"bars for {symbol}: empty timestamp(s)")
-        if out["time"].duplicated().any():
-            raise PriceStoreError(f"bars for {symbol}: duplicated timestamps (clean the bars first)")
-        for col in BAR_FIELDS[1:]:
-            out[col] = out[col].astype("float64")
-        out.insert(0, "symbol", symbol)
-        frames.append(out.sort_values("time", kind="mergesort"))
-    if not frames:
+        times.append(_utc_ns(symbol, frame["time"]))
+        counts.append(len(frame))
+        for c in BAR_FIELDS[1:]:
+            values[c].append(frame[c].to_numpy(dtype=np.float64))
+    total = int(sum(counts))
+    if total == 0:
         return SCHEMA.empty_table()
-    frame = pd.concat(frames, ignore_index=True)
-    frame["source"] = source
-    frame["fetched_at"] = pd.Series(stamp, index=frame.index).astype("datetime64[ns, UTC]")
-    return pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
+    code = np.repeat(np.arange(len(names), dtype=np.int64), counts)
+    time = np.concatenate(times)
+    order = np.lexsort((time, code))
+    code, time = code[order], time[order]
+    dup = (code[1:] == code[:-1]) & (time[1:] == time[:-1])
+    if dup.any():
+        raise PriceStoreError(f"bars for {names[int(code[1:][dup][0])]}: duplicated timestamps (clean the bars first)")
+    columns = {
+        "symbol": pa.DictionaryArray.from_arrays(pa.array(code.astype(np.int32)), pa.array(names)).cast(pa.string()),
+        "time": pa.array(time, type=pa.int64()).cast(UTC_NS),
+        **{c: pa.array(np.concatenate(values[c])[order], type=pa.float64()) for c in BAR_FIELDS[1:]},
+        "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(total, dtype=np.int32)),
+                                                 pa.array([source])).cast(pa.string()),
+        "fetched_at": pa.array(np.full(total, stamp.value, dtype=np.int64), type=pa.int64()).cast(UTC_NS),
+    }
+    return pa.table(columns, schema=SCHEMA)
 
 
 def price_ref(symbol: str, start: dt.date, end: dt.date) -> str:
