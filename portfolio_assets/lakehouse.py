@@ -40,7 +40,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from portfolio_assets.manifest import PROFILE_RE, PROJECT_ROOT
-from portfolio_assets.price_store import PART_GLOB, PRICE_COLUMNS, PriceStore
+from portfolio_assets.price_store import PART_GLOB, PriceStore
+from portfolio_assets.price_store import PRICE_COLUMNS as PRICE_COLUMNS  # re-exported (the old import path)
 from portfolio_assets.symbols import symbol_filename, validate_symbol
 
 DEFAULT_ROOT = PROJECT_ROOT / "lakehouse"
