@@ -71,7 +71,6 @@ def measured(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 def run_size(n: int, root: Path) -> list[dict[str, Any]]:
     """Every stage for `n` equities in this process (see the module docstring)."""
     import numpy as np
-    import pandas as pd
 
     from portfolio_assets.assets.common import FAMILIES
     from portfolio_assets.fetch import clean_bars, window_bounds
@@ -115,7 +114,7 @@ def run_size(n: int, root: Path) -> list[dict[str, Any]]:
     store = PriceStore(root / f"scale_{n}" / "prices")
     part, s, p = measured(lambda: store.write(fetched, "synthetic", dt.datetime.now(dt.UTC), start=start, end=end))
     row("store write", s, p, f"one part, {part.stat().st_size / 2**20:.1f} MiB zstd", True)
-    del fetched
+    fetched.clear()  # the bars now live in the store only
     meta = source.metadata(symbols)
     calendars = {sym: str(meta.at[sym, "calendar"]) for sym in symbols}
 
