@@ -1,4 +1,4 @@
-"""The lakehouse: atomic Parquet partitions, the per-symbol price cache, DuckDB views, path safety.
+"""The lakehouse: atomic Parquet partitions, the columnar price store, DuckDB views, path safety.
 
 Layout under `<root>/<profile>/`:
 
