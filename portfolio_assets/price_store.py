@@ -206,7 +206,7 @@ def ref_fingerprint(path: str | os.PathLike[str], upto: str) -> str:
     key = (str(store.parts_dir.resolve()), store.signature(), last)
     if key not in _VERIFY_CACHE:
         _VERIFY_CACHE.clear()
-        _VERIFY_CACHE[key] = _read_untrusted(store, dt.date(1970, 1, 1), last)
+        _VERIFY_CACHE[key] = _by_symbol(_read_untrusted(store, dt.date(1970, 1, 1), last))
     return _hash_ranges(_VERIFY_CACHE[key], {symbol: (start, last)})[symbol]
 
 
@@ -504,12 +504,24 @@ def _read_untrusted(store: PriceStore, first: dt.date, last: dt.date) -> pd.Data
     return _newest_rows(table.take(order)).to_pandas().reset_index(drop=True)
 
 
-def _hash_ranges(long: pd.DataFrame, ranges: Mapping[str, tuple[dt.date, dt.date]], *,
+def _by_symbol(long: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A long frame sorted by symbol, split into {symbol: its rows} (one pass, no groupby)."""
+    if not len(long):
+        return {}
+    codes = long["symbol"].to_numpy()
+    bounds = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    starts, stops = np.r_[0, bounds], np.r_[bounds, len(long)]
+    return {codes[a]: long.iloc[a:b] for a, b in zip(starts, stops, strict=True)}
+
+
+def _hash_ranges(long: pd.DataFrame | Mapping[str, pd.DataFrame], ranges: Mapping[str, tuple[dt.date, dt.date]], *,
                  skip_missing: bool = False) -> dict[str, str]:
+    """Fingerprints of `ranges` over the rows of a long frame (sorted by symbol) or of its
+    `_by_symbol` split."""
     from portfolio_assets.ledger import frame_hash
 
     out = {}
-    groups = dict(tuple(long.groupby("symbol", sort=False))) if len(long) else {}
+    groups = _by_symbol(long) if isinstance(long, pd.DataFrame) else long
     for symbol, (start, end) in ranges.items():
         bars = groups.get(symbol)
         if bars is not None:
@@ -525,7 +537,7 @@ def _hash_ranges(long: pd.DataFrame, ranges: Mapping[str, tuple[dt.date, dt.date
 
 # The verifier re-hashes one seal entry at a time: the store is read whole once per state of its
 # parts (`PriceStore.signature`) and date, in this process.
-_VERIFY_CACHE: dict[tuple, pd.DataFrame] = {}
+_VERIFY_CACHE: dict[tuple, dict[str, pd.DataFrame]] = {}
 
 
 def _empty_bars() -> pd.DataFrame:
