@@ -1,26 +1,34 @@
-"""Fetching bars into the price cache, reading windows back, and automated gap recovery.
+"""Fetching bars into the price store, reading windows back, and automated gap recovery.
 
-Windowed reads (60 and 500 sessions) come from the per-symbol price cache for days <= D, never
-from hundreds of upstream partitions. Every fetch of a window re-fetches the whole window (so a
-partition's result does not depend on what an earlier run left in the cache) and merges it in.
+Windowed reads (60 and 500 sessions) come from the columnar price store for days <= D, never
+from hundreds of upstream partitions. A run fetches each symbol's widest window once per
+partition (`first_fetch`) and every asset of the run that needs a window inside it reads that
+fetch back, laid over the stored bars as if just fetched (so a partition's result does not depend
+on what an earlier run left in the store); repairs are fetched and stored as before.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from portfolio_assets.lakehouse import Lakehouse
+from portfolio_assets.price_store import overlay
 from portfolio_assets.progress import Progress
 from portfolio_assets.quant.health import HealthParams, assess_symbol
 from portfolio_assets.sources.base import BAR_COLUMNS, MarketData, SourceError
 
 FETCH_BUFFER_DAYS = 10  # calendar days before the first session, for the first return
+# The store is compacted (parts merged, newest bar kept: reads unchanged) once it holds more than
+# this many parts; parts fetched in the last 6 hours stay, so a run in progress keeps its first fetches.
+COMPACT_ABOVE_PARTS = 256
+COMPACT_KEEP_RECENT_S = 6 * 3600.0
 
 
 class BarsError(ValueError):
@@ -75,8 +83,10 @@ def fetch_into_cache(
     attempt: int = 0,
     keep: dict[str, pd.DataFrame] | None = None,
     say: Callable[[str], None] | None = None,
+    scope: str | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Fetch bars for `symbols` and merge them into the cache. Returns per-symbol clean-up counts.
+    """Fetch bars for `symbols` and store them as one part of the price store (`scope`: the run
+    that fetched, so its later steps find the window). Returns per-symbol clean-up counts.
 
     Uses the source's bounded-concurrency `fetch_many` when it has one. A source error for one
     symbol is raised (naming it) — never swallowed.
@@ -92,27 +102,82 @@ def fetch_into_cache(
             results[s] = source.bars(s, start, end, attempt=attempt)
             fetched.advance()
     report = {}
-    merged = Progress(say, "price cache", len(symbols), "symbols merged")
+    cleaned: dict[str, pd.DataFrame] = {}
     for symbol in symbols:
         if symbol not in results:
             raise SourceError(f"source {source.name!r} returned no answer for {symbol}")
-        bars, counts = clean_bars(symbol, results[symbol], end)
-        lake.merge_prices(symbol, bars, source.name, fetched_at)
-        report[symbol] = counts
-        if keep is not None:  # what the source delivered this time (before merging with the cache)
-            keep[symbol] = bars
-        merged.advance()
+        cleaned[symbol], report[symbol] = clean_bars(symbol, results[symbol], end)
+    lake.write_prices(cleaned, source.name, fetched_at, start=start, end=end, attempt=attempt, scope=scope)
+    store = lake.price_store()
+    if len(store.part_paths()) > COMPACT_ABOVE_PARTS:  # skipped when another process compacts
+        store.compact(keep_recent_s=COMPACT_KEEP_RECENT_S, blocking=False)
+    if keep is not None:  # what the source delivered this time (before merging with the cache)
+        keep.update(cleaned)
     return report
+
+
+def first_fetch(
+    source: MarketData,
+    lake: Lakehouse,
+    symbols: list[str],
+    start: dt.date,
+    end: dt.date,
+    *,
+    scope: str | None = None,
+    widest: Mapping[str, dt.date] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """What the source delivers on a first fetch (attempt 0) of [start, end] for `symbols`.
+
+    Without `scope`, fetched now (and stored). With `scope` (a run and partition), each symbol's
+    window is fetched once for the scope: the first step that needs it fetches from
+    `min(start, widest[symbol])` to `end` (the widest window any asset of the partition reads) and
+    stores it as one part; every later request of that scope for a window inside it, ending on
+    the same `end` (no bar after the partition's date), reads those bars back from that part
+    instead of fetching again. A lock per scope makes parallel steps of one run wait for the
+    fetch rather than repeat it."""
+    if scope is None:
+        fresh: dict[str, pd.DataFrame] = {}
+        fetch_into_cache(source, lake, symbols, start, end, keep=fresh, say=say)
+        return fresh
+    store = lake.price_store()
+    with store.fetch_lock(scope), store.shared_lock():  # no compaction merges the chosen parts away before they are read
+        parts = [p for p in store.parts() if p.scope == scope and p.attempt == 0]
+        chosen: dict[str, Path] = {}
+        for symbol in symbols:
+            for part in reversed(parts):  # the newest fetch of the scope that covers the window
+                if part.covers(symbol, start, end):
+                    chosen[symbol] = part.path
+                    break
+        todo = [s for s in symbols if s not in chosen]
+        groups: dict[dt.date, list[str]] = {}
+        for symbol in todo:
+            groups.setdefault(min(start, (widest or {}).get(symbol, start)), []).append(symbol)
+        for first, group in sorted(groups.items()):
+            fetch_into_cache(source, lake, group, first, end, say=say, scope=scope)
+            new = store.window_part(scope, group, first, end)
+            if new is None:
+                raise RuntimeError(f"price store: the part just written for {len(group)} symbol(s) "
+                                   f"{first}..{end} is not in {store.parts_dir}")
+            chosen.update(dict.fromkeys(group, new.path))
+        by_part: dict[Path, list[str]] = {}
+        for symbol in symbols:
+            by_part.setdefault(chosen[symbol], []).append(symbol)
+        out: dict[str, pd.DataFrame] = {}
+        for path, group in by_part.items():
+            for symbol, bars in store.read_many(group, start, end, paths=[path]).items():
+                out[symbol] = bars.loc[:, list(BAR_COLUMNS)]
+    return {s: out[s] for s in symbols}
 
 
 def read_cached(lake: Lakehouse, symbol: str, start: dt.date, end: dt.date) -> pd.DataFrame:
     """Cached bars of `symbol` with start <= day <= end."""
-    bars = lake.read_prices(symbol)
-    if bars.empty:
-        return bars.loc[:, list(BAR_COLUMNS)]
-    days = pd.to_datetime(bars["time"], utc=True).dt.tz_localize(None)
-    keep = (days >= pd.Timestamp(start)) & (days <= pd.Timestamp(end))
-    return bars.loc[keep, list(BAR_COLUMNS)].reset_index(drop=True)
+    return read_cached_many(lake, [symbol], start, end)[symbol]
+
+
+def read_cached_many(lake: Lakehouse, symbols: list[str], start: dt.date, end: dt.date) -> dict[str, pd.DataFrame]:
+    """Cached bars (`BAR_COLUMNS`) of `symbols` with start <= day <= end, in one scan."""
+    return {s: b.loc[:, list(BAR_COLUMNS)] for s, b in lake.read_prices_many(symbols, start, end).items()}
 
 
 @dataclass
@@ -140,13 +205,14 @@ def assess_all(
     from portfolio_assets.quant.calendar import align_closes
 
     close_ns = session_close_utc(as_of).value
+    cached = read_cached_many(lake, symbols, fetch_start, as_of) if fetched is None else {}
     rows = []
     for symbol in symbols:
         if fetched is not None:
             days = pd.to_datetime(fetched[symbol]["time"], utc=True).dt.tz_localize(None)
             bars = fetched[symbol][(days >= pd.Timestamp(fetch_start)) & (days <= pd.Timestamp(as_of))]
         else:
-            bars = read_cached(lake, symbol, fetch_start, as_of)
+            bars = cached[symbol]
         n_sessions = int(align_closes(bars, calendars[symbol], window).notna().sum()) if len(bars) else 0
         row = assess_symbol(
             bars, calendars[symbol], window[0], pd.Timestamp(as_of), close_ns, n_sessions, params[symbol]
@@ -167,8 +233,13 @@ def recover(
     attempts: int,
     backoff_s: float,
     say: Callable[[str], None] | None = None,
+    *,
+    view: dict[str, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, RecoveryLog]:
     """Re-fetch every unhealthy symbol's window up to `attempts` times with exponential backoff.
+
+    Each repair is stored; with `view` (the step's bars per symbol, see `fetch_and_recover`) the
+    repaired bars are laid over the symbol's view and judged there, else the store is re-read.
 
     INSUFFICIENT alone is not repairable by re-fetching (the history is simply short), so it is
     not retried. A source error during a repair is recorded for that symbol and the symbol keeps
@@ -187,11 +258,18 @@ def recover(
         for symbol in todo:
             before = health.at[symbol, "status"]
             error = ""
+            repaired_bars: dict[str, pd.DataFrame] = {}
             try:
-                fetch_into_cache(source, lake, [symbol], fetch_start, as_of, attempt=attempt)
+                fetch_into_cache(source, lake, [symbol], fetch_start, as_of, attempt=attempt, keep=repaired_bars)
             except (SourceError, BarsError, OSError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
-            new = assess_all(lake, [symbol], calendars, window, fetch_start, as_of, params)
+            if view is not None:
+                if symbol in repaired_bars:
+                    view[symbol] = overlay(view[symbol], repaired_bars[symbol])
+                new = assess_all(lake, [symbol], calendars, window, fetch_start, as_of, params,
+                                 fetched={symbol: view[symbol]})
+            else:
+                new = assess_all(lake, [symbol], calendars, window, fetch_start, as_of, params)
             health.loc[symbol, new.columns] = new.loc[symbol]
             log.rows.append({
                 "symbol": symbol, "attempt": attempt, "status_before": before,
@@ -213,17 +291,28 @@ def fetch_and_recover(
     attempts: int,
     backoff_s: float,
     say: Callable[[str], None] | None = None,
+    *,
+    scope: str | None = None,
+    widest: Mapping[str, dt.date] | None = None,
+    view: dict[str, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, RecoveryLog]:
-    """Fetch a window for `symbols` into the cache, judge what the source delivered *this time*,
-    and repair every unhealthy symbol (`recover`). Returns (health before, health after, log).
+    """First-fetch a window for `symbols` (`first_fetch`: once per `scope`), judge what the
+    source delivered on that fetch, and repair every unhealthy symbol (`recover`). Returns
+    (health before, health after, log); fills `view` with the step's bars per symbol over the
+    window (pass it to `load_panel`).
 
-    Every window read goes through here, so a partition re-run in a lakehouse whose cache already
-    holds bars an earlier run repaired ends in the same state as a run on a fresh lakehouse."""
+    The step's view of a symbol is the stored bars with the first fetch laid over them (as if
+    just fetched) and each repair laid over that, so a partition re-run in a lakehouse whose
+    store already holds bars an earlier run repaired ends in the same state as a run on a fresh
+    lakehouse, and every asset of a run sees the same first fetch."""
     start, end = window_bounds(window)
-    fresh: dict[str, pd.DataFrame] = {}
-    fetch_into_cache(source, lake, symbols, start, end, keep=fresh, say=say)
+    fresh = first_fetch(source, lake, symbols, start, end, scope=scope, widest=widest, say=say)
+    view = {} if view is None else view
+    stored = read_cached_many(lake, symbols, start, as_of)
+    view.update({s: overlay(stored[s], fresh[s]) for s in symbols})
     before = assess_all(lake, symbols, calendars, window, start, as_of, params, fetched=fresh)
-    after, log = recover(source, lake, before, calendars, window, start, as_of, params, attempts, backoff_s, say)
+    after, log = recover(source, lake, before, calendars, window, start, as_of, params, attempts, backoff_s, say,
+                         view=view)
     return before, after, log
 
 
@@ -238,11 +327,21 @@ def coverage(returns: pd.DataFrame) -> pd.Series:
 
 
 def load_panel(
-    lake: Lakehouse, symbols: list[str], calendars: dict[str, str], window: pd.DatetimeIndex, as_of: dt.date
+    lake: Lakehouse, symbols: list[str], calendars: dict[str, str], window: pd.DatetimeIndex, as_of: dt.date,
+    view: Mapping[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Aligned close panel (window sessions x symbols) from the cache, data <= as_of only."""
-    from portfolio_assets.quant.calendar import align_panel
+    """Aligned close panel (window sessions x symbols), data <= as_of only: of the step's `view`
+    (`fetch_and_recover`) when given, else of the price store."""
+    from portfolio_assets.quant.calendar import align_panel_long
 
     start, _ = window_bounds(window)
-    bars = {s: read_cached(lake, s, start, as_of) for s in symbols}
-    return align_panel(bars, calendars, window)
+    if view is None:
+        long = lake.price_store().read(symbols, start, as_of)
+    else:
+        frames = []
+        for s in symbols:
+            days = pd.to_datetime(view[s]["time"], utc=True).dt.tz_localize(None)
+            keep = (days >= pd.Timestamp(start)) & (days <= pd.Timestamp(as_of))
+            frames.append(view[s].loc[keep, ["time", "close"]].assign(symbol=s))
+        long = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["symbol", "time", "close"])
+    return align_panel_long(long, {s: calendars[s] for s in symbols}, window)

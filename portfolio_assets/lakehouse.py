@@ -1,4 +1,4 @@
-"""The lakehouse: atomic Parquet partitions, the per-symbol price cache, DuckDB views, path safety.
+"""The lakehouse: atomic Parquet partitions, the columnar price store, DuckDB views, path safety.
 
 Layout under `<root>/<profile>/`:
 
@@ -6,7 +6,9 @@ Layout under `<root>/<profile>/`:
                                             a multi-asset's further tables are keys `<asset>__<part>`)
     files/<asset>/<date>/...                files an asset writes besides its tables (images, Markdown)
     reports/<date>/...                      the `reports` asset's folder
-    prices/<EXCH__TICKER>.parquet           the price cache (merged, de-duplicated; never wiped)
+    prices/parts/part-*.parquet             the price store: one table per fetch (symbol, time, OHLCV,
+                                            source, fetched_at), read with predicate pushdown, the
+                                            newest fetch winning per bar (`price_store`; never wiped)
     ledger/<date>/audit.jsonl               the partition's audit ledger
     _intermediate/<run id>/...              values passed between the tournament's ops
 
@@ -38,12 +40,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from portfolio_assets.manifest import PROFILE_RE, PROJECT_ROOT
-from portfolio_assets.symbols import filename_symbol, symbol_filename, validate_symbol
+from portfolio_assets.price_store import PART_GLOB, PriceStore
+from portfolio_assets.price_store import PRICE_COLUMNS as PRICE_COLUMNS  # re-exported (the old import path)
+from portfolio_assets.symbols import symbol_filename, validate_symbol
 
 DEFAULT_ROOT = PROJECT_ROOT / "lakehouse"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 T = TypeVar("T")
-PRICE_COLUMNS = ("time", "open", "high", "low", "close", "volume", "source", "fetched_at")
 
 
 class UnsafePathError(ValueError):
@@ -258,42 +261,43 @@ class Lakehouse:
         after checking that it resolves inside the root (a published folder is a link)."""
         return self._named(path).relative_to(self.root).as_posix()
 
-    # ---- price cache ------------------------------------------------------------------------
+    # ---- price store ------------------------------------------------------------------------
     def price_path(self, symbol: str) -> Path:
+        """The previous layout's per-symbol file `prices/<EXCH__TICKER>.parquet` (no longer
+        written; seals of earlier runs name such files and still verify against them)."""
         return self._inside(self.root / "prices" / f"{symbol_filename(symbol)}.parquet")
 
+    def price_store(self) -> PriceStore:
+        """The columnar price store (`prices/parts/part-*.parquet`, see `price_store`)."""
+        return PriceStore(self._inside(self.root / "prices"))
+
     def cached_symbols(self) -> list[str]:
-        folder = self.root / "prices"
-        return sorted(filename_symbol(p.stem) for p in folder.glob("*.parquet")) if folder.exists() else []
+        return self.price_store().symbols()
 
     def read_prices(self, symbol: str) -> pd.DataFrame:
-        path = self.price_path(symbol)
-        if not path.exists():
-            return pd.DataFrame({c: pd.Series(dtype="float64") for c in PRICE_COLUMNS})
-        return pd.read_parquet(path)
+        """Every stored bar of `symbol` (`PRICE_COLUMNS`), the newest fetch's per timestamp."""
+        validate_symbol(symbol)
+        return self.price_store().read_many([symbol])[symbol]
+
+    def read_prices_many(self, symbols: list[str], start: dt.date | None = None,
+                         end: dt.date | None = None) -> dict[str, pd.DataFrame]:
+        """Stored bars of `symbols` with start <= time <= end (midnight UTC), one scan with the
+        symbol and date filters pushed down: {symbol: bars (`PRICE_COLUMNS`)}."""
+        return self.price_store().read_many(symbols, start, end)
+
+    def write_prices(self, bars: dict[str, pd.DataFrame], source: str, fetched_at: dt.datetime, *,
+                     start: dt.date | None = None, end: dt.date | None = None, attempt: int = 0,
+                     scope: str | None = None) -> Path | None:
+        """Store one fetch of many symbols as one part (atomic; concurrent writers never collide).
+        Bars need a `time` column and finite-or-not OHLCV; per timestamp the newest fetch wins on read."""
+        return self.price_store().write(bars, source, fetched_at, start=start, end=end, attempt=attempt, scope=scope)
 
     def merge_prices(self, symbol: str, bars: pd.DataFrame, source: str, fetched_at: dt.datetime) -> pd.DataFrame:
-        """Merge fetched bars into the symbol's cache: the newest fetch wins per timestamp.
-
-        Bars must have a tz-aware UTC `time` and finite positive OHLC; the cache stays sorted and
-        de-duplicated. Locked per symbol so parallel steps and partitions can share it.
-        """
+        """Store one symbol's fetched bars (`write_prices`) and return its merged bars: the newest
+        fetch wins per timestamp, sorted, de-duplicated."""
         validate_symbol(symbol)
-        new = bars.loc[:, ["time", "open", "high", "low", "close", "volume"]].copy()
-        new["source"] = source
-        new["fetched_at"] = pd.Timestamp(fetched_at).tz_convert("UTC") if pd.Timestamp(fetched_at).tzinfo else pd.Timestamp(fetched_at, tz="UTC")
-        path = self.price_path(symbol)
-        with file_lock(path):
-            old = self.read_prices(symbol)
-            merged = pd.concat([old, new], ignore_index=True) if len(old) else new
-            merged["time"] = pd.to_datetime(merged["time"], utc=True)
-            merged = (
-                merged.sort_values(["time", "fetched_at"], kind="mergesort")
-                .drop_duplicates("time", keep="last")
-                .reset_index(drop=True)
-            )
-            atomic_write_frame(path, merged)
-        return merged
+        self.write_prices({symbol: bars}, source, fetched_at)
+        return self.read_prices(symbol)
 
     # ---- DuckDB ----------------------------------------------------------------------------
     def table_globs(self) -> dict[str, str]:
@@ -306,8 +310,8 @@ class Lakehouse:
                         and not folder.parent.name.startswith("_")):
                     if any(folder.glob("*.parquet")):
                         out[folder.name] = str(folder / "*.parquet")
-            if any((self.root / "prices").glob("*.parquet")):
-                out["prices"] = str(self.root / "prices" / "*.parquet")
+            if self.price_store().has_parts():
+                out["prices"] = str(self.price_store().parts_dir / PART_GLOB)
         return out
 
     def duckdb(self, database: str = ":memory:"):
@@ -324,12 +328,11 @@ class Lakehouse:
             source = f"read_parquet('{glob}', filename=true, union_by_name=true)"
             columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
             hidden = {"filename", "partition"} | {c for c in columns if re.fullmatch(r"__index_level_\d+__", c)}
-            if name == "prices":
-                lead = "replace(regexp_extract(filename, '([^/]+)\\.parquet$', 1), '__', ':') AS symbol"
-            else:
-                lead = "regexp_extract(filename, '([0-9-]+)\\.parquet$', 1) AS partition"
+            # `prices` lists every stored row (several fetches of one bar are all listed, with `fetched_at`)
+            lead = None if name == "prices" else "regexp_extract(filename, '([0-9-]+)\\.parquet$', 1) AS partition"
             keep = ", ".join(f'"{c}"' for c in columns if c not in hidden)
-            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT {lead}{", " + keep if keep else ""} FROM {source}')
+            selected = ", ".join(x for x in (lead, keep) if x)
+            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT {selected} FROM {source}')
         return con
 
     def write_catalog(self) -> Path:

@@ -63,25 +63,28 @@ class PortfolioSettings(ConfigurableResource):
 
 
 class RecordedCache(Lakehouse):
-    """The profile's lakehouse whose price-cache writes are recorded: every `merge_prices` (the
-    only writer of `prices/`) adds the symbol, the bars written and their content hash."""
+    """The profile's lakehouse whose price-store writes are recorded: every `write_prices` (the
+    only writer of `prices/`) adds, per symbol, the bars written and their content hash."""
 
     def __init__(self, root: Any, profile: str):
         super().__init__(root, profile)
         self.writes: list[dict[str, Any]] = []
 
-    def merge_prices(self, symbol: str, bars: pd.DataFrame, source: str, fetched_at: dt.datetime) -> pd.DataFrame:
+    def write_prices(self, bars: dict[str, pd.DataFrame], source: str, fetched_at: dt.datetime, *,
+                     start: dt.date | None = None, end: dt.date | None = None, attempt: int = 0,
+                     scope: str | None = None):
         from portfolio_assets.ledger import frame_hash
 
-        merged = super().merge_prices(symbol, bars, source, fetched_at)
-        days = pd.to_datetime(bars["time"], utc=True)
-        self.writes.append({
-            "symbol": symbol, "bars": len(bars), "source": source,
-            "first": days.min().date().isoformat() if len(bars) else None,
-            "last": days.max().date().isoformat() if len(bars) else None,
-            "bars_hash": frame_hash(bars.loc[:, ["time", "open", "high", "low", "close", "volume"]].reset_index(drop=True)),
-        })
-        return merged
+        part = super().write_prices(bars, source, fetched_at, start=start, end=end, attempt=attempt, scope=scope)
+        for symbol, frame in bars.items():
+            days = pd.to_datetime(frame["time"], utc=True)
+            self.writes.append({
+                "symbol": symbol, "bars": len(frame), "source": source,
+                "first": days.min().date().isoformat() if len(frame) else None,
+                "last": days.max().date().isoformat() if len(frame) else None,
+                "bars_hash": frame_hash(frame.loc[:, ["time", "open", "high", "low", "close", "volume"]].reset_index(drop=True)),
+            })
+        return part
 
     def summary(self) -> dict[str, Any]:
         """What this step wrote to the cache: counts and one hash over every write, in order
@@ -92,8 +95,8 @@ class RecordedCache(Lakehouse):
 
 
 class PriceCache(ConfigurableResource):
-    """Owner of the per-symbol price cache (`prices/<EXCH__TICKER>.parquet`, merged and
-    de-duplicated, never wiped). Assets that fetch bars take this resource; each step gets a
+    """Owner of the columnar price store (`prices/parts/part-*.parquet`, one table per fetch,
+    the newest fetch winning per bar, never wiped). Assets that fetch bars take this resource; each step gets a
     `RecordedCache` whose writes go into the step's metadata and ledger outcome (`Step`)."""
 
     settings: PortfolioSettings

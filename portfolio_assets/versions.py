@@ -47,7 +47,7 @@ SNAPSHOT = PACKAGE / "versions_snapshot.json"
 
 AREA_VERSIONS: dict[str, int] = {
     "sources": 2,        # market data: scans and bars of every vendor
-    "prices": 1,         # price cache, window fetch and automated recovery
+    "prices": 2,         # price store, window fetch and automated recovery (2: columnar store, one first fetch per run)
     "calendar": 1,       # session alignment and the master calendar
     "health": 1,         # per-symbol health rules
     "rawpool": 2,        # scans -> raw pool
@@ -68,7 +68,7 @@ AREA_VERSIONS: dict[str, int] = {
 # Files of each area, relative to the package: a module `x.py`, or every file under `x/`.
 AREA_SOURCES: dict[str, tuple[str, ...]] = {
     "sources": ("sources", "symbols.py"),
-    "prices": ("fetch.py",),
+    "prices": ("fetch.py", "price_store.py"),
     "calendar": ("quant/calendar.py", "partitions.py"),
     "health": ("quant/health.py",),
     "rawpool": ("quant/rawpool.py",),
@@ -96,7 +96,7 @@ ASSETS: dict[str, tuple[int, tuple[str, ...]]] = {
     "bond_scan": (1, ("sources",)),
     "forex_scan": (1, ("sources",)),
     "raw_pool": (1, ("sources", "rawpool")),
-    "market_bars": (1, ("sources", "calendar")),
+    "market_bars": (2, ("sources", "prices", "calendar")),
     "returns_60d": (1, _FETCHED),
     "selected_universe": (1, ("selection", "clustering", "moments")),
     "enriched_universe": (1, ("sources", "enrichment")),

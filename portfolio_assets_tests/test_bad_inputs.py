@@ -202,6 +202,8 @@ def test_lakehouse_paths_from_external_input_stay_inside_the_root(tmp_path):
     cases = {
         lambda: lake.price_path("AMEX:SPY"):
             f"path {lake.root}/prices/AMEX__SPY.parquet resolves outside the lakehouse root {lake.root}",
+        lambda: lake.price_store(): f"path {lake.root}/prices resolves outside the lakehouse root {lake.root}",
+        lambda: lake.read_prices("AMEX:SPY"): f"path {lake.root}/prices resolves outside the lakehouse root {lake.root}",
         lambda: lake.state_path("../../x"): f"path {lake.root}/state/../../x resolves outside the lakehouse root {lake.root}",
         lambda: lake.report_path(DEV_DATE, "../../x"):
             "report path '../../x' must be relative and stay inside the reports folder",

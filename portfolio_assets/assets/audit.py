@@ -13,7 +13,6 @@ from portfolio_assets.assets.gates import seal_problems
 from portfolio_assets.ledger import (
     Ledger,
     LedgerError,
-    price_fingerprint,
     read_anchor,
     signer_from_env,
     verify_ledger,
@@ -47,18 +46,25 @@ def _verify(settings: PortfolioSettings, partition: str):
 
 
 def price_data(settings: PortfolioSettings, partition: str) -> dict[str, str]:
-    """`{prices/<file>: price_fingerprint}` of the cached bars the partition read (the symbols of
-    its `market_bars`), up to its date: sealed in the ledger, re-hashed by the verifier."""
+    """`{prices/<EXCH__TICKER>@<first day>..<D>: fingerprint}` of the stored bars the partition
+    read (the symbols of its `market_bars`, each over its widest window, up to its date): a hash
+    of the bars' content, sealed in the ledger and re-hashed from the price store by the verifier."""
+    import datetime as dt
+
+    from portfolio_assets.assets.universe import bar_windows
+    from portfolio_assets.price_store import price_ref
+
     lake = settings.lakehouse()
     if not lake.has_table("history", "market_bars", partition):
         return {}
+    cfg = settings.resolved().config
+    date = dt.date.fromisoformat(partition)
+    (history_start, _), (long_start, _) = bar_windows(cfg, date)
     symbols = lake.read_table("history", "market_bars", partition)["symbol"].astype(str)
-    out = {}
-    for symbol in sorted(set(symbols)):
-        path = lake.price_path(symbol)
-        if path.exists():
-            out[lake.relative(path)] = price_fingerprint(path, partition)
-    return out
+    store = lake.price_store()
+    ranges = {s: (long_start if s == cfg.selection.baseline else history_start, date) for s in sorted(set(symbols))}
+    # A symbol the source delivered no bar of in its window was not read: nothing to seal.
+    return {price_ref(s, *ranges[s]): h for s, h in store.fingerprints(ranges, skip_missing=True).items()}
 
 
 def _report_table(report) -> pd.DataFrame:

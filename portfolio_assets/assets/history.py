@@ -16,8 +16,15 @@ from dagster import (
 
 from portfolio_assets.assets._step import Step, preview_md
 from portfolio_assets.assets.common import DATA_OWNERS, PARTITIONS, STEP_TAG, after, attrs, outs
-from portfolio_assets.assets.universe import calendars_of, fetch_returns, health_params
-from portfolio_assets.fetch import clean_bars, coverage, fetch_and_recover, load_panel, window_bounds
+from portfolio_assets.assets.universe import (
+    bar_windows,
+    calendars_of,
+    fetch_returns,
+    fetch_scope,
+    health_params,
+    widest_starts,
+)
+from portfolio_assets.fetch import coverage, fetch_and_recover, first_fetch, load_panel
 from portfolio_assets.ledger import frame_hash
 from portfolio_assets.partitions import sessions_window
 from portfolio_assets.quant.calendar import simple_returns
@@ -45,30 +52,31 @@ def regime_warmup(cfg) -> int:
         "(+ baseline) the bars <= D over the history window (the baseline over the regime's longer "
         "one), with their content hash. Its data version changes when the source delivers a new or "
         "corrected bar, which makes every asset that fetches bars stale for this partition "
-        "(`portfolio-assets stale --check-market-data`). Not written to the price cache."
+        "(`portfolio-assets stale --check-market-data`). This is the run's first fetch of those "
+        "windows: stored once in the price store and read back by every asset of the run that "
+        "needs a window inside them."
     ),
 )
-def market_bars(context, settings: PortfolioSettings, raw_pool: pd.DataFrame):
-    with Step(context, settings) as step:
+def market_bars(context, settings: PortfolioSettings, price_cache: PriceCache, raw_pool: pd.DataFrame):
+    with Step(context, settings, price_cache=price_cache) as step:
         cfg, source = step.cfg, step.settings.source()
         baseline = cfg.selection.baseline
-        windows = {n: window_bounds(sessions_window(step.date, n + 1))
-                   for n in (cfg.data.lookback_history, cfg.data.lookback_history + regime_warmup(cfg))}
-        short, long = sorted(windows)
+        (start, end), long = bar_windows(cfg, step.date)
         symbols = sorted(set(raw_pool["symbol"]) | {baseline})
-        fetch_many = getattr(source, "fetch_many", None)
-        start, end = windows[short]
-        delivered = fetch_many(symbols, start, end) if callable(fetch_many) else {
-            s: source.bars(s, start, end) for s in symbols}
-        delivered[baseline] = source.bars(baseline, *windows[long])
+        # The run's first fetch of every symbol's widest window: stored once, read back by every
+        # asset of the run that needs a window inside it (`fetch.first_fetch`).
+        scope, widest = fetch_scope(step), widest_starts(step, symbols)
+        delivered = first_fetch(source, step.lake, [s for s in symbols if s != baseline], start, end,
+                                scope=scope, widest=widest)
+        delivered.update(first_fetch(source, step.lake, [baseline], *long, scope=scope, widest=widest))
         rows = []
         for symbol in symbols:
-            bars, _ = clean_bars(symbol, delivered[symbol], step.date)
+            bars = delivered[symbol]
             rows.append({"symbol": symbol, "first_bar": str(bars["time"].min().date()) if len(bars) else None,
                          "last_bar": str(bars["time"].max().date()) if len(bars) else None,
                          "bars": len(bars), "bars_hash": frame_hash(bars.reset_index(drop=True))})
         table = pd.DataFrame(rows)
-        step.params.update(symbols=len(symbols), window=[str(start), str(end)], baseline_window=[str(d) for d in windows[long]])
+        step.params.update(symbols=len(symbols), window=[str(start), str(end)], baseline_window=[str(d) for d in long])
         yield from step.emit(table, metrics={"symbols": len(table), "bars": int(table["bars"].sum())},
                              preview=table.sort_values("bars").head(10))
 
@@ -93,11 +101,13 @@ def history_500d(context, settings: PortfolioSettings, price_cache: PriceCache, 
         window = sessions_window(step.date, data.lookback_history + 1)
         step.params.update(sessions=data.lookback_history, attempts=data.recovery_attempts, symbols=len(symbols))
         calendars = calendars_of(step, symbols)
+        view: dict[str, pd.DataFrame] = {}
         before, healed, log = fetch_and_recover(
             step.settings.source(), step.lake, symbols, calendars, window, step.date,
             health_params(step, symbols), data.recovery_attempts, data.recovery_backoff_s, say=context.log.info,
+            scope=fetch_scope(step), widest=widest_starts(step, symbols), view=view,
         )
-        panel = load_panel(step.lake, symbols, calendars, window, step.date)
+        panel = load_panel(step.lake, symbols, calendars, window, step.date, view=view)
         rets = simple_returns(panel).iloc[1:]
         health = healed.assign(status_before=before["status"], issues_before=before["issues"],
                                attempts=log.frame().groupby("symbol").size().reindex(healed.index).fillna(0).astype(int))

@@ -9,7 +9,7 @@ from dagster import asset, multi_asset
 
 from portfolio_assets.assets._step import Step
 from portfolio_assets.assets.common import FAMILIES, OWNERS, PARTITIONS, after, attrs, outs
-from portfolio_assets.fetch import coverage, fetch_and_recover, load_panel
+from portfolio_assets.fetch import coverage, fetch_and_recover, load_panel, window_bounds
 from portfolio_assets.manifest import Config
 from portfolio_assets.partitions import sessions_window
 from portfolio_assets.quant.calendar import simple_returns
@@ -54,6 +54,30 @@ def calendars_of(step: Step, symbols: list[str]) -> dict[str, str]:
     return {s: str(meta.at[s, "calendar"]) for s in symbols}
 
 
+def bar_windows(cfg: Config, date: dt.date) -> tuple[tuple[dt.date, dt.date], tuple[dt.date, dt.date]]:
+    """The partition's two widest fetch windows: (the history window every raw-pool symbol is
+    read over, the baseline's longer one with the regime's warm-up), as (first day, last day)."""
+    from portfolio_assets.quant.regimes import history_sessions
+
+    n = cfg.data.lookback_history
+    return (window_bounds(sessions_window(date, n + 1)),
+            window_bounds(sessions_window(date, n + history_sessions(cfg.regime) + 1)))
+
+
+def fetch_scope(step: Step) -> str | None:
+    """The scope a step's first fetches are shared in (its run and partition; None outside a run)."""
+    run_id = getattr(step, "run_id", None)
+    return f"{run_id}@{step.partition}" if run_id else None
+
+
+def widest_starts(step: Step, symbols: list[str]) -> dict[str, dt.date]:
+    """Per symbol, the first day of the widest window any asset of the partition reads: the
+    first fetch of a run fetches from there (`fetch.first_fetch`)."""
+    (history_start, _), (long_start, _) = bar_windows(step.cfg, step.date)
+    baseline = step.cfg.selection.baseline
+    return {s: long_start if s == baseline else history_start for s in symbols}
+
+
 def health_params(step: Step, symbols: list[str], min_days_floor: int | None = None) -> dict[str, HealthParams]:
     """Per-symbol health thresholds from the manifest (crypto's bad-tick threshold is wider)."""
     data = step.cfg.data
@@ -82,13 +106,15 @@ def fetch_returns(step: Step, symbols: list[str], n_sessions: int) -> tuple[pd.D
     data = step.cfg.data
     # The same fetch + repair as the 500-session history (not gated here: the light prep only
     # masks what stays bad), so a re-run finds the cache in the state a fresh run leaves it.
+    view: dict[str, pd.DataFrame] = {}
     _, healed, log = fetch_and_recover(step.settings.source(), step.lake, symbols, calendars, window, step.date,
                                       health_params(step, symbols, min_days_floor=0), data.recovery_attempts,
-                                      data.recovery_backoff_s)
+                                      data.recovery_backoff_s, scope=fetch_scope(step),
+                                      widest=widest_starts(step, symbols), view=view)
     if log.rows:
         step.event("prep_recovery", attempts=len(log.rows),
                    still_unhealthy=healed.loc[healed["status"] != "OK", "status"].to_dict())
-    panel = load_panel(step.lake, symbols, calendars, window, step.date)
+    panel = load_panel(step.lake, symbols, calendars, window, step.date, view=view)
     bad_price = panel.notna() & ~(panel > 0)
     panel = panel.where(~bad_price)
     rets = simple_returns(panel)

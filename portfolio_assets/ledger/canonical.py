@@ -210,7 +210,13 @@ def output_entry(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> 
 def price_fingerprint(path: str | os.PathLike[str], upto: str) -> str:
     """``"sha256:<hex>"`` of a cached price file's bars up to and including the date `upto`
     (columns time, open, high, low, close, volume): what a partition of date `upto` could read.
-    Bars after `upto` (a later partition's fetch) and the cache's bookkeeping columns do not count."""
+    Bars after `upto` (a later partition's fetch) and the cache's bookkeeping columns do not count.
+    A path `prices/<EXCH__TICKER>@<day>..<day>` names a range of the columnar price store and is
+    hashed from its bars (`price_store.ref_fingerprint`; FileNotFoundError when none is stored)."""
+    from portfolio_assets import price_store
+
+    if price_store.is_ref(path):
+        return price_store.ref_fingerprint(path, upto)
     frame = pd.read_parquet(path)
     missing = [c for c in PRICE_FINGERPRINT_COLUMNS if c not in frame.columns]
     if missing:

@@ -99,11 +99,11 @@ def _check_seals(ordered: list[tuple[int, dict[str, Any]]], root: str | os.PathL
                 errors.append(str(exc))
                 continue
             target = root_resolved / rel
-            if not target.exists():
-                errors.append(f"line {number}: price data {rel} is missing")
-                continue
             try:
                 current = price_fingerprint(target, partition)
+            except FileNotFoundError:
+                errors.append(f"line {number}: price data {rel} is missing")
+                continue
             except Exception as exc:  # an unreadable price file is a failed check, not a crash
                 errors.append(f"line {number}: price data {rel} could not be read ({type(exc).__name__}: {exc})")
                 continue

@@ -93,3 +93,48 @@ def simple_returns(panel: pd.DataFrame) -> pd.DataFrame:
     filled = panel.ffill()
     rets = filled / filled.shift(1) - 1.0
     return rets.where(panel.notna())
+
+
+def align_panel_long(
+    long: pd.DataFrame, calendars: dict[str, str], sessions: pd.DatetimeIndex, master: str = "XNYS"
+) -> pd.DataFrame:
+    """`align_panel` of many symbols' bars given as one long frame (`symbol`, `time`, `close`;
+    the price store's layout, each symbol's bars sorted by time), vectorized: no per-symbol pass.
+
+    The same panel as `align_panel({s: bars of s}, calendars, sessions)` (tested), for every
+    symbol of `calendars`, columns sorted: each bar's close moment on its symbol's calendar is
+    looked up once per (calendar, day); a bar goes to the first master session whose close is at
+    or after that moment (bucket k has moments in (close_{k-1}, close_k], close_0 being the
+    session before the first), and the last bar of each (symbol, session) is its sample; a bar at
+    or before close_0 or after the last close is not sampled (point in time).
+    """
+    sessions = pd.DatetimeIndex(sessions, name="session")
+    symbols = sorted(calendars)
+    missing = sorted(set(long["symbol"]) - set(symbols)) if len(long) else []
+    if missing:
+        raise ValueError(f"bars of {len(missing)} symbol(s) without a calendar, e.g. {missing[:3]}")
+    out = np.full((len(sessions), len(symbols)), np.nan)
+    if len(long) and len(sessions):
+        code = pd.Categorical(long["symbol"], categories=symbols).codes.astype(np.int64)
+        labels = pd.DatetimeIndex(pd.to_datetime(long["time"], utc=True)).tz_localize(None).normalize()
+        day = labels.asi8
+        moments = np.full(len(long), np.iinfo(np.int64).min, dtype=np.int64)
+        cal_of = np.array([calendars[s] for s in symbols], dtype=object)[code]
+        for cal in pd.unique(cal_of):
+            rows = np.flatnonzero(cal_of == cal)
+            uniq, inverse = np.unique(day[rows], return_inverse=True)
+            moments[rows] = bar_close_moments(pd.DatetimeIndex(uniq), str(cal))[inverse]
+        ok = moments != np.iinfo(np.int64).min
+        closes = _master_closes_with_previous(sessions, master)
+        bucket = np.searchsorted(closes, moments, side="left")
+        ok &= (bucket >= 1) & (bucket <= len(sessions))
+        rows = np.flatnonzero(ok)
+        # The last bar per (symbol, session) in moment order (ties: the bars' own order).
+        order = rows[np.lexsort((rows, moments[rows], code[rows]))]
+        key = code[order] * (len(sessions) + 1) + bucket[order]
+        last = np.ones(len(order), dtype=bool)
+        last[:-1] = key[1:] != key[:-1]
+        pick = order[last]
+        out[bucket[pick] - 1, code[pick]] = long["close"].to_numpy(dtype=float)[pick]
+    panel = pd.DataFrame(out, index=sessions, columns=pd.Index(symbols, name="symbol"))
+    return panel

@@ -29,9 +29,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from portfolio_assets.ledger import canonical_json, read_anchor
+from portfolio_assets.price_store import PriceStore, parse_ref
 from portfolio_assets_tests.conftest import (
     CLI,
     DEV_DATE,
@@ -194,10 +197,19 @@ def test_cases_8_and_10_a_copied_ledger_and_changed_price_data_fail_verification
 
     seal = next(r for r in ledger_records(run.ledger()) if r["kind"] == "close")
     rel = sorted(seal["payload"]["seal"]["price_data"])[0]
-    bars = pd.read_parquet(run.root / rel)
-    day = pd.to_datetime(bars["time"], utc=True).dt.date
-    bars.loc[day[day <= pd.Timestamp(DEV_DATE).date()].index[-1], "close"] *= 1.01
-    bars.to_parquet(run.root / rel)
+    symbol, _, _ = parse_ref(rel)  # a (symbol, range) of the columnar price store
+    # A forger edits the symbol's last bar <= D in every part (Parquet file) that holds it.
+    edited = 0
+    for part in PriceStore(run.root / "prices").part_paths():
+        table = pq.read_table(part)
+        frame = table.to_pandas()
+        mine = frame.index[(frame["symbol"] == symbol) & (frame["time"].dt.date <= pd.Timestamp(DEV_DATE).date())]
+        if len(mine):
+            last_day = frame.loc[mine, "time"].max()
+            frame.loc[mine[frame.loc[mine, "time"] == last_day], "close"] *= 1.01
+            pq.write_table(pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False), part)
+            edited += 1
+    assert edited
     changed = cli(run, "verify-ledger", str(run.ledger()))
     assert changed.returncode == 1, describe(changed)
     assert f"price data {rel} changed since the seal (bars <= {DEV_DATE})" in changed.stdout

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from portfolio_assets.ledger import (
@@ -26,6 +29,7 @@ from portfolio_assets.ledger import (
     record_hash,
     verify_ledger,
 )
+from portfolio_assets.price_store import PriceStore, price_ref
 from portfolio_assets_tests.conftest import describe, run_cli
 
 PROFILE = "demo"
@@ -196,6 +200,61 @@ def test_changed_price_data_fails_but_bars_after_the_date_do_not(tmp_path: Path)
     bars.to_parquet(prices)
     assert verify(ledger).check("seals").errors == (
         f"line 6: price data {PRICE_REL} changed since the seal (bars <= {DATE})",)
+
+
+def _store_ledger(base: Path) -> tuple[Ledger, str, PriceStore]:
+    """A sealed ledger whose price data is a range of the columnar price store (two parts)."""
+    root = base / PROFILE
+    store = PriceStore(root / "prices")
+    bars = _bars().drop(columns=["source", "fetched_at"])
+    store.write({"NASDAQ:AAPL": bars.iloc[:4]}, "synthetic", pd.Timestamp("2026-11-28", tz="UTC"))
+    store.write({"NASDAQ:AAPL": bars.iloc[4:], "AMEX:SPY": bars}, "synthetic", pd.Timestamp("2026-11-28", tz="UTC"))
+    rel = price_ref("NASDAQ:AAPL", date(2026, 11, 20), date.fromisoformat(DATE))
+    ledger = Ledger(root / "ledger" / DATE / "audit.jsonl", DATE)
+    ledger.genesis(RUN, {"profile": PROFILE})
+    ledger.seal(RUN, PROFILE, {rel: price_fingerprint(root / rel, DATE)})
+    return ledger, rel, store
+
+
+def _edit_part_rows(store: PriceStore, symbol: str, day: date, close: float) -> None:
+    """Overwrite the close of `symbol` on `day` in every part holding it (what a forger edits)."""
+    for part in store.part_paths():
+        table = pq.read_table(part)
+        frame = table.to_pandas()
+        hit = (frame["symbol"] == symbol) & (frame["time"].dt.date == day)
+        if hit.any():
+            frame.loc[hit, "close"] = close
+            pq.write_table(pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False), part)
+
+
+def test_changed_bars_in_the_price_store_fail_but_bars_after_the_date_or_of_other_symbols_do_not(
+        tmp_path: Path) -> None:
+    """Case 10 on the columnar store: the seal names a (symbol, range) and hashes its bars' content."""
+    ledger, rel, store = _store_ledger(tmp_path)
+    assert verify(ledger).ok
+    _edit_part_rows(store, "NASDAQ:AAPL", date(2026, 11, 27), 99.0)  # after D: not read by D
+    _edit_part_rows(store, "AMEX:SPY", date(2026, 11, 22), 99.0)  # another symbol
+    store.write({"AMEX:SPY": _bars().drop(columns=["source", "fetched_at"])}, "synthetic",
+                pd.Timestamp("2026-11-29", tz="UTC"))  # the same bars again: reads do not change
+    assert verify(ledger).ok
+    _edit_part_rows(store, "NASDAQ:AAPL", date(2026, 11, 22), 42.0)  # <= D, inside the sealed range
+    assert verify(ledger).check("seals").errors == (
+        f"line 2: price data {rel} changed since the seal (bars <= {DATE})",)
+
+
+def test_a_newer_part_with_other_bars_and_removed_parts_are_detected(tmp_path: Path) -> None:
+    ledger, rel, store = _store_ledger(tmp_path)
+    changed = _bars().drop(columns=["source", "fetched_at"]).assign(close=7.0)
+    added = store.write({"NASDAQ:AAPL": changed}, "synthetic", pd.Timestamp("2026-12-01", tz="UTC"))
+    assert verify(ledger).check("seals").errors == (
+        f"line 2: price data {rel} changed since the seal (bars <= {DATE})",)
+    assert added is not None
+    added.unlink()
+    assert verify(ledger).ok
+    for part in store.part_paths():
+        part.unlink()
+    assert verify(ledger).check("seals").errors == (
+        f"line 2: price data {rel} is missing",)
 
 
 # ---- the CLI: exit codes and messages ------------------------------------------------------------

@@ -84,3 +84,34 @@ def test_bars_after_d_are_never_sampled():
     days = pd.date_range("2024-06-25", "2024-07-20")
     c = align_closes(bars(days, np.arange(len(days), dtype=float)), "24/7", s)
     assert c.loc["2024-07-03"] == float(list(days).index(pd.Timestamp("2024-07-02")))
+
+
+def test_align_panel_long_equals_align_panel_on_mixed_calendars():
+    """The vectorized long-frame alignment (the price store's layout) gives the same panel as the
+    per-symbol one: equities, crypto (weekends folded into Monday), forex, a bar on a closed day,
+    a symbol without bars, a listing inside the window."""
+    import datetime as dt
+
+    from portfolio_assets.partitions import sessions_window
+    from portfolio_assets.quant.calendar import align_panel, align_panel_long
+    from portfolio_assets.sources.synthetic import SyntheticMarket
+
+    src = SyntheticMarket({"seed": 3, "n_equities": 60})
+    symbols = list(src.universe.index)
+    meta = src.metadata(symbols)
+    calendars = {s: str(meta.at[s, "calendar"]) for s in symbols}
+    assert {"XNYS", "24/7", "24/5"} <= set(calendars.values())
+    window = sessions_window(dt.date(2026, 11, 25), 61)
+    bars = {s: src.bars(s, window[0].date() - dt.timedelta(days=10), dt.date(2026, 11, 25)) for s in symbols}
+    eq = next(s for s in symbols if calendars[s] == "XNYS")
+    closed_day = pd.DataFrame({"time": [pd.Timestamp("2026-11-26", tz="UTC")], "open": [1.0], "high": [1.0],
+                               "low": [1.0], "close": [5.0], "volume": [1.0]})  # Thanksgiving: no session
+    bars[eq] = pd.concat([bars[eq], closed_day], ignore_index=True)
+    bars[symbols[1]] = bars[symbols[1]].iloc[30:]  # listed inside the window
+    bars[symbols[2]] = bars[symbols[2]].iloc[:0]  # no bars
+    long = pd.concat([b.assign(symbol=s) for s, b in bars.items()], ignore_index=True)
+    want = align_panel(bars, calendars, window)
+    got = align_panel_long(long, calendars, window)
+    pd.testing.assert_frame_equal(got, want)
+    with pytest.raises(ValueError, match="without a calendar"):
+        align_panel_long(long, {s: calendars[s] for s in symbols[1:]}, window)

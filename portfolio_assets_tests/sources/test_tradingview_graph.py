@@ -13,6 +13,7 @@ import json
 import pandas as pd
 import pytest
 
+from portfolio_assets.lakehouse import Lakehouse
 from portfolio_assets.ledger import verify_ledger
 from portfolio_assets.sources.tradingview import ENV_SCANNER_BASE, ENV_WS_URL
 from portfolio_assets_tests.conftest import (
@@ -89,7 +90,7 @@ def test_the_universe_is_realistic_and_keeps_the_baseline(tv_run):
     assert abs(production["weight"].sum() - 1.0) < 1e-9
     orders = pd.read_parquet(root / "implementation" / "implementation_orders" / f"{DEV_DATE}.parquet")
     assert len(orders) and set(orders["action"]) <= {"BUY", "SELL", "HOLD"}
-    prices = pd.read_parquet(root / "prices" / "AMEX__SPY.parquet")
+    prices = Lakehouse(root.parent, root.name).read_prices("AMEX:SPY")  # the columnar price store
     assert set(prices["source"]) == {"tradingview"}
     assert prices["time"].max() == pd.Timestamp(DEV_DATE, tz="UTC")
 

@@ -1,0 +1,217 @@
+"""The columnar price store: round trip, idempotence, newest fetch wins, predicate pushdown,
+concurrent writers in two processes, atomic parts, compaction, content fingerprints, and the
+fetch-once-per-run window (`fetch.first_fetch`) with point-in-time reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from portfolio_assets import price_store as ps
+from portfolio_assets.fetch import first_fetch
+from portfolio_assets.lakehouse import Lakehouse
+from portfolio_assets.ledger import price_fingerprint
+from portfolio_assets.price_store import PriceStore, PriceStoreError, price_ref
+
+T0 = dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)
+
+
+def bars(first: str, n: int, base: float = 100.0) -> pd.DataFrame:
+    times = pd.date_range(first, periods=n, freq="D", tz="UTC")
+    close = base + np.arange(n, dtype=float)
+    return pd.DataFrame({"time": times, "open": close - 0.5, "high": close + 1.0, "low": close - 1.0,
+                         "close": close, "volume": 1000.0 + np.arange(n)})
+
+
+def bar_cols(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.loc[:, list(ps.BAR_FIELDS)].reset_index(drop=True)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> PriceStore:
+    return PriceStore(tmp_path / "prices")
+
+
+def test_round_trip_keeps_every_bar_and_type(store: PriceStore) -> None:
+    given = {"AMEX:SPY": bars("2026-11-01", 10), "NASDAQ:AAPL": bars("2026-11-03", 5, 50.0)}
+    part = store.write(given, "synthetic", T0, start=dt.date(2026, 11, 1), end=dt.date(2026, 11, 10))
+    assert part is not None and ps.PART_RE.fullmatch(part.name)
+    got = store.read_many(list(given))
+    for symbol, frame in given.items():
+        pd.testing.assert_frame_equal(bar_cols(got[symbol]), bar_cols(frame))
+        assert (got[symbol]["source"] == "synthetic").all()
+        assert (got[symbol]["fetched_at"] == pd.Timestamp(T0)).all()
+    assert str(got["AMEX:SPY"]["time"].dtype) == "datetime64[ns, UTC]"
+    assert store.symbols() == ["AMEX:SPY", "NASDAQ:AAPL"]
+    (info,) = store.parts()
+    assert (info.start, info.end, info.attempt, info.symbols) == (
+        dt.date(2026, 11, 1), dt.date(2026, 11, 10), 0, frozenset(given))
+
+
+def test_rewriting_the_same_bars_changes_no_read_and_no_fingerprint(store: PriceStore) -> None:
+    given = {"AMEX:SPY": bars("2026-11-01", 10)}
+    store.write(given, "synthetic", T0)
+    once = store.read(["AMEX:SPY"]).drop(columns="fetched_at")
+    fp = store.fingerprint("AMEX:SPY", dt.date(2026, 11, 1), dt.date(2026, 11, 10))
+    store.write(given, "synthetic", T0 + dt.timedelta(hours=1))
+    assert len(store.part_paths()) == 2
+    pd.testing.assert_frame_equal(store.read(["AMEX:SPY"]).drop(columns="fetched_at"), once)
+    assert store.fingerprint("AMEX:SPY", dt.date(2026, 11, 1), dt.date(2026, 11, 10)) == fp
+
+
+def test_the_newest_fetch_wins_per_bar_whatever_the_write_order(store: PriceStore) -> None:
+    old, new = bars("2026-11-01", 6), bars("2026-11-04", 6, 200.0)
+    store.write({"AMEX:SPY": new}, "synthetic", T0 + dt.timedelta(days=1))  # newer fetch, written first
+    store.write({"AMEX:SPY": old}, "synthetic", T0)
+    got = store.read(["AMEX:SPY"])
+    assert got["time"].is_monotonic_increasing and not got["time"].duplicated().any()
+    assert got["close"].tolist() == [100.0, 101.0, 102.0, *new["close"].tolist()]
+
+
+def test_filters_return_only_the_requested_symbols_and_days(store: PriceStore) -> None:
+    for i in range(3):
+        store.write({f"NYSE:S{i}{j}": bars("2026-10-01", 40, 10.0 * (i + 1)) for j in range(4)}, "synthetic",
+                    T0 + dt.timedelta(minutes=i))
+    got = store.read(["NYSE:S01", "NYSE:S22"], dt.date(2026, 10, 5), dt.date(2026, 10, 9))
+    assert sorted(set(got["symbol"])) == ["NYSE:S01", "NYSE:S22"]
+    days = got["time"].dt.date
+    assert days.min() == dt.date(2026, 10, 5) and days.max() == dt.date(2026, 10, 9) and len(got) == 10
+    assert store.read(["NYSE:X"]).empty
+    many = store.read_many(["NYSE:S01", "NYSE:X"], dt.date(2026, 10, 5), dt.date(2026, 10, 9))
+    assert len(many["NYSE:S01"]) == 5 and many["NYSE:X"].empty
+    # Rows come from the one part that holds the symbol.
+    scanned = store.scan(["NYSE:S13"])
+    assert set(scanned["_part"].to_pylist()) == {1}
+    with pytest.raises(PriceStoreError, match="start is after end"):
+        store.read(["NYSE:S01"], dt.date(2026, 10, 9), dt.date(2026, 10, 5))
+
+
+def test_bad_bars_are_refused(store: PriceStore) -> None:
+    dup = pd.concat([bars("2026-11-01", 3), bars("2026-11-03", 1)], ignore_index=True)
+    with pytest.raises(PriceStoreError, match="NASDAQ:AAPL: duplicated timestamps"):
+        store.write({"NASDAQ:AAPL": dup}, "synthetic", T0)
+    with pytest.raises(PriceStoreError, match="missing columns"):
+        store.write({"NASDAQ:AAPL": bars("2026-11-01", 3).drop(columns="volume")}, "synthetic", T0)
+    with pytest.raises(PriceStoreError, match="empty timestamp"):
+        store.write({"NASDAQ:AAPL": bars("2026-11-01", 3).assign(time=pd.NaT)}, "synthetic", T0)
+    assert store.part_paths() == []
+
+
+def _writer(folder: str, tag: int, n_parts: int) -> None:
+    store = PriceStore(folder)
+    for k in range(n_parts):
+        store.write({f"NYSE:P{tag}X{k}": bars("2026-11-01", 5, float(tag * 100 + k))}, "synthetic",
+                    dt.datetime(2026, 11, 28, tzinfo=dt.UTC))  # the same fetched_at in both processes
+
+
+def test_two_processes_writing_at_once_lose_nothing(store: PriceStore) -> None:
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(store.folder), tag, 15)) for tag in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(store.part_paths()) == 30
+    got = store.read_many([f"NYSE:P{t}X{k}" for t in (1, 2) for k in range(15)])
+    for t in (1, 2):
+        for k in range(15):
+            assert got[f"NYSE:P{t}X{k}"]["close"].iloc[0] == t * 100 + k
+
+
+def test_a_write_that_fails_leaves_no_part(store: PriceStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.write({"AMEX:SPY": bars("2026-11-01", 5)}, "synthetic", T0)
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        store.write({"AMEX:SPY": bars("2026-11-01", 5, 999.0)}, "synthetic", T0 + dt.timedelta(hours=1))
+    monkeypatch.undo()
+    assert len(store.part_paths()) == 1
+    assert [p.name for p in store.parts_dir.iterdir() if not p.name.startswith(".lock")] == [store.part_paths()[0].name]
+    assert store.read(["AMEX:SPY"])["close"].iloc[0] == 100.0
+
+
+def test_compaction_merges_parts_without_changing_a_read(store: PriceStore) -> None:
+    store.write({"AMEX:SPY": bars("2026-11-01", 6)}, "synthetic", T0)
+    store.write({"AMEX:SPY": bars("2026-11-04", 6, 200.0)}, "synthetic", T0 + dt.timedelta(hours=1))
+    store.write({"NASDAQ:AAPL": bars("2026-11-01", 3)}, "synthetic", T0 + dt.timedelta(hours=2))
+    before = store.read()
+    assert store.compact() == 3
+    assert len(store.part_paths()) == 1
+    pd.testing.assert_frame_equal(store.read(), before)
+    later = store.write({"AMEX:SPY": bars("2026-11-05", 1, 7.0)}, "synthetic", pd.Timestamp.now(tz="UTC"))
+    assert store.compact(keep_recent_s=3600) == 0  # one old part and a recent one: nothing to merge
+    assert later in store.part_paths()
+
+
+def test_fingerprint_is_of_content_and_equals_the_old_per_file_hash(store: PriceStore, tmp_path: Path) -> None:
+    spy = bars("2026-11-01", 10)
+    store.write({"AMEX:SPY": spy.iloc[:6]}, "synthetic", T0)
+    store.write({"AMEX:SPY": spy.iloc[6:], "NASDAQ:AAPL": bars("2026-11-01", 3)}, "synthetic", T0)
+    first, last = dt.date(2026, 11, 1), dt.date(2026, 11, 10)
+    fp = store.fingerprint("AMEX:SPY", first, last)
+    legacy = tmp_path / "legacy.parquet"
+    spy.assign(source="x", fetched_at=pd.Timestamp(T0)).to_parquet(legacy)
+    assert price_fingerprint(legacy, "2026-11-10") == fp  # the same bars hash alike in either layout
+    assert store.fingerprint("AMEX:SPY", first, dt.date(2026, 11, 9)) != fp
+    ref = price_ref("AMEX:SPY", first, last)
+    assert ref == "prices/AMEX__SPY@2026-11-01..2026-11-10"
+    assert price_fingerprint(store.folder.parent / ref, "2026-11-10") == fp
+    assert price_fingerprint(store.folder.parent / ref, "2026-11-09") == store.fingerprint("AMEX:SPY", first, dt.date(2026, 11, 9))
+    with pytest.raises(FileNotFoundError):
+        store.fingerprint("NYSE:NONE", first, last)
+    # an edited bar in a part changes the hash
+    part = store.part_paths()[0]
+    table = pq.read_table(part)
+    frame = table.to_pandas()
+    frame.loc[2, "close"] += 0.01
+    pq.write_table(type(table).from_pandas(frame, schema=table.schema, preserve_index=False), part)
+    assert store.fingerprint("AMEX:SPY", first, last) != fp
+    assert price_fingerprint(store.folder.parent / ref, "2026-11-10") != fp
+
+
+class CountingSource:
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dt.date, dt.date, int]] = []
+
+    def bars(self, symbol: str, start: dt.date, end: dt.date, *, attempt: int = 0) -> pd.DataFrame:
+        self.calls.append((symbol, start, end, attempt))
+        whole = bars("2026-09-01", 120, 10.0 + len(symbol))
+        day = whole["time"].dt.date
+        return whole[(day >= start) & (day <= end)].reset_index(drop=True)
+
+
+def test_a_window_is_fetched_once_per_scope_and_narrower_reads_match_the_source(tmp_path: Path) -> None:
+    lake = Lakehouse(tmp_path, "demo")
+    source = CountingSource()
+    symbols = ["AMEX:SPY", "NYSE:IBM"]
+    end = dt.date(2026, 11, 25)
+    widest = dict.fromkeys(symbols, dt.date(2026, 9, 10))
+    wide = first_fetch(source, lake, symbols, dt.date(2026, 10, 1), end, scope="run-1@2026-11-25", widest=widest)
+    assert [c[1:] for c in source.calls] == [(dt.date(2026, 9, 10), end, 0)] * 2  # the widest window
+    narrow = first_fetch(source, lake, symbols, dt.date(2026, 11, 1), end, scope="run-1@2026-11-25", widest=widest)
+    assert len(source.calls) == 2  # read back, not fetched again
+    for s in symbols:
+        direct = CountingSource().bars(s, dt.date(2026, 11, 1), end)
+        pd.testing.assert_frame_equal(bar_cols(narrow[s]), bar_cols(direct))
+        assert bar_cols(wide[s])["time"].dt.date.min() == dt.date(2026, 10, 1)
+    # Point in time: a window ending earlier is never served from a fetch that reaches later.
+    earlier = first_fetch(source, lake, ["AMEX:SPY"], dt.date(2026, 11, 1), dt.date(2026, 11, 20),
+                          scope="run-1@2026-11-25", widest=widest)
+    assert earlier["AMEX:SPY"]["time"].dt.date.max() == dt.date(2026, 11, 20)
+    assert source.calls[-1][2] == dt.date(2026, 11, 20)
+    # Another run fetches for itself.
+    first_fetch(source, lake, ["AMEX:SPY"], dt.date(2026, 11, 1), end, scope="run-2@2026-11-25", widest=widest)
+    assert source.calls[-1][0] == "AMEX:SPY" and len(source.calls) == 4
