@@ -77,14 +77,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically (temp file in the same directory, fsync, rename)."""
+def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
+    """Create `path` atomically: `write(tmp)` fills a temp file in the same directory, which is
+    fsynced, renamed over `path`, and the directory fsynced; on any error the temp file is removed
+    and `path` is left as it was. The one atomic-write recipe of the package."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        write(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -93,6 +95,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (`atomic_write`)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def stored_form(df: pd.DataFrame) -> pd.DataFrame:
@@ -116,24 +123,11 @@ def read_back(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def atomic_write_frame(path: Path, df: pd.DataFrame, *, preserve_index: bool | None = True) -> Path:
-    """Write a DataFrame as Parquet atomically (temp file, fsync, rename). With the default
+    """Write a DataFrame as Parquet atomically (`atomic_write`). With the default
     `preserve_index=True` every index is kept (the price cache's format); asset tables use
     `write_table`, which stores `stored_form(df)` with `preserve_index=None` (no index columns)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(df, preserve_index=preserve_index)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 @contextlib.contextmanager

@@ -60,7 +60,7 @@ AREA_VERSIONS: dict[str, int] = {
     "weights_audit": 3,  # the weights rules
     "backtest": 2,       # walk-forward windows, simulators, metrics, the tournament
     "reports": 4,        # report builder, tear-sheets, figures, golden bundle
-    "ledger": 2,         # hashing, chain and verification (2: seal, anchor, binding, price data)
+    "ledger": 3,         # hashing, chain and verification (2: seal, anchor, binding, price data; 3: price ranges of the columnar store)
     "orders": 1,         # orders from the book to the target
     "moments": 1,        # pairwise co-moments, covariance, Ledoit-Wolf, antifragility
 }

@@ -1,4 +1,5 @@
-"""File locking and directory fsync: appends are serialized with `fcntl.flock` on a sidecar `<name>.lock`."""
+"""File locking: appends are serialized with `fcntl.flock` on a sidecar `<name>.lock` (directory fsync is
+`lakehouse._fsync_dir`, re-exported here for the chain)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from portfolio_assets.lakehouse import _fsync_dir as _fsync_dir  # noqa: PLC0414 (re-export)
 
 
 def _lock_path(path: Path) -> Path:
@@ -24,13 +27,5 @@ def _shared_read_lock(path: Path) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
         yield
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
