@@ -152,12 +152,24 @@ def tournament_job_multiprocess() -> Any:
     return tournament_only_job("multiprocess")
 
 
+def tournament_job_multiprocess_spawn() -> Any:
+    """The multiprocess executor with freshly spawned step processes. The production setting forks
+    each step from a forkserver, which keeps the environment of the moment it started: in a
+    long-lived test process that already ran other graphs (a pytest-xdist worker), that is another
+    test's `PA_*` settings. A spawned step process reads the environment of this run."""
+    from dagster import multiprocess_executor
+
+    job = tournament_only_job("multiprocess")
+    return job.with_executor_def(multiprocess_executor.configured(
+        {"max_concurrent": 2, "start_method": {"spawn": {}}}))
+
+
 def tournament_job_celery() -> Any:
     return tournament_only_job("celery")
 
 
 TOURNAMENT_JOBS = {"in_process": tournament_job_in_process, "multiprocess": tournament_job_multiprocess,
-                   "celery": tournament_job_celery}
+                   "multiprocess_spawn": tournament_job_multiprocess_spawn, "celery": tournament_job_celery}
 
 
 def run_tournament_only(kind: str, partition: str, instance: DagsterInstance):

@@ -23,6 +23,7 @@ here (``portfolio_assets.cli.partition_lock`` ...). To monkeypatch a module glob
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -99,6 +100,7 @@ __all__ = [
     "execute",
     "launcher_gone",
     "main",
+    "run_program",
     "missing_upstream",
     "missing_upstream_message",
     "parse_cli_overrides",
@@ -222,3 +224,22 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `portfolio-assets status | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+def run_program(argv: list[str] | None = None) -> None:
+    """The `portfolio-assets` program (console script and `python -m portfolio_assets.cli`): `main`,
+    then leave through `os._exit` once its output is flushed.
+
+    The command's work is finished and written (atomically) when `main` returns; skipping the
+    interpreter's teardown keeps Arrow's native Parquet thread pool from aborting the exit
+    ("terminate called without an active exception", exit -6, intermittently on a loaded machine:
+    apache/arrow#34314) and replacing the command's exit code. An exception leaves the normal way
+    (traceback, exit 1)."""
+    import logging
+
+    code = main(argv)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe must not turn success into a traceback
+            stream.flush()
+    os._exit(code)

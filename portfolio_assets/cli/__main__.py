@@ -1,7 +1,5 @@
 """`python -m portfolio_assets.cli`: the `portfolio-assets` command."""
 
-import sys
+from portfolio_assets.cli import run_program
 
-from portfolio_assets.cli import main
-
-sys.exit(main())
+run_program()

@@ -48,7 +48,7 @@ def test_multiprocess_fans_the_engines_out_and_equals_in_process(stored_upstream
     local = run_tournament_only("in_process", PARTITION, instance)
     assert local.success, run_error(local)
     expected = _hashes(lake)
-    parallel = run_tournament_only("multiprocess", PARTITION, instance)
+    parallel = run_tournament_only("multiprocess_spawn", PARTITION, instance)  # see the helper's docstring
     assert parallel.success, run_error(parallel)
     assert _hashes(lake) == expected
     pids = {e.step_key: e.pid for e in parallel.all_events if e.event_type == DagsterEventType.STEP_SUCCESS}
