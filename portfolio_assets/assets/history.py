@@ -67,8 +67,9 @@ def market_bars(context, settings: PortfolioSettings, price_cache: PriceCache, r
         # asset of the run that needs a window inside it (`fetch.first_fetch`).
         scope, widest = fetch_scope(step), widest_starts(step, symbols)
         delivered = first_fetch(source, step.lake, [s for s in symbols if s != baseline], start, end,
-                                scope=scope, widest=widest)
-        delivered.update(first_fetch(source, step.lake, [baseline], *long, scope=scope, widest=widest))
+                                scope=scope, widest=widest, say=context.log.info)
+        delivered.update(first_fetch(source, step.lake, [baseline], *long, scope=scope, widest=widest,
+                                     say=context.log.info))
         rows = []
         for symbol in symbols:
             bars = delivered[symbol]
