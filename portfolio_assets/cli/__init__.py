@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a setting (JSON value)")
         if date:
             sp.add_argument("--date", help="trading date YYYY-MM-DD (default: the latest closed XNYS session)")
+        sp.add_argument("--verbose", action="store_true",
+                        help="stream Dagster's DEBUG log to the terminal (PA_LOG_LEVEL=DEBUG does the same)")
 
     select_help = "Dagster asset selection (e.g. 'risk_buckets*' = it and everything downstream; default: all)"
     r = sub.add_parser("run", help="materialize the graph for one trading date, or re-execute a run from a step")
@@ -213,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ["PA_LOG_LEVEL"] = "DEBUG"
     try:
         return int(args.func(args))
     except ManifestError as exc:

@@ -91,3 +91,4 @@ def test_a_dagster_run_in_progress_from_the_ui_refuses_a_command_and_a_finished_
     with pytest.raises(ValueError, match=f"^partition 2026-11-25 of profile demo has a Dagster run in progress .*{ui_run}"):
         with cli.partition_lock(["2026-11-25"], "run --date 2026-11-25"):
             pass
+
