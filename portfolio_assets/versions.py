@@ -205,9 +205,9 @@ def refresh_snapshot(package: Path = PACKAGE, snapshot: Path = SNAPSHOT) -> Path
 
 
 # ---- the run's code and package versions (run manifest, ledger genesis) ----------------------
-RECORDED_PACKAGES = (
-    "dagster", "pandas", "polars", "numpy", "scipy", "scikit-learn", "PyWavelets", "riskfolio-lib",
-    "quantstats", "duckdb", "pyarrow", "exchange_calendars", "pydantic", "cvxpy", "portfolio_assets",
+RECORDED_PACKAGES = (  # what the package imports for its results (the run manifest records their versions)
+    "dagster", "pandas", "numpy", "scipy", "PyWavelets", "clarabel", "quantstats", "duckdb", "pyarrow",
+    "exchange_calendars", "pydantic", "portfolio_assets",
 )
 
 
