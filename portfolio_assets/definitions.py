@@ -21,6 +21,7 @@ from dagster import (
     AssetsDefinition,
     Definitions,
     JobDefinition,
+    colored_console_logger,
     load_asset_checks_from_modules,
     load_assets_from_modules,
     map_asset_specs,
@@ -76,7 +77,8 @@ defs = Definitions(
         "price_cache": PriceCache(settings=settings),
         "io_manager": LakehouseIOManager(settings=settings, groups=groups),
     },
-    loggers={"progress": progress_logger},
+    # progress: the CLI's lines; console: Dagster's own log, for `--verbose` / PA_LOG_LEVEL=DEBUG|INFO
+    loggers={"progress": progress_logger, "console": colored_console_logger},
     executor=executor_for(settings.resolved().config.executor),
 )
 
