@@ -22,7 +22,7 @@ a fresh subprocess (so peaks do not mix). Stages:
 - `float32 vs float64 clusters` (n <= `PANDAS_MAX`): the selection's clustering in both
   precisions, max |drho| against `FLOAT32_RHO_TOL` and whether the flat clusters are identical.
 
-Run `python benchmarks/price_store_scale.py [--sizes 5000 20000]`. Wall times on a shared
+Run `python -m benchmarks.price_store_scale [--sizes 5000 20000]` from the project root. Wall times on a shared
 machine are noisy.
 """
 
@@ -30,15 +30,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gc
 import json
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from benchmarks.selection_scale import peak_above_start
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # where `benchmarks` is a package
 
 DEFAULT_SIZES = (5_000, 20_000)
 DATE = dt.date(2026, 11, 25)
@@ -48,24 +50,10 @@ PANDAS_MAX = 5_000
 TARGETS = {5_000: (10.0, None), 20_000: (60.0, 6 * 1024.0)}  # n: (seconds, peak MiB) incl. I/O
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def measured(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    """(fn(), seconds, peak resident MiB above the start of the call)."""
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    start = _status_kib("VmRSS")
-    t0 = time.perf_counter()
-    out = fn()
-    seconds = time.perf_counter() - t0
-    return out, seconds, (_status_kib("VmHWM") - start) / 1024.0
+    """(fn(), seconds, peak resident MiB above the start of the call): `selection_scale.peak_above_start`."""
+    out, seconds, peak, _ = peak_above_start(fn)
+    return out, seconds, peak
 
 
 def run_size(n: int, root: Path) -> list[dict[str, Any]]:
@@ -172,8 +160,8 @@ def scale_rows(sizes: Sequence[int] = DEFAULT_SIZES) -> list[dict[str, Any]]:
         if int(n) < 10:
             raise ValueError(f"size must be >= 10 symbols, got {n}")
         with tempfile.TemporaryDirectory(prefix="price_store_scale_") as tmp:
-            proc = subprocess.run([sys.executable, __file__, "--child", str(int(n)), "--root", tmp],
-                                  capture_output=True, text=True, check=False)
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.price_store_scale", "--child", str(int(n)),
+                                   "--root", tmp], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"size {n}: the measuring process failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         out.extend(json.loads(proc.stdout.strip().splitlines()[-1]))

@@ -358,46 +358,6 @@ def test_asset_graph_with_every_session_since_1995_loads_quickly(ui_server: UiSe
     assert max(seconds, cold) < 20, f"the asset graph's data took {cold:.1f} s, then {seconds:.1f} s"
 
 
-@pytest.mark.ui
-def test_a_backfill_launched_through_graphql_runs_with_the_daemon(ui_server: UiServer):
-    """What the UI's "Materialize" > backfill dialog sends: `launchPartitionBackfill`; the daemon
-    of `portfolio-assets ui` runs it to completion and the backfill page reports it."""
-    params = {"partitionNames": ["2026-11-24", "2026-11-25"], "assetSelection": [{"path": ["run_manifest"]}],
-              "title": "ui test"}
-    req = urllib.request.Request(
-        f"{ui_server.url}/graphql", data=json.dumps({"query": LAUNCH_BACKFILL, "variables": {"params": params}}).encode(),
-        headers={"Content-Type": "application/json"}, method="POST")
-    with NO_PROXY.open(req, timeout=60) as resp:
-        answer = json.loads(resp.read())["data"]["launchPartitionBackfill"]
-    assert answer["__typename"] == "LaunchBackfillSuccess", answer
-    deadline = time.monotonic() + 300
-    while True:
-        req = urllib.request.Request(
-            f"{ui_server.url}/graphql", headers={"Content-Type": "application/json"}, method="POST",
-            data=json.dumps({"query": BACKFILL_STATUS, "variables": {"id": answer["backfillId"]}}).encode())
-        with NO_PROXY.open(req, timeout=60) as resp:
-            backfill = json.loads(resp.read())["data"]["partitionBackfillOrError"]
-        if backfill["status"] not in ("REQUESTED",) or time.monotonic() > deadline:
-            break
-        time.sleep(2)
-    assert backfill["status"] == "COMPLETED_SUCCESS", f"{backfill}\n{ui_server.log_tail()}"
-    (counts,) = backfill["assetBackfillData"]["assetBackfillStatuses"]
-    assert (counts["numPartitionsTargeted"], counts["numPartitionsMaterialized"], counts["numPartitionsFailed"]) == (2, 2, 0)
-    lake = ui_server.home.parent / "lakehouse" / "development" / "run" / "run_manifest"
-    assert sorted(p.name for p in lake.glob("*.parquet")) == ["2026-11-24.parquet", "2026-11-25.parquet"]
-
-
-RETRY_BACKFILL = """
-mutation Retry($params: ReexecutionParams!) {
-  reexecutePartitionBackfill(reexecutionParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}
-"""
-
-
 def _launch(server: UiServer, mutation: str, variables: dict[str, Any], field: str) -> str:
     answer = server.graphql(mutation, variables, timeout=60)[field]
     assert answer["__typename"] == "LaunchBackfillSuccess", answer
@@ -417,6 +377,32 @@ def _counts(backfill: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
     return {"/".join(c["assetKey"]["path"]): (c["numPartitionsTargeted"], c["numPartitionsMaterialized"],
                                               c["numPartitionsFailed"])
             for c in backfill["assetBackfillData"]["assetBackfillStatuses"]}
+
+
+@pytest.mark.ui
+def test_a_backfill_launched_through_graphql_runs_with_the_daemon(ui_server: UiServer):
+    """What the UI's "Materialize" > backfill dialog sends: `launchPartitionBackfill`; the daemon
+    of `portfolio-assets ui` runs it to completion and the backfill page reports it."""
+    params = {"partitionNames": ["2026-11-24", "2026-11-25"], "assetSelection": [{"path": ["run_manifest"]}],
+              "title": "ui test"}
+    backfill = _finished_backfill(ui_server, _launch(ui_server, LAUNCH_BACKFILL, {"params": params},
+                                                     "launchPartitionBackfill"))
+    assert backfill["status"] == "COMPLETED_SUCCESS", f"{backfill}\n{ui_server.log_tail()}"
+    (counts,) = backfill["assetBackfillData"]["assetBackfillStatuses"]
+    assert (counts["numPartitionsTargeted"], counts["numPartitionsMaterialized"], counts["numPartitionsFailed"]) == (2, 2, 0)
+    lake = ui_server.home.parent / "lakehouse" / "development" / "run" / "run_manifest"
+    assert sorted(p.name for p in lake.glob("*.parquet")) == ["2026-11-24.parquet", "2026-11-25.parquet"]
+
+
+RETRY_BACKFILL = """
+mutation Retry($params: ReexecutionParams!) {
+  reexecutePartitionBackfill(reexecutionParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
 
 
 @pytest.mark.ui
