@@ -65,3 +65,6 @@ SIMULATORS: Final[tuple[str, ...]] = ("idealized", "realized")
 
 SCANNER_FAMILIES: Final[tuple[str, ...]] = ("equity", "crypto", "bond", "forex")
 """Discovery's scanner families (one `<family>_scan` asset each)."""
+
+# One writer per partition: the lock file beside its ledger (`cli.partition_lock`, `Lakehouse.writer_lock_holder`).
+WRITER_LOCK = "writer.lock"

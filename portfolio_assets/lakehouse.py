@@ -39,6 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from portfolio_assets.constants import WRITER_LOCK
 from portfolio_assets.manifest import PROFILE_RE, PROJECT_ROOT
 from portfolio_assets.price_store import PART_GLOB, PriceStore
 from portfolio_assets.price_store import PRICE_COLUMNS as PRICE_COLUMNS  # re-exported (the old import path)
@@ -245,6 +246,28 @@ class Lakehouse:
 
     def ledger_path(self, partition: str) -> Path:
         return self._inside(self.root / "ledger" / _check_date(partition) / "audit.jsonl")
+
+    def writer_lock_path(self, partition: str) -> Path:
+        """`ledger/<date>/writer.lock`: held by the command writing the partition (`cli.partition_lock`)."""
+        return self.ledger_path(partition).with_name(WRITER_LOCK)
+
+    def writer_lock_holder(self, partition: str) -> str | None:
+        """The command holding `partition`'s writer lock (its JSON line), None when no process holds
+        it. Probes with a non-blocking shared lock, which never waits and is dropped at once."""
+        path = self.writer_lock_path(partition)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
     def state_path(self, name: str) -> Path:
         """A path under `state/` (no asset of the graph keeps state there; kept for operators' files)."""

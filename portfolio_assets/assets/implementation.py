@@ -5,6 +5,7 @@ what was executed (`portfolio-assets accept`)."""
 import pandas as pd
 from dagster import (
     AssetIn,
+    AssetKey,
     AssetMaterialization,
     Config,
     Failure,
@@ -94,6 +95,29 @@ def missing_book(stored: list[str], partition: str, previous: str | None) -> str
             f"--select holdings")
 
 
+def concurrent_book_writer(context, lake, previous: str) -> str | None:
+    """Who is writing the previous session's book while this step found none: the book stored since
+    the step loaded its inputs, the command holding `previous`'s writer lock, or a Dagster run of
+    `previous` in progress that materializes `holdings` (launched from the UI, the schedule or a
+    backfill). None when nobody is: the book is then really missing."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    if lake.has_table("implementation", "holdings", previous):
+        return "its book was stored while this step read it"
+    holder = lake.writer_lock_holder(previous)
+    if holder is not None:
+        return f"the command {holder}"
+    records = context.instance.get_run_records(RunsFilter(
+        tags={"dagster/partition": previous},
+        statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]))
+    runs = [r.dagster_run.run_id for r in records if r.dagster_run.run_id != context.run.run_id
+            and (r.dagster_run.asset_selection is None or HOLDINGS_KEY in r.dagster_run.asset_selection)]
+    return f"Dagster run(s) {', '.join(runs)}" if runs else None
+
+
+HOLDINGS_KEY = AssetKey("holdings")
+
+
 @asset(
     **attrs("holdings", 11),
     ins={"previous": AssetIn("holdings", partition_mapping=PREVIOUS_SESSION, metadata={"allow_missing": True}),
@@ -112,6 +136,12 @@ def holdings(context, settings: PortfolioSettings, previous: pd.DataFrame | None
     with Step(context, settings) as step:
         prior = context.asset_partition_keys_for_input("previous")
         prev_session = prior[0] if prior else None
+        if previous is None and prev_session is not None:
+            writer = concurrent_book_writer(context, step.lake, prev_session)
+            if writer is not None:
+                raise ValueError(
+                    f"the book of {step.partition} starts from the previous session's, and {prev_session} is "
+                    f"being written concurrently ({writer}): run {step.partition} again once that has finished")
         if previous is None:
             problem = missing_book(step.lake.stored_partitions("implementation", "holdings"), step.partition, prev_session)
             if problem:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from portfolio_assets.constants import WRITER_LOCK  # noqa: F401 (re-exported by cli)
 from portfolio_assets.manifest import PROJECT_ROOT, parse_cli_overrides, resolve
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_IN_PROGRESS, EXIT_SIGNATURES_UNCHECKED = 0, 1, 2, 3, 4
@@ -194,7 +195,6 @@ def check_preconditions(resolved: Any) -> None:
                          "PA_LEDGER_HMAC_KEY or PA_LEDGER_ED25519_KEY (nothing was run, archived or changed)")
 
 
-WRITER_LOCK = "writer.lock"
 
 
 def _running_runs(partition: str) -> list[str]:
@@ -258,7 +258,7 @@ class partition_lock:  # noqa: N801 (a context manager used like a function)
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         try:
             for partition in self.partitions:
-                path = self.lake.ledger_path(partition).with_name(WRITER_LOCK)
+                path = self.lake.writer_lock_path(partition)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
                 try:

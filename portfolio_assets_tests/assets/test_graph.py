@@ -240,6 +240,42 @@ def test_tampered_artifact_fails_ledger_integrity_and_blocks_orders(full_run):
     assert not orders.exists()
 
 
+def test_a_book_whose_previous_session_is_being_written_is_refused_naming_the_writer(tmp_path):
+    """Runs of consecutive sessions at once: the later book starts from a previous book that is not
+    stored yet. Its step refuses instead of starting from an empty book or blaming a gap, naming
+    the writer (the command holding the previous session's writer lock, or a Dagster run of it in
+    progress, as the UI or a backfill launches); with nobody writing it, the first book is built."""
+    from dagster import DagsterRun, DagsterRunStatus
+
+    from portfolio_assets import cli
+
+    prev, book = "2026-11-24", AssetSelection.assets("run_manifest", "holdings")
+    instance = DagsterInstance.ephemeral()
+    with env(PA_LAKEHOUSE=str(tmp_path), PA_PROFILE="development"):
+        with cli.partition_lock([prev], f"run --date {prev}"):
+            locked = run_graph(tmp_path, selection=book, instance=instance)
+    assert not locked.success
+    refusal = (f"ValueError: the book of {PARTITION} starts from the previous session's, and {prev} is being "
+               f"written concurrently (the command {{\"pid\": {__import__('os').getpid()}, \"command\": "
+               f"\"run --date {prev}\", \"started\": ")
+    cause = step_errors(locked)["holdings"].split(" | ")[-1]
+    assert cause.startswith(refusal), cause
+    assert cause.endswith(f"): run {PARTITION} again once that has finished")
+
+    ui_run = "bbbbbbbb-0000-4000-8000-000000000001"
+    instance.add_run(DagsterRun(job_name="daily_portfolio", run_id=ui_run, status=DagsterRunStatus.STARTED,
+                                tags={"dagster/partition": prev}))
+    running = run_graph(tmp_path, selection=book, instance=instance)
+    assert step_errors(running)["holdings"].split(" | ")[-1] == (
+        f"ValueError: the book of {PARTITION} starts from the previous session's, and {prev} is being written "
+        f"concurrently (Dagster run(s) {ui_run}): run {PARTITION} again once that has finished")
+
+    instance.report_run_canceled(instance.get_run_by_id(ui_run))
+    alone = run_graph(tmp_path, selection=book, instance=instance)
+    assert alone.success, step_errors(alone)
+    assert Lakehouse(tmp_path, "development").read_table("implementation", "holdings", PARTITION).empty
+
+
 def test_the_book_is_what_was_traded(tmp_path):
     """accept (the `executions` asset) of the previous session's orders minus one symbol becomes
     the next session's book: dust HOLDs and the untraded order are not positions."""
