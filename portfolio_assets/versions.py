@@ -108,7 +108,8 @@ ASSETS: dict[str, tuple[int, tuple[str, ...]]] = {
     "target_weights": (1, ("convention", "engines", "moments")),
     "tournament": (1, (*_FETCHED, "rawpool", "selection", "clustering", "convention", "regimes", "engines",
                        "moments", "weights_audit", "backtest")),
-    "reports": (1, ("reports", "backtest")),
+    "previous_target": (1, ("reports",)),
+    "reports": (2, ("reports", "backtest")),  # 2: the previous target is an input (previous_target)
     "golden_artifacts": (1, ("reports",)),
     "audit_ledger": (1, ("ledger",)),
     "implementation_orders": (2, ("orders",)),

@@ -92,8 +92,8 @@ ALL_ASSETS = {
     "market_bars", *tables("returns_60d", "coverage"), *tables("selected_universe", "audit"), "enriched_universe",
     *tables("history_500d", "returns", "health", "recovery"), *tables("raw_pool_history", "coverage"),
     *tables("risk_buckets", "stats", "pairs"), "market_regime", "holdings", *tables("target_weights", "diagnostics"),
-    *tables("tournament", "windows", "returns", "weights", "contexts"), "reports", "golden_artifacts", "audit_ledger",
-    "implementation_orders",
+    *tables("tournament", "windows", "returns", "weights", "contexts"), "previous_target", "reports", "golden_artifacts",
+    "audit_ledger", "implementation_orders",
 }
 # What reads a history table (all blocked by a failed health gate) and everything after it.
 DOWNSTREAM_OF_HISTORY = {

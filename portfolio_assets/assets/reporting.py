@@ -7,16 +7,17 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetIn, MetadataValue, Nothing, TimeWindowPartitionMapping, asset
+from dagster import AssetIn, MetadataValue, TimeWindowPartitionMapping, asset
 
 from portfolio_assets.assets._step import Step
 from portfolio_assets.assets.common import OWNERS, after, attrs
 from portfolio_assets.ledger import file_hash
+from portfolio_assets.partitions import sessions_window
 from portfolio_assets.resources import PortfolioSettings
 
 # Files of other assets the reports link to, copied into the reports folder so it is complete.
 LINKED_FILES = ("history_500d", "risk_buckets", "market_regime")
-# Ordering only: the previous session's reports (so its target weights) come first in a backfill.
+# The previous session's target weights, for the reports' "what changed since the previous session".
 PREVIOUS_SESSION = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 
 
@@ -40,23 +41,35 @@ def _funnel(selection_audit: pd.DataFrame, raw_pool_audit: pd.DataFrame, winners
     return funnel
 
 
-def _previous_weights(step: Step) -> tuple[str | None, pd.DataFrame | None]:
-    """The previous session's stored target weights, for the index's "what changed" (None, None
-    when that partition is not stored: a first or single-date run). Read from the lakehouse, not
-    an input of the asset (Dagster takes one partition range per upstream asset, and today's
-    target_weights is already one); the ordering-only input on the previous session's `reports`
-    makes a backfill build the previous session (and so its target weights) first, so what is
-    compared never depends on scheduling. The partition and the file's hash go into the step's
-    params, so the ledger records what was compared."""
-    from portfolio_assets.partitions import sessions_window
+PREVIOUS_TARGET_COLUMNS = ("symbol", "engine", "net_weight", "is_production")
 
-    previous = sessions_window(step.partition, 2)[0].strftime("%Y-%m-%d")
-    if not step.lake.has_table("allocation", "target_weights", previous):
-        step.params.update(previous_weights=f"{previous}: not stored")
-        return None, None
-    path = step.lake.table_path("allocation", "target_weights", previous)
-    step.params.update(previous_weights=f"{previous}: {file_hash(path)}")
-    return previous, step.lake.read_table("allocation", "target_weights", previous)
+
+@asset(
+    **attrs("previous_target", 13),
+    ins={"previous": AssetIn("target_weights", partition_mapping=PREVIOUS_SESSION, metadata={"allow_missing": True})},
+    kinds={"python", "parquet"},
+    owners=OWNERS,
+    description=(
+        "The previous session's production target (its `target_weights` rows with is_production), "
+        "against which the reports' index says what changed since the previous session; empty when "
+        "that session has no stored target (a first or single-date run). An input on the previous "
+        "session's target, not on its reports: a backfill builds the previous target first, so what is "
+        "compared never depends on scheduling, and the dates' reports do not wait for one another."
+    ),
+)
+def previous_target(context, settings: PortfolioSettings, previous: pd.DataFrame | None):
+    with Step(context, settings) as step:
+        prior = context.asset_partition_keys_for_input("previous")
+        session = prior[0] if prior else None
+        if previous is None:
+            table = pd.DataFrame({"symbol": pd.Series(dtype=str), "engine": pd.Series(dtype=str),
+                                  "net_weight": pd.Series(dtype=float), "is_production": pd.Series(dtype=bool)})
+        else:
+            table = previous.loc[previous["is_production"].astype(bool), list(PREVIOUS_TARGET_COLUMNS)]
+        step.params.update(previous_session=session, stored=previous is not None)
+        yield from step.emit(table.reset_index(drop=True), metrics={"previous_session": session or "none",
+                                                                     "stored": previous is not None,
+                                                                     "positions": len(table)}, preview=table)
 
 
 @asset(
@@ -66,8 +79,7 @@ def _previous_weights(step: Step) -> tuple[str | None, pd.DataFrame | None]:
          "selection_audit": AssetIn("selected_universe__audit"), "raw_pool_audit": AssetIn("raw_pool__audit"),
          "health": AssetIn("history_500d__health"), "bucket_stats": AssetIn("risk_buckets__stats"),
          "pairs": AssetIn("risk_buckets__pairs"), "diagnostics": AssetIn("target_weights__diagnostics"),
-         "holdings": AssetIn("holdings"),
-         "previous_reports": AssetIn("reports", partition_mapping=PREVIOUS_SESSION, dagster_type=Nothing),
+         "holdings": AssetIn("holdings"), "previous_target": AssetIn("previous_target"),
          **after("history_500d", "risk_buckets")},
     kinds={"python", "html", "markdown"},
     owners=OWNERS,
@@ -85,7 +97,8 @@ def _previous_weights(step: Step) -> tuple[str | None, pd.DataFrame | None]:
 def reports(context, settings: PortfolioSettings, summary: pd.DataFrame, windows: pd.DataFrame,
             returns: pd.DataFrame, weights: pd.DataFrame, selection_audit: pd.DataFrame, raw_pool_audit: pd.DataFrame,
             health: pd.DataFrame, bucket_stats: pd.DataFrame, pairs: pd.DataFrame, selected_universe: pd.DataFrame,
-            market_regime: pd.DataFrame, diagnostics: pd.DataFrame, holdings: pd.DataFrame):
+            market_regime: pd.DataFrame, diagnostics: pd.DataFrame, holdings: pd.DataFrame,
+            previous_target: pd.DataFrame):
     import logging
 
     from portfolio_assets.reports.builder import ReportInputs, build_reports
@@ -93,7 +106,11 @@ def reports(context, settings: PortfolioSettings, summary: pd.DataFrame, windows
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     with Step(context, settings) as step:
         cfg = step.cfg
-        previous_partition, previous_weights = _previous_weights(step)
+        stored = not previous_target.empty  # a stored target always has production rows
+        previous_session = sessions_window(step.partition, 2)[0].strftime("%Y-%m-%d")
+        step.params.update(previous_weights=f"{previous_session}: {'stored' if stored else 'not stored'}")
+        previous_partition = previous_session if stored else None
+        previous_weights = previous_target if stored else None
         inputs = ReportInputs(
             partition=step.partition, profile=step.resolved.profile,
             production_engine=cfg.optimization.production_engine, baseline=cfg.selection.baseline,

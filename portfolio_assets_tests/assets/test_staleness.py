@@ -22,7 +22,9 @@ from portfolio_assets_tests.graph_helpers import (
 
 pytestmark = pytest.mark.slow
 
-REGIME_CONE = {"market_regime", *DOWNSTREAM_OF_HISTORY} - tables("risk_buckets", "stats", "pairs")
+# `previous_target` reads the previous session's target (not today's history, so a failed gate does
+# not block it), and its code version carries target_weights' (versions.with_upstream).
+REGIME_CONE = {"market_regime", "previous_target", *DOWNSTREAM_OF_HISTORY} - tables("risk_buckets", "stats", "pairs")
 FETCHERS = {*tables("returns_60d", "coverage"), *tables("history_500d", "returns", "health", "recovery"),
             *tables("raw_pool_history", "coverage"), "market_regime",
             *tables("tournament", "windows", "returns", "weights", "contexts")}
