@@ -24,14 +24,17 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 import pytest
 
 from portfolio_assets.ledger import file_hash
+
+T = TypeVar("T")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER_YAML = PROJECT_ROOT / "configs" / "dagster.yaml"
@@ -224,6 +227,27 @@ def check_lines(stdout: str) -> dict[str, str]:
 # fixtures
 
 
+def _shared_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], T], load: Callable[[Path], T]) -> T:
+    """`build(folder)` once per test session, shared by the pytest-xdist workers: the first worker
+    to take `<name>.lock` in the session's common temp folder builds it and leaves `<name>.done`;
+    the others wait on the lock and `load(folder)` it. Without xdist: one build in this session."""
+    from portfolio_assets.lakehouse import file_lock
+
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # `.../pytest-N/popen-gwK` -> the session's `.../pytest-N`
+    folder, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with file_lock(root / f"shared-{name}"):
+        if done.exists():
+            return load(folder)
+        if folder.exists():  # a worker died half-way: start over
+            shutil.rmtree(folder)
+        folder.mkdir()
+        built = build(folder)
+        done.touch()
+        return built
+
+
 @pytest.fixture(scope="session")
 def dev_lakehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GraphRun]:
     """The `development` profile materialized once for DEV_DATE (fresh lakehouse, separate process).
@@ -231,7 +255,17 @@ def dev_lakehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GraphRun
     Shared by every test of the session: treat it as read-only (use `dev_lakehouse_copy` to change
     or re-run). Teardown fails if anything below it changed.
     """
-    run = materialize_dev(tmp_path_factory.mktemp("dev_lakehouse"))
+    def build(base: Path) -> GraphRun:
+        run = materialize_dev(base)
+        (base / "stdout.txt").write_text(run.stdout)
+        (base / "stderr.txt").write_text(run.stderr)
+        return run
+
+    def load(base: Path) -> GraphRun:
+        return GraphRun(base / "lakehouse", base / "dagster_home", DEV_PROFILE,
+                        (base / "stdout.txt").read_text(), (base / "stderr.txt").read_text())
+
+    run = _shared_once(tmp_path_factory, "dev_lakehouse", build, load)
     before = tree_snapshot(run.root)
     yield run
     after = tree_snapshot(run.root)
