@@ -95,6 +95,9 @@ def missing_book(stored: list[str], partition: str, previous: str | None) -> str
             f"--select holdings")
 
 
+HOLDINGS_KEY = AssetKey("holdings")
+
+
 def concurrent_book_writer(context, lake, previous: str) -> str | None:
     """Who is writing the previous session's book while this step found none: the book stored since
     the step loaded its inputs, the command holding `previous`'s writer lock, or a Dagster run of
@@ -113,9 +116,6 @@ def concurrent_book_writer(context, lake, previous: str) -> str | None:
     runs = [r.dagster_run.run_id for r in records if r.dagster_run.run_id != context.run.run_id
             and (r.dagster_run.asset_selection is None or HOLDINGS_KEY in r.dagster_run.asset_selection)]
     return f"Dagster run(s) {', '.join(runs)}" if runs else None
-
-
-HOLDINGS_KEY = AssetKey("holdings")
 
 
 @asset(

@@ -195,8 +195,6 @@ def check_preconditions(resolved: Any) -> None:
                          "PA_LEDGER_HMAC_KEY or PA_LEDGER_ED25519_KEY (nothing was run, archived or changed)")
 
 
-
-
 def _running_runs(partition: str) -> list[str]:
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
