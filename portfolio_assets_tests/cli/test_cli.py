@@ -83,11 +83,12 @@ BAD = [
     # through the ones they need in turn) and the one backfill that materializes them first.
     (("backfill", "--profile", "development", "--from", D1, "--to", "2026-11-27", "--select", "risk_buckets+"),
      "upstream partitions outside --select 'risk_buckets+' are not materialized: bond_scan, crypto_scan, "
-     "enriched_universe, equity_scan, forex_scan, history_500d, holdings, market_bars, market_regime, raw_pool, "
-     f"raw_pool_history, returns_60d, run_manifest, selected_universe at {D1}, {D2}, 2026-11-27. Materialize them "
+     "enriched_universe, equity_scan, forex_scan, history_500d, holdings, market_bars, market_regime, previous_target, "
+     f"raw_pool, raw_pool_history, returns_60d, run_manifest, selected_universe at {D1}, {D2}, 2026-11-27. Materialize them "
      f"first: portfolio-assets backfill --profile development --from {D1} --to 2026-11-27 --select 'key:bond_scan or "
      "key:crypto_scan or key:enriched_universe or key:equity_scan or key:forex_scan or key:history_500d or "
-     "key:holdings or key:market_bars or key:market_regime or key:raw_pool or key:raw_pool_history or key:returns_60d or "
+     "key:holdings or key:market_bars or key:market_regime or key:previous_target or key:raw_pool or key:raw_pool_history "
+     "or key:returns_60d or "
      "key:run_manifest or key:selected_universe'\n"),
     (("backfill", "--profile", "development", "--from", D1, "--to", D2, "--select", "nonsense"),
      "--select 'nonsense': AssetKey(s) ['nonsense'] were selected"),
