@@ -229,8 +229,10 @@ def check_lines(stdout: str) -> dict[str, str]:
 
 def _shared_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], T], load: Callable[[Path], T]) -> T:
     """`build(folder)` once per test session, shared by the pytest-xdist workers: the first worker
-    to take `<name>.lock` in the session's common temp folder builds it and leaves `<name>.done`;
-    the others wait on the lock and `load(folder)` it. Without xdist: one build in this session."""
+    to take `shared-<name>.lock` in the session's common temp folder builds `shared-<name>/` and
+    leaves `shared-<name>.done`; the others wait on the lock and `load(folder)` it. A folder left
+    without its done marker (a worker died or its build failed) is built again. Without xdist:
+    one build in this session."""
     from portfolio_assets.lakehouse import file_lock
 
     root = factory.getbasetemp()
@@ -240,7 +242,7 @@ def _shared_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Pa
     with file_lock(root / f"shared-{name}"):
         if done.exists():
             return load(folder)
-        if folder.exists():  # a worker died half-way: start over
+        if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir()
         built = build(folder)

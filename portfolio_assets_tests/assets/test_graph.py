@@ -245,6 +245,8 @@ def test_a_book_whose_previous_session_is_being_written_is_refused_naming_the_wr
     stored yet. Its step refuses instead of starting from an empty book or blaming a gap, naming
     the writer (the command holding the previous session's writer lock, or a Dagster run of it in
     progress, as the UI or a backfill launches); with nobody writing it, the first book is built."""
+    import os
+
     from dagster import DagsterRun, DagsterRunStatus
 
     from portfolio_assets import cli
@@ -256,7 +258,7 @@ def test_a_book_whose_previous_session_is_being_written_is_refused_naming_the_wr
             locked = run_graph(tmp_path, selection=book, instance=instance)
     assert not locked.success
     refusal = (f"ValueError: the book of {PARTITION} starts from the previous session's, and {prev} is being "
-               f"written concurrently (the command {{\"pid\": {__import__('os').getpid()}, \"command\": "
+               f"written concurrently (the command {{\"pid\": {os.getpid()}, \"command\": "
                f"\"run --date {prev}\", \"started\": ")
     cause = step_errors(locked)["holdings"].split(" | ")[-1]
     assert cause.startswith(refusal), cause
