@@ -7,7 +7,8 @@
 * A backfill needs the daemon. A live one is recognized from its heartbeats; otherwise
   `BackfillDaemon` starts a temporary `dagster-daemon run` for the duration of the command.
 * Progress is read from the instance: the backfill's status and the runs tagged with its id
-  (`dagster/backfill`), one line per partition whenever a run of it changes state.
+  (`dagster/backfill`), one line per run whenever it changes state (a ranged run, `holdings`' one
+  run for the range's books, counts for every date of its range).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,27 @@ HEARTBEAT_FRESH_S = 90.0  # a daemon whose backfill heartbeat is older than this
 HEARTBEAT_WAIT_S = 40.0  # daemons heartbeat every 30 s: a live one shows a newer beat within this
 BACKFILL_TAG = "dagster/backfill"
 PARTITION_TAG = "dagster/partition"
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+def run_partitions(tags: Mapping[str, str], among: Iterable[str]) -> list[str]:
+    """The partitions of `among` a Dagster run materializes: its `dagster/partition` tag, or every
+    one inside the range of a ranged run (`holdings`' single-run backfill policy: one run computes
+    the book of every date of a backfill's range)."""
+    if tags.get(PARTITION_TAG) is not None:
+        return [p for p in among if p == tags[PARTITION_TAG]]
+    start, end = (tags.get(t) for t in RANGE_TAGS)
+    if start is None or end is None:
+        return []
+    return [p for p in among if start <= p <= end]
+
+
+def run_label(tags: Mapping[str, str]) -> str | None:
+    """How a run's partitions are shown: the date, or `start..end` for a ranged run."""
+    if tags.get(PARTITION_TAG) is not None:
+        return tags[PARTITION_TAG]
+    start, end = (tags.get(t) for t in RANGE_TAGS)
+    return f"{start}..{end}" if start is not None and end is not None else None
 
 
 class GraphQLError(RuntimeError):
@@ -201,20 +223,24 @@ class BackfillProgress:
 
     partitions: list[str]
     runs: dict[str, dict[str, str]] = field(default_factory=dict)  # partition -> run id -> status
+    statuses: dict[str, str] = field(default_factory=dict)  # run id -> status
 
     def update(self, runs: Iterable[Any]) -> list[tuple[str, str, str]]:
-        """Fold in the backfill's runs; returns `(partition, run id, status)` of every run that
-        started or finished since the last call."""
+        """Fold in the backfill's runs (a ranged run counts for every partition of its range);
+        returns `(partition or start..end, run id, status)` of every run that started or finished
+        since the last call."""
         events = []
         for run in runs:
-            part = run.tags.get(PARTITION_TAG)
-            if part is None:
+            parts, label = run_partitions(run.tags, self.partitions), run_label(run.tags)
+            if not parts or label is None:
                 continue
             status = run.status.value
-            before = self.runs.setdefault(part, {}).get(run.run_id)
-            self.runs[part][run.run_id] = status
+            before = self.statuses.get(run.run_id)
+            self.statuses[run.run_id] = status
+            for part in parts:
+                self.runs.setdefault(part, {})[run.run_id] = status
             if status != before and (status in TERMINAL_RUN or status == "STARTED"):
-                events.append((part, run.run_id, status))
+                events.append((label, run.run_id, status))
         return sorted(events)
 
     def state(self, part: str) -> str:
@@ -224,8 +250,7 @@ class BackfillProgress:
 
     @property
     def finished_runs(self) -> tuple[int, int]:
-        statuses = [s for runs in self.runs.values() for s in runs.values()]
-        return sum(s in TERMINAL_RUN for s in statuses), len(statuses)
+        return sum(s in TERMINAL_RUN for s in self.statuses.values()), len(self.statuses)
 
     @property
     def failed(self) -> list[str]:
@@ -246,10 +271,11 @@ def watch_backfill(instance: Any, backfill_id: str, partitions: list[str], say: 
     while True:
         daemon.check_running()
         runs = instance.get_run_records(RunsFilter(tags={BACKFILL_TAG: backfill_id}))
-        for part, run_id, status in progress.update([r.dagster_run for r in runs]):
+        for label, run_id, status in progress.update([r.dagster_run for r in runs]):
             done, total = progress.finished_runs
-            say(f"  [{time.monotonic() - t0:5.0f} s] {part}: run {run_id[:8]} {status} "
-                f"({done}/{total} runs finished; partition {progress.state(part)})")
+            state = f"partition {progress.state(label)}" if label in progress.runs else "the book of every date"
+            say(f"  [{time.monotonic() - t0:5.0f} s] {label}: run {run_id[:8]} {status} "
+                f"({done}/{total} runs finished; {state})")
         backfill = instance.get_backfill(backfill_id)
         status = backfill.status.value if backfill is not None else "MISSING"
         active = any(s not in TERMINAL_RUN for runs_ in progress.runs.values() for s in runs_.values())

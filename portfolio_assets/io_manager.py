@@ -8,9 +8,14 @@ Every asset output is a DataFrame stored atomically as Parquet at
 restored as the index on read), with the standard metadata `dagster/row_count`,
 `dagster/column_schema` and the file's `path`. Inputs are read back from the same place, so an
 asset's upstream data arrives as a typed parameter and a misspelt dependency is a definitions
-error, not a stub. An input whose `AssetIn` metadata has `allow_missing: True` (the holdings'
-self-dependency on the previous session) is `None` when that partition was never stored; any
-other missing partition is an error naming the file and the asset to materialize.
+error, not a stub. An input whose `AssetIn` metadata has `allow_missing: True` is `None` when
+that partition was never stored; any other missing partition is an error naming the file and the
+asset to materialize.
+
+A step that computes a range of partitions in one run (`holdings`, whose backfill policy is a
+single run: the book chains the dates) reads inputs marked `by_partition: True` as
+`{partition: frame}` of the stored ones, and emits `{partition: frame}`, every partition of the
+range; its per-partition metadata (`table_metadata`) is the step's to add.
 
 Data versions are content hashes (`content_version`): the asset's `Step` puts them on each
 `Output` and checks after the write that the stored file hashes the same (the ledger records that
@@ -22,7 +27,9 @@ pickle.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from dagster import (
@@ -47,6 +54,20 @@ def content_version(df: pd.DataFrame) -> str:
     return frame_hash(read_back(df))
 
 
+def table_metadata(path: Path, frame: pd.DataFrame) -> dict[str, Any]:
+    """The standard metadata of a stored table: its file, `dagster/row_count` and
+    `dagster/column_schema` (of the stored form: what a reader gets back)."""
+    stored = stored_form(frame)
+    return {
+        "path": MetadataValue.path(str(path)),
+        "dagster/row_count": len(stored),
+        "dagster/column_schema": TableSchema(columns=[
+            TableColumn(name=str(name), type=str(dtype))
+            for name, dtype in stored.reset_index(drop=stored.index.names == [None]).dtypes.items()
+        ]),
+    }
+
+
 class LakehouseIOManager(ConfigurableIOManager):
     """Parquet per asset key and partition in the profile's lakehouse (see the module docstring).
 
@@ -66,7 +87,10 @@ class LakehouseIOManager(ConfigurableIOManager):
         name = ".".join(_SAFE.sub("_", p) for p in parts)
         return self.settings.lakehouse().root / "_intermediate" / _SAFE.sub("_", context.run_id) / f"{name}.parquet"
 
-    def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: OutputContext, obj: pd.DataFrame | Mapping[str, pd.DataFrame]) -> None:
+        if isinstance(obj, Mapping) and context.has_asset_key and context.has_asset_partitions:
+            self._handle_range(context, obj)
+            return
         if not isinstance(obj, pd.DataFrame):
             raise TypeError(f"{context.step_key}.{context.name}: outputs are DataFrames stored as Parquet; got "
                             f"{type(obj).__name__} (this project never pickles)")
@@ -74,19 +98,24 @@ class LakehouseIOManager(ConfigurableIOManager):
             atomic_write_frame(self._intermediate(context), obj)
             return
         key = context.asset_key.to_user_string()
-        lake = self.settings.lakehouse()
-        path = lake.write_table(self.groups[key], key, context.asset_partition_key, obj)
-        stored = stored_form(obj)
-        context.add_output_metadata({
-            "path": MetadataValue.path(str(path)),
-            "dagster/row_count": len(stored),
-            "dagster/column_schema": TableSchema(columns=[
-                TableColumn(name=str(name), type=str(dtype))
-                for name, dtype in stored.reset_index(drop=stored.index.names == [None]).dtypes.items()
-            ]),
-        })
+        path = self.settings.lakehouse().write_table(self.groups[key], key, context.asset_partition_key, obj)
+        context.add_output_metadata(table_metadata(path, obj))
 
-    def load_input(self, context: InputContext) -> pd.DataFrame | None:
+    def _handle_range(self, context: OutputContext, frames: Mapping[str, pd.DataFrame]) -> None:
+        key = context.asset_key.to_user_string()
+        expected = list(context.asset_partition_keys)
+        if sorted(frames) != sorted(expected):
+            raise ValueError(f"{key}: a ranged output must hold every partition of the range {expected[0]}..{expected[-1]} "
+                             f"({len(expected)}), got {sorted(frames)}")
+        for partition in sorted(frames):
+            frame = frames[partition]
+            if not isinstance(frame, pd.DataFrame):
+                raise TypeError(f"{key}@{partition}: outputs are DataFrames stored as Parquet; got {type(frame).__name__}")
+        lake = self.settings.lakehouse()
+        for partition in sorted(frames):  # in date order: a partial range is a prefix of the chain
+            lake.write_table(self.groups[key], key, partition, frames[partition])
+
+    def load_input(self, context: InputContext) -> pd.DataFrame | dict[str, pd.DataFrame] | None:
         if not context.has_asset_key:
             upstream = context.upstream_output
             if upstream is None:
@@ -94,6 +123,8 @@ class LakehouseIOManager(ConfigurableIOManager):
             return pd.read_parquet(self._intermediate(upstream))
         key = context.asset_key.to_user_string()
         partitions = list(context.asset_partition_keys) if context.has_asset_partitions else []
+        if (context.definition_metadata or {}).get("by_partition"):
+            return {p: pd.read_parquet(path) for p in sorted(partitions) if (path := self._table(key, p)).exists()}
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing"))
         if not partitions and allow_missing:  # a mapped partition before the first one
             return None

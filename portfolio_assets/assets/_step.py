@@ -98,11 +98,17 @@ def upstream_versions(context: Any, partition: str) -> dict[str, str]:
     for name, key in sorted(assets_def.keys_by_input_name.items(), key=lambda kv: kv[1].to_user_string()):
         partitions = [partition] if graph_backed else list(context.asset_partition_keys_for_input(name))
         for part in partitions:
-            records = context.instance.fetch_materializations(
-                AssetRecordsFilter(asset_key=key, asset_partitions=[part]), limit=1).records
-            version = records[0].asset_materialization.tags.get(DATA_VERSION_TAG) if records else None
-            out[f"{key.to_user_string()}@{part}" if part != partition else key.to_user_string()] = version or "missing"
+            out[f"{key.to_user_string()}@{part}" if part != partition else key.to_user_string()] = \
+                stored_version(context.instance, key, part)
     return out
+
+
+def stored_version(instance: Any, key: AssetKey, partition: str) -> str:
+    """The data version of `key`'s latest materialization of `partition`, `missing` when never stored."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+    version = records[0].asset_materialization.tags.get(DATA_VERSION_TAG) if records else None
+    return version or "missing"
 
 
 class Step:
@@ -116,11 +122,15 @@ class Step:
         asset: str | None = None,
         price_cache: PriceCache | None = None,
         params: dict[str, Any] | None = None,
+        partition: str | None = None,
+        inputs: dict[str, str] | None = None,
     ):
         self.context = context
         self.settings = settings
         self.asset = asset or context.op_def.name
-        self.partition: str = context.partition_key
+        # A ranged step (`holdings` under its single-run backfill policy) has one Step per partition.
+        self.partition: str = partition or context.partition_key
+        self._inputs = inputs
         self.date: dt.date = validate_partition_date(self.partition)
         self.as_of = pd.Timestamp(self.date)
         self.resolved: ResolvedManifest = settings.resolved()
@@ -141,7 +151,7 @@ class Step:
             self.ledger.ensure_started(self.run_id, {**genesis_payload(self.resolved), "started_by": self.asset})
             self.ledger.intent(self.run_id, self.asset, {
                 "params": jsonable(self.params), "profile": self.resolved.profile,
-                "inputs": upstream_versions(self.context, self.partition)})
+                "inputs": self._inputs if self._inputs is not None else upstream_versions(self.context, self.partition)})
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -176,9 +186,10 @@ class Step:
             version = content_version(df)
             metadata = self.metadata(preview, extra) if i == 0 else {}
             yield Output(df, output_name=name, data_version=DataVersion(version), metadata=metadata)
-            self._record_table(self.context.asset_key_for_output(name), version)
+            self.record_table(self.context.asset_key_for_output(name), version)
 
-    def _record_table(self, key: AssetKey, version: str) -> None:
+    def record_table(self, key: AssetKey, version: str) -> None:
+        """Check that the stored table of this step's partition hashes `version`; record it for the outcome."""
         name = key.to_user_string()
         group = self.context.assets_def.group_names_by_key[key]
         path = self.lake.table_path(group, name, self.partition)

@@ -2,22 +2,30 @@
 what was executed (`portfolio-assets accept`)."""
 
 # No `from __future__ import annotations`: Dagster reads the `ExecutionsConfig` annotation at runtime.
+import hashlib
+import json
+from contextlib import ExitStack
+
 import pandas as pd
 from dagster import (
     AssetIn,
     AssetKey,
     AssetMaterialization,
+    BackfillPolicy,
     Config,
+    DataVersion,
     Failure,
     MetadataValue,
+    Output,
     TimeWindowPartitionMapping,
     asset,
 )
 
-from portfolio_assets.assets._step import Step, ledger_for
+from portfolio_assets.assets._step import Step, ledger_for, stored_version
 from portfolio_assets.assets.common import OWNERS, after, attrs
 from portfolio_assets.assets.gates import gate_summary, implementation_clearance
 from portfolio_assets.holdings import EXECUTION_COLUMNS, book_after, empty_book
+from portfolio_assets.io_manager import content_version, table_metadata
 from portfolio_assets.ledger import LedgerError, file_hash
 from portfolio_assets.quant.orders import ORDER_COLUMNS, build_orders
 from portfolio_assets.resources import PortfolioSettings
@@ -96,14 +104,18 @@ def missing_book(stored: list[str], partition: str, previous: str | None) -> str
 
 
 HOLDINGS_KEY = AssetKey("holdings")
+EXECUTIONS_KEY = AssetKey("executions")
 
 
 def concurrent_book_writer(context, lake, previous: str) -> str | None:
     """Who is writing the previous session's book while this step found none: the book stored since
     the step loaded its inputs, the command holding `previous`'s writer lock, or a Dagster run of
     `previous` in progress that materializes `holdings` (launched from the UI, the schedule or a
-    backfill). None when nobody is: the book is then really missing."""
+    backfill, for that date or a range holding it). None when nobody is: the book is then really
+    missing."""
     from dagster import DagsterRunStatus, RunsFilter
+
+    from portfolio_assets.backfills import run_partitions
 
     if lake.has_table("implementation", "holdings", previous):
         return "its book was stored while this step read it"
@@ -111,47 +123,100 @@ def concurrent_book_writer(context, lake, previous: str) -> str | None:
     if holder is not None:
         return f"the command {holder}"
     records = context.instance.get_run_records(RunsFilter(
-        tags={"dagster/partition": previous},
         statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]))
     runs = [r.dagster_run.run_id for r in records if r.dagster_run.run_id != context.run.run_id
+            and run_partitions(r.dagster_run.tags, [previous])
             and (r.dagster_run.asset_selection is None or HOLDINGS_KEY in r.dagster_run.asset_selection)]
     return f"Dagster run(s) {', '.join(runs)}" if runs else None
 
 
+def previous_sessions(context) -> dict[str, str | None]:
+    """`{partition: previous session}` for every partition the step computes, in date order (None
+    before the first partition of the calendar): read off the self-dependency's mapping."""
+    partitions = sorted(context.partition_keys)
+    upstream = sorted(context.asset_partition_keys_for_input("previous"))
+    # PREVIOUS_SESSION maps the range [D1..Dn] to [D0..Dn-1]; D0 is dropped before the first partition.
+    upstream = [None] * (len(partitions) - len(upstream)) + upstream
+    return dict(zip(partitions, upstream, strict=True))
+
+
 @asset(
     **attrs("holdings", 11),
-    ins={"previous": AssetIn("holdings", partition_mapping=PREVIOUS_SESSION, metadata={"allow_missing": True}),
-         "executions": AssetIn("executions", partition_mapping=PREVIOUS_SESSION, metadata={"allow_missing": True}),
+    ins={"previous": AssetIn("holdings", partition_mapping=PREVIOUS_SESSION, metadata={"by_partition": True}),
+         "executions": AssetIn("executions", partition_mapping=PREVIOUS_SESSION, metadata={"by_partition": True}),
          **after("run_manifest")},
+    backfill_policy=BackfillPolicy.single_run(),
     kinds={"python", "parquet"},
     owners=OWNERS,
     description=(
         "The book at the close of the session: the previous session's book plus what was executed of "
         "the previous session's orders (`executions`, recorded by `portfolio-assets accept`); nothing "
         "accepted means nothing traded. Signed `net_weight`, `weight` = |net_weight|. The first book is "
-        "empty; a gap in the chain is refused with the range to materialize."
+        "empty; a gap in the chain is refused with the range to materialize. A backfill computes the "
+        "whole range's chain in one run (single-run backfill policy), one ledger record pair per date."
     ),
 )
-def holdings(context, settings: PortfolioSettings, previous: pd.DataFrame | None, executions: pd.DataFrame | None):
-    with Step(context, settings) as step:
-        prior = context.asset_partition_keys_for_input("previous")
-        prev_session = prior[0] if prior else None
-        if previous is None and prev_session is not None:
-            writer = concurrent_book_writer(context, step.lake, prev_session)
+def holdings(context, settings: PortfolioSettings, previous: dict, executions: dict):
+    sessions = previous_sessions(context)
+    partitions = list(sessions)
+    first, before = partitions[0], sessions[partitions[0]]
+    lake = settings.lakehouse()
+    steps = {p: Step(context, settings, partition=p, inputs=book_inputs(context, p, sessions[p], partitions))
+             for p in partitions}
+    with ExitStack() as stack:
+        for step in steps.values():
+            stack.enter_context(step)
+        start = previous.get(before) if before is not None else None
+        if start is None and before is not None:
+            writer = concurrent_book_writer(context, lake, before)
             if writer is not None:
                 raise ValueError(
-                    f"the book of {step.partition} starts from the previous session's, and {prev_session} is "
-                    f"being written concurrently ({writer}): run {step.partition} again once that has finished")
-        if previous is None:
-            problem = missing_book(step.lake.stored_partitions("implementation", "holdings"), step.partition, prev_session)
+                    f"the book of {first} starts from the previous session's, and {before} is "
+                    f"being written concurrently ({writer}): run {first} again once that has finished")
+            problem = missing_book(lake.stored_partitions("implementation", "holdings"), first, before)
             if problem:
                 raise ValueError(problem)
-            step.event("first_book", reason=f"no book before {step.partition}: starting from an empty book")
-        book = book_after(previous if previous is not None else empty_book(), executions, traded_on=prev_session or "")
-        step.params.update(previous_session=prev_session,
-                           executions="none accepted (nothing traded)" if executions is None else f"{len(executions)} row(s)")
-        yield from step.emit(book, metrics={"positions": len(book), "gross": float(book["weight"].sum()),
-                                            "net": float(book["net_weight"].sum())}, preview=book)
+        books, book = {}, start
+        for partition, prev_session in sessions.items():
+            step, done = steps[partition], executions.get(prev_session) if prev_session else None
+            if book is None:
+                step.event("first_book", reason=f"no book before {partition}: starting from an empty book")
+            book = book_after(book if book is not None else empty_book(), done, traded_on=prev_session or "")
+            books[partition] = book
+            step.params.update(previous_session=prev_session,
+                               executions="none accepted (nothing traded)" if done is None else f"{len(done)} row(s)")
+            step.metrics = {"positions": len(book), "gross": float(book["weight"].sum()),
+                            "net": float(book["net_weight"].sum())}
+        versions = {p: content_version(b) for p, b in books.items()}
+        for partition, book in books.items():
+            context.add_asset_metadata({
+                **steps[partition].metadata(preview=book), "content_hash": versions[partition],
+                **table_metadata(lake.table_path("implementation", "holdings", partition), book)},
+                partition_key=partition)
+        yield Output(books, data_version=DataVersion(range_version(versions)),
+                     metadata={"partitions": len(books)} if len(books) > 1 else {})
+        for partition, step in steps.items():
+            step.record_table(HOLDINGS_KEY, versions[partition])
+
+
+def range_version(versions: dict[str, str]) -> str:
+    """The data version of a range's books. One date (the daily run): its book's content hash, as
+    every other table's. A range: Dagster puts one data version on every partition a step
+    materializes, so it is the hash of the `{date: content hash}` list; each date's own content
+    hash is its `content_hash` metadata and its ledger outcome's `hash`."""
+    if len(versions) == 1:
+        return next(iter(versions.values()))
+    return hashlib.sha256(json.dumps(sorted(versions.items())).encode()).hexdigest()
+
+
+def book_inputs(context, partition: str, prev_session: str | None, computed: list[str]) -> dict[str, str]:
+    """The ledger intent's `inputs` of one date's book: the data versions of the previous session's
+    book (`computed in this run` when it is part of the range) and executions."""
+    if prev_session is None:
+        return {}
+    own = "computed in this run" if prev_session in computed else stored_version(context.instance, HOLDINGS_KEY, prev_session)
+    return {f"executions@{prev_session}": stored_version(context.instance, EXECUTIONS_KEY, prev_session),
+            f"holdings@{prev_session}": own}
 
 
 @asset(

@@ -212,6 +212,7 @@ def _active_runs(partitions: set[str]) -> dict[str, list[str]]:
     `partitions` (one query), except runs of a CLI process that is gone."""
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+    from portfolio_assets.backfills import run_partitions
     from portfolio_assets.cli.execution import launcher_gone
 
     if not os.environ.get("DAGSTER_HOME"):
@@ -222,8 +223,9 @@ def _active_runs(partitions: set[str]) -> dict[str, list[str]]:
     busy: dict[str, list[str]] = {}
     for record in records:
         run = record.dagster_run
-        partition = run.tags.get("dagster/partition")
-        if partition in partitions and launcher_gone(run) is None:
+        if launcher_gone(run) is not None:
+            continue
+        for partition in run_partitions(run.tags, sorted(partitions)):  # a ranged run: each date of its range
             busy.setdefault(partition, []).append(run.run_id)
     return busy
 

@@ -278,6 +278,110 @@ def test_a_book_whose_previous_session_is_being_written_is_refused_naming_the_wr
     assert Lakehouse(tmp_path, "development").read_table("implementation", "holdings", PARTITION).empty
 
 
+def _books_with_executions(lake, instance, partitions, executed, *, ranged: bool):
+    """Materialize `holdings` over `partitions`: one run for the whole range (what a backfill's
+    single-run policy launches) or one run per date (the daily job), after storing `executed` as
+    the accepted executions of the range's first date."""
+    from dagster import materialize
+
+    from portfolio_assets.definitions import defs
+
+    Lakehouse(lake, "development").write_table("implementation", "executions", partitions[0], executed)
+    runs = ([{"dagster/asset_partition_range_start": partitions[0], "dagster/asset_partition_range_end": partitions[-1]}]
+            if ranged else [{"dagster/partition": p} for p in partitions])
+    results = []
+    with env(PA_LAKEHOUSE=str(lake), PA_PROFILE="development"):
+        for tags in runs:
+            results.append(materialize(list(defs.assets), selection=AssetSelection.assets("holdings"), tags=tags,
+                                       partition_key=tags.get("dagster/partition"), resources=defs.resources,
+                                       instance=instance, raise_on_error=False))
+    return results
+
+
+def test_a_range_of_books_in_one_run_equals_the_books_date_by_date(tmp_path):
+    """The book chains the dates, so its backfill policy is one run for a range: the chain computed
+    in one step must store, date by date, exactly the books of one run per date, with one ledger
+    intent/outcome pair per date (each outcome the hash of its own file), one materialization per
+    date whose metadata is that date's, and a data version that is the content hash for one date
+    and the hash of the `{date: content hash}` list for a range."""
+    import hashlib
+
+    from dagster import AssetKey
+
+    from portfolio_assets.assets.common import PARTITIONS
+    from portfolio_assets.io_manager import content_version
+    from portfolio_assets.ledger import Ledger, file_hash
+
+    keys = PARTITIONS.get_partition_keys()
+    at = keys.index(PARTITION)
+    dates = keys[at - 2:at + 1]
+    executed = pd.DataFrame({"symbol": ["AAA", "BBB"], "direction": ["long", "short"], "action": ["BUY", "SELL"],
+                             "ordered_delta_net_weight": [0.25, -0.1], "delta_net_weight": [0.25, -0.05],
+                             "source": ["orders as proposed", "fills"]})
+    one, many = tmp_path / "ranged", tmp_path / "daily"
+    ranged_instance, daily_instance = DagsterInstance.ephemeral(), DagsterInstance.ephemeral()
+    (ranged,) = _books_with_executions(one, ranged_instance, dates, executed, ranged=True)
+    daily = _books_with_executions(many, daily_instance, dates, executed, ranged=False)
+    assert ranged.success and all(r.success for r in daily), [step_errors(r) for r in (ranged, *daily)]
+
+    lh, by_date = Lakehouse(one, "development"), Lakehouse(many, "development")
+    hashes = {}
+    for d in dates:
+        path = lh.table_path("implementation", "holdings", d)
+        assert file_hash(path) == file_hash(by_date.table_path("implementation", "holdings", d)), d
+        hashes[d] = file_hash(path)
+        assert content_version(lh.read_table("implementation", "holdings", d)) == hashes[d]
+    assert lh.read_table("implementation", "holdings", dates[0]).empty  # the first book
+    later = lh.read_table("implementation", "holdings", dates[2]).set_index("symbol")
+    assert later["net_weight"].to_dict() == {"AAA": 0.25, "BBB": -0.05}
+    assert (later["last_traded"] == dates[0]).all()
+
+    for d in dates:
+        assert verify_ledger(lh.ledger_path(d), root=lh.root).ok
+        records = [r for r in Ledger(lh.ledger_path(d), d).records() if r.get("asset") == "holdings"]
+        assert [r["kind"] for r in records] == ["intent", "outcome"], d
+        outcome = records[1]["payload"]
+        assert outcome["status"] == "ok" and outcome["outputs"]["holdings"]["hash"] == hashes[d]
+    assert records[0]["payload"]["inputs"] == {f"executions@{dates[1]}": "missing",
+                                               f"holdings@{dates[1]}": "computed in this run"}
+
+    events = {m.partition: m for m in ranged.asset_materializations_for_node("holdings")}
+    assert sorted(events) == dates
+    range_hash = hashlib.sha256(json.dumps(sorted(hashes.items())).encode()).hexdigest()
+    for d, event in events.items():
+        assert event.metadata["partition"].value == d
+        assert event.metadata["content_hash"].value == hashes[d]
+        assert event.metadata["positions"].value == (0 if d == dates[0] else 2)
+        assert event.metadata["dagster/row_count"].value == event.metadata["positions"].value
+        assert event.tags["dagster/data_version"] == range_hash
+    for d, result in zip(dates, daily, strict=True):
+        (event,) = result.asset_materializations_for_node("holdings")
+        assert event.tags["dagster/data_version"] == hashes[d] == event.metadata["content_hash"].value
+    assert ranged_instance.get_latest_materialization_event(AssetKey("holdings")).asset_materialization.partition == dates[-1]
+
+
+def test_a_range_of_books_after_a_gap_is_refused(tmp_path):
+    """A range whose first date follows a missing book is refused as a single date is, naming the
+    range to materialize first, and stores none of its books."""
+    from portfolio_assets.assets.common import PARTITIONS
+
+    keys = PARTITIONS.get_partition_keys()
+    at = keys.index(PARTITION)
+    instance = DagsterInstance.ephemeral()
+    first = _books_with_executions(tmp_path, instance, [keys[at - 4]], pd.DataFrame(
+        columns=["symbol", "direction", "action", "ordered_delta_net_weight", "delta_net_weight", "source"]),
+        ranged=False)
+    assert first[0].success
+    (gap,) = _books_with_executions(tmp_path, instance, keys[at - 2:at + 1], pd.DataFrame(
+        columns=["symbol", "direction", "action", "ordered_delta_net_weight", "delta_net_weight", "source"]),
+        ranged=True)
+    assert step_errors(gap)["holdings"].split(" | ")[-1] == (
+        f"ValueError: holdings of the previous session {keys[at - 3]} are not stored (the latest book is "
+        f"{keys[at - 4]}): materialize them first, e.g. portfolio-assets backfill --from {keys[at - 4]} "
+        f"--to {keys[at - 3]} --select holdings")
+    assert Lakehouse(tmp_path, "development").stored_partitions("implementation", "holdings") == [keys[at - 4]]
+
+
 def test_the_book_is_what_was_traded(tmp_path):
     """accept (the `executions` asset) of the previous session's orders minus one symbol becomes
     the next session's book: dust HOLDs and the untraded order are not positions."""

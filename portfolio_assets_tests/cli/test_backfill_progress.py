@@ -1,0 +1,48 @@
+"""`backfills.BackfillProgress`: a backfill's state per partition, from its runs, including the one
+run a backfill launches for a range's books (`holdings`, single-run backfill policy)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from types import SimpleNamespace
+
+from portfolio_assets.backfills import BackfillProgress, run_label, run_partitions
+
+DATES = ["2026-11-23", "2026-11-24", "2026-11-25"]
+RANGE = {"dagster/asset_partition_range_start": "2026-11-24", "dagster/asset_partition_range_end": "2026-11-25"}
+
+
+class Status(Enum):
+    STARTED = "STARTED"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+
+
+def run(run_id: str, status: str, **tags: str):
+    return SimpleNamespace(run_id=run_id, status=Status(status), tags=tags)
+
+
+def test_a_run_writes_its_partition_or_every_date_of_its_range():
+    assert run_partitions({"dagster/partition": "2026-11-24"}, DATES) == ["2026-11-24"]
+    assert run_partitions({"dagster/partition": "2026-11-20"}, DATES) == []
+    assert run_partitions(RANGE, DATES) == ["2026-11-24", "2026-11-25"]
+    assert run_partitions({"dagster/asset_partition_range_start": "2026-11-24"}, DATES) == []  # half a range
+    assert run_partitions({}, DATES) == []
+    assert run_label(RANGE) == "2026-11-24..2026-11-25"
+    assert run_label({"dagster/partition": "2026-11-23"}) == "2026-11-23"
+    assert run_label({}) is None
+
+
+def test_a_ranged_run_counts_once_and_for_every_date_of_its_range():
+    progress = BackfillProgress(DATES)
+    events = progress.update([run(f"day{i}", "SUCCESS", **{"dagster/partition": d}) for i, d in enumerate(DATES)]
+                             + [run("book", "STARTED", **RANGE)])
+    assert ("2026-11-24..2026-11-25", "book", "STARTED") in events
+    assert progress.finished_runs == (3, 4)  # the ranged run is one run, not one per date
+    assert [progress.state(d) for d in DATES] == ["SUCCESS", "RUNNING", "RUNNING"]
+
+    assert progress.update([run("book", "FAILURE", **RANGE)]) == [("2026-11-24..2026-11-25", "book", "FAILURE")]
+    assert progress.update([run("book", "FAILURE", **RANGE)]) == []  # no change, no event
+    assert progress.failed == ["2026-11-24", "2026-11-25"]
+    assert progress.succeeded == ["2026-11-23"]
+    assert progress.finished_runs == (4, 4)
