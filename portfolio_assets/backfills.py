@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ from portfolio_assets.manifest import PROJECT_ROOT
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 HEARTBEAT_FRESH_S = 90.0  # a daemon whose backfill heartbeat is older than this is not running
 HEARTBEAT_WAIT_S = 40.0  # daemons heartbeat every 30 s: a live one shows a newer beat within this
+POLL_MARGIN_S = 5.0  # a poll re-reads the runs updated this long before the latest one it saw
 BACKFILL_TAG = "dagster/backfill"
 PARTITION_TAG = "dagster/partition"
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
@@ -268,9 +270,12 @@ def watch_backfill(instance: Any, backfill_id: str, partitions: list[str], say: 
 
     progress = BackfillProgress(partitions)
     t0 = time.monotonic()
+    since = None  # only runs updated since the last poll (minus a margin) are read again
     while True:
         daemon.check_running()
-        runs = instance.get_run_records(RunsFilter(tags={BACKFILL_TAG: backfill_id}))
+        runs = instance.get_run_records(RunsFilter(tags={BACKFILL_TAG: backfill_id}, updated_after=since))
+        if runs:
+            since = max(r.update_timestamp for r in runs) - dt.timedelta(seconds=POLL_MARGIN_S)
         for label, run_id, status in progress.update([r.dagster_run for r in runs]):
             done, total = progress.finished_runs
             state = f"partition {progress.state(label)}" if label in progress.runs else "the book of every date"

@@ -7,11 +7,12 @@ live in. Cross-cutting policy is applied here, once: code versions extended with
 every dependency names an asset we define (a misspelt input or dependency is a definitions error
 instead of a silently created stub asset).
 
-Backfill policies (docs/ARCHITECTURE.md, "Backfills"): every asset but one keeps Dagster's default,
+Backfill policies (docs/ARCHITECTURE.md, "Backfills"): every asset but two keeps Dagster's default,
 one run per partition tagged `dagster/partition` (per-partition check evaluations and ledgers, the
-per-partition run queue limit, retry of one date from the UI). `holdings` has a single-run policy:
-the book chains the dates, which Dagster's backfill daemon would otherwise store one per 30-s
-iteration; its step computes the range's chain in one run, one ledger record pair per date.
+per-partition run queue limit, retry of one date from the UI). The two that read the previous
+session have a single-run policy: `holdings` (the book chains the dates, which Dagster's backfill
+daemon would otherwise store one per 30-s iteration) and `previous_target` (one run per date made it
+a wave of runs of its own); each computes its range in one run, one ledger record pair per date.
 """
 
 from __future__ import annotations

@@ -8,14 +8,14 @@ Every asset output is a DataFrame stored atomically as Parquet at
 restored as the index on read), with the standard metadata `dagster/row_count`,
 `dagster/column_schema` and the file's `path`. Inputs are read back from the same place, so an
 asset's upstream data arrives as a typed parameter and a misspelt dependency is a definitions
-error, not a stub. An input whose `AssetIn` metadata has `allow_missing: True` is `None` when
-that partition was never stored; any other missing partition is an error naming the file and the
-asset to materialize.
+error, not a stub; a missing partition is an error naming the file and the asset to materialize.
 
-A step that computes a range of partitions in one run (`holdings`, whose backfill policy is a
-single run: the book chains the dates) reads inputs marked `by_partition: True` as
-`{partition: frame}` of the stored ones, and emits `{partition: frame}`, every partition of the
-range; its per-partition metadata (`table_metadata`) is the step's to add.
+A step that computes a range of partitions in one run (a single-run backfill policy: `holdings`,
+whose book chains the dates, and `previous_target`) reads the inputs marked `by_partition: True`
+(the previous session's, through a `TimeWindowPartitionMapping(-1, -1)` that may point before the
+first partition or at a session never stored) as `{partition: frame}` of the stored ones, and
+emits `{partition: frame}`, every partition of the range; its per-partition metadata is the
+step's to add (`_step.emit_range`).
 
 Data versions are content hashes (`content_version`): the asset's `Step` puts them on each
 `Output` and checks after the write that the stored file hashes the same (the ledger records that
@@ -115,7 +115,7 @@ class LakehouseIOManager(ConfigurableIOManager):
         for partition in sorted(frames):  # in date order: a partial range is a prefix of the chain
             lake.write_table(self.groups[key], key, partition, frames[partition])
 
-    def load_input(self, context: InputContext) -> pd.DataFrame | dict[str, pd.DataFrame] | None:
+    def load_input(self, context: InputContext) -> pd.DataFrame | dict[str, pd.DataFrame]:
         if not context.has_asset_key:
             upstream = context.upstream_output
             if upstream is None:
@@ -125,15 +125,10 @@ class LakehouseIOManager(ConfigurableIOManager):
         partitions = list(context.asset_partition_keys) if context.has_asset_partitions else []
         if (context.definition_metadata or {}).get("by_partition"):
             return {p: pd.read_parquet(path) for p in sorted(partitions) if (path := self._table(key, p)).exists()}
-        allow_missing = bool((context.definition_metadata or {}).get("allow_missing"))
-        if not partitions and allow_missing:  # a mapped partition before the first one
-            return None
         if len(partitions) != 1:
             raise ValueError(f"{context.name}: expected one partition of {key}, got {partitions}")
         path = self._table(key, partitions[0])
         if not path.exists():
-            if allow_missing:
-                return None
             raise FileNotFoundError(
                 f"{key} has no stored partition {partitions[0]} ({path}): materialize it first, e.g. "
                 f"portfolio-assets run --date {partitions[0]} --select {key}")

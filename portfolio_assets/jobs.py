@@ -23,9 +23,9 @@ ACCEPT_JOB = "accept_executions"
 DAILY_SELECTION = AssetSelection.all() - AssetSelection.assets("executions")
 GATE_ASSETS = ("history_500d", "target_weights", "audit_ledger")
 
-# `holdings` alone has a single-run backfill policy (a backfill computes the book's chain in one
-# run); a job selecting it with the other assets resolves to one partition per run, which is what
-# every job here runs. Dagster warns about the mix each time such a job is resolved.
+# `holdings` and `previous_target` have a single-run backfill policy (a backfill computes their
+# range in one run); a job selecting them with the other assets resolves to one partition per run,
+# which is what every job here runs. Dagster warns about the mix each time such a job is resolved.
 warnings.filterwarnings("ignore", message=r"Asset job .* materializes assets with varying BackfillPolicies")
 
 

@@ -22,9 +22,10 @@ Files besides tables (images, Markdown) go into a folder the asset owns, publish
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -109,6 +110,63 @@ def stored_version(instance: Any, key: AssetKey, partition: str) -> str:
         AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
     version = records[0].asset_materialization.tags.get(DATA_VERSION_TAG) if records else None
     return version or "missing"
+
+
+def previous_sessions(context: Any, shifted_input: str) -> dict[str, str | None]:
+    """`{partition: previous session}` for every partition a step computes, in date order (None
+    before the first partition of the calendar), read off the previous-session mapping of its
+    input `shifted_input`: the range [D1..Dn] maps to [D0..Dn-1], D0 dropped before the calendar."""
+    partitions = sorted(context.partition_keys)
+    upstream: list[str | None] = list(sorted(context.asset_partition_keys_for_input(shifted_input)))
+    upstream = [None] * (len(partitions) - len(upstream)) + upstream
+    return dict(zip(partitions, upstream, strict=True))
+
+
+def range_inputs(context: Any, partition: str, previous: str | None, *, shifted: Collection[str],
+                 computed: Collection[str]) -> dict[str, str]:
+    """`upstream_versions` of one date of a ranged step (a single-run backfill policy): inputs
+    named in `shifted` read the previous session (`key@previous`; `computed in this run` for the
+    asset's own previous partition when the range computes it), the others the date itself."""
+    out: dict[str, str] = {}
+    for name, key in sorted(context.assets_def.keys_by_input_name.items(), key=lambda kv: kv[1].to_user_string()):
+        if name not in shifted:
+            out[key.to_user_string()] = stored_version(context.instance, key, partition)
+        elif previous is not None:
+            own = key == context.assets_def.key and previous in computed
+            out[f"{key.to_user_string()}@{previous}"] = (
+                "computed in this run" if own else stored_version(context.instance, key, previous))
+    return out
+
+
+def range_version(versions: Mapping[str, str]) -> str:
+    """The Dagster data version of a range's tables. One date (a daily run): its content hash, as
+    every other table's. A range: Dagster puts one data version on every partition a step
+    materializes, so it is the sha256 of the sorted `{date: content hash}` list; each date's own
+    content hash is its `content_hash` metadata and its ledger outcome's `hash`."""
+    if len(versions) == 1:
+        return next(iter(versions.values()))
+    return hashlib.sha256(json.dumps(sorted(versions.items())).encode()).hexdigest()
+
+
+def emit_range(context: Any, steps: Mapping[str, Step], frames: Mapping[str, pd.DataFrame]) -> Iterator[Output]:
+    """The one output of a ranged single-table step (`{date: frame}`, stored by the IO manager
+    date by date): each date's metadata (its step's metrics, preview and events, content hash,
+    file, row count and schema) on that date's materialization; then each date's stored file is
+    checked against its content hash and recorded for its ledger outcome."""
+    from portfolio_assets.io_manager import table_metadata
+
+    key = context.assets_def.key
+    group = context.assets_def.group_names_by_key[key]
+    versions = {p: content_version(f) for p, f in frames.items()}
+    for partition, frame in frames.items():
+        step = steps[partition]
+        path = step.lake.table_path(group, key.to_user_string(), partition)
+        context.add_asset_metadata({**step.metadata(preview=frame), "content_hash": versions[partition],
+                                    **table_metadata(path, frame)}, partition_key=partition)
+    yield Output(dict(frames), data_version=DataVersion(range_version(versions)),
+                 metadata={"partitions": len(frames)} if len(frames) > 1 else {})
+    for partition, step in steps.items():
+        step.record_table(key, versions[partition])
 
 
 class Step:

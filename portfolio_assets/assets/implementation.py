@@ -2,8 +2,6 @@
 what was executed (`portfolio-assets accept`)."""
 
 # No `from __future__ import annotations`: Dagster reads the `ExecutionsConfig` annotation at runtime.
-import hashlib
-import json
 from contextlib import ExitStack
 
 import pandas as pd
@@ -13,19 +11,16 @@ from dagster import (
     AssetMaterialization,
     BackfillPolicy,
     Config,
-    DataVersion,
     Failure,
     MetadataValue,
-    Output,
     TimeWindowPartitionMapping,
     asset,
 )
 
-from portfolio_assets.assets._step import Step, ledger_for, stored_version
+from portfolio_assets.assets._step import Step, emit_range, ledger_for, previous_sessions, range_inputs
 from portfolio_assets.assets.common import OWNERS, after, attrs
 from portfolio_assets.assets.gates import gate_summary, implementation_clearance
 from portfolio_assets.holdings import EXECUTION_COLUMNS, book_after, empty_book
-from portfolio_assets.io_manager import content_version, table_metadata
 from portfolio_assets.ledger import LedgerError, file_hash
 from portfolio_assets.quant.orders import ORDER_COLUMNS, build_orders
 from portfolio_assets.resources import PortfolioSettings
@@ -104,7 +99,6 @@ def missing_book(stored: list[str], partition: str, previous: str | None) -> str
 
 
 HOLDINGS_KEY = AssetKey("holdings")
-EXECUTIONS_KEY = AssetKey("executions")
 
 
 def concurrent_book_writer(context, lake, previous: str) -> str | None:
@@ -130,16 +124,6 @@ def concurrent_book_writer(context, lake, previous: str) -> str | None:
     return f"Dagster run(s) {', '.join(runs)}" if runs else None
 
 
-def previous_sessions(context) -> dict[str, str | None]:
-    """`{partition: previous session}` for every partition the step computes, in date order (None
-    before the first partition of the calendar): read off the self-dependency's mapping."""
-    partitions = sorted(context.partition_keys)
-    upstream = sorted(context.asset_partition_keys_for_input("previous"))
-    # PREVIOUS_SESSION maps the range [D1..Dn] to [D0..Dn-1]; D0 is dropped before the first partition.
-    upstream = [None] * (len(partitions) - len(upstream)) + upstream
-    return dict(zip(partitions, upstream, strict=True))
-
-
 @asset(
     **attrs("holdings", 11),
     ins={"previous": AssetIn("holdings", partition_mapping=PREVIOUS_SESSION, metadata={"by_partition": True}),
@@ -157,12 +141,12 @@ def previous_sessions(context) -> dict[str, str | None]:
     ),
 )
 def holdings(context, settings: PortfolioSettings, previous: dict, executions: dict):
-    sessions = previous_sessions(context)
+    sessions = previous_sessions(context, "previous")
     partitions = list(sessions)
     first, before = partitions[0], sessions[partitions[0]]
     lake = settings.lakehouse()
-    steps = {p: Step(context, settings, partition=p, inputs=book_inputs(context, p, sessions[p], partitions))
-             for p in partitions}
+    steps = {p: Step(context, settings, partition=p, inputs=range_inputs(
+        context, p, sessions[p], shifted=("previous", "executions"), computed=partitions)) for p in partitions}
     with ExitStack() as stack:
         for step in steps.values():
             stack.enter_context(step)
@@ -187,36 +171,7 @@ def holdings(context, settings: PortfolioSettings, previous: dict, executions: d
                                executions="none accepted (nothing traded)" if done is None else f"{len(done)} row(s)")
             step.metrics = {"positions": len(book), "gross": float(book["weight"].sum()),
                             "net": float(book["net_weight"].sum())}
-        versions = {p: content_version(b) for p, b in books.items()}
-        for partition, book in books.items():
-            context.add_asset_metadata({
-                **steps[partition].metadata(preview=book), "content_hash": versions[partition],
-                **table_metadata(lake.table_path("implementation", "holdings", partition), book)},
-                partition_key=partition)
-        yield Output(books, data_version=DataVersion(range_version(versions)),
-                     metadata={"partitions": len(books)} if len(books) > 1 else {})
-        for partition, step in steps.items():
-            step.record_table(HOLDINGS_KEY, versions[partition])
-
-
-def range_version(versions: dict[str, str]) -> str:
-    """The data version of a range's books. One date (the daily run): its book's content hash, as
-    every other table's. A range: Dagster puts one data version on every partition a step
-    materializes, so it is the hash of the `{date: content hash}` list; each date's own content
-    hash is its `content_hash` metadata and its ledger outcome's `hash`."""
-    if len(versions) == 1:
-        return next(iter(versions.values()))
-    return hashlib.sha256(json.dumps(sorted(versions.items())).encode()).hexdigest()
-
-
-def book_inputs(context, partition: str, prev_session: str | None, computed: list[str]) -> dict[str, str]:
-    """The ledger intent's `inputs` of one date's book: the data versions of the previous session's
-    book (`computed in this run` when it is part of the range) and executions."""
-    if prev_session is None:
-        return {}
-    own = "computed in this run" if prev_session in computed else stored_version(context.instance, HOLDINGS_KEY, prev_session)
-    return {f"executions@{prev_session}": stored_version(context.instance, EXECUTIONS_KEY, prev_session),
-            f"holdings@{prev_session}": own}
+        yield from emit_range(context, steps, books)
 
 
 @asset(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetIn, MetadataValue, TimeWindowPartitionMapping, asset
+from dagster import AssetIn, BackfillPolicy, MetadataValue, TimeWindowPartitionMapping, asset
 
-from portfolio_assets.assets._step import Step
+from portfolio_assets.assets._step import Step, emit_range, previous_sessions, range_inputs
 from portfolio_assets.assets.common import OWNERS, after, attrs
 from portfolio_assets.ledger import file_hash
 from portfolio_assets.partitions import sessions_window
@@ -44,9 +45,18 @@ def _funnel(selection_audit: pd.DataFrame, raw_pool_audit: pd.DataFrame, winners
 PREVIOUS_TARGET_COLUMNS = ("symbol", "engine", "net_weight", "is_production")
 
 
+def previous_production(target: pd.DataFrame | None) -> pd.DataFrame:
+    """The production rows of a session's `target_weights` (an empty table when none is stored)."""
+    if target is None:
+        return pd.DataFrame({"symbol": pd.Series(dtype=str), "engine": pd.Series(dtype=str),
+                             "net_weight": pd.Series(dtype=float), "is_production": pd.Series(dtype=bool)})
+    return target.loc[target["is_production"].astype(bool), list(PREVIOUS_TARGET_COLUMNS)].reset_index(drop=True)
+
+
 @asset(
     **attrs("previous_target", 13),
-    ins={"previous": AssetIn("target_weights", partition_mapping=PREVIOUS_SESSION, metadata={"allow_missing": True})},
+    ins={"previous": AssetIn("target_weights", partition_mapping=PREVIOUS_SESSION, metadata={"by_partition": True})},
+    backfill_policy=BackfillPolicy.single_run(),
     kinds={"python", "parquet"},
     owners=OWNERS,
     description=(
@@ -54,22 +64,26 @@ PREVIOUS_TARGET_COLUMNS = ("symbol", "engine", "net_weight", "is_production")
         "against which the reports' index says what changed since the previous session; empty when "
         "that session has no stored target (a first or single-date run). An input on the previous "
         "session's target, not on its reports: a backfill builds the previous target first, so what is "
-        "compared never depends on scheduling, and the dates' reports do not wait for one another."
+        "compared never depends on scheduling, and the dates' reports do not wait for one another. "
+        "A backfill computes the range in one run (single-run backfill policy), one ledger record pair "
+        "per date."
     ),
 )
-def previous_target(context, settings: PortfolioSettings, previous: pd.DataFrame | None):
-    with Step(context, settings) as step:
-        prior = context.asset_partition_keys_for_input("previous")
-        session = prior[0] if prior else None
-        if previous is None:
-            table = pd.DataFrame({"symbol": pd.Series(dtype=str), "engine": pd.Series(dtype=str),
-                                  "net_weight": pd.Series(dtype=float), "is_production": pd.Series(dtype=bool)})
-        else:
-            table = previous.loc[previous["is_production"].astype(bool), list(PREVIOUS_TARGET_COLUMNS)]
-        step.params.update(previous_session=session, stored=previous is not None)
-        yield from step.emit(table.reset_index(drop=True), metrics={"previous_session": session or "none",
-                                                                     "stored": previous is not None,
-                                                                     "positions": len(table)}, preview=table)
+def previous_target(context, settings: PortfolioSettings, previous: dict):
+    sessions = previous_sessions(context, "previous")
+    steps = {p: Step(context, settings, partition=p, inputs=range_inputs(
+        context, p, session, shifted=("previous",), computed=())) for p, session in sessions.items()}
+    with ExitStack() as stack:
+        for step in steps.values():
+            stack.enter_context(step)
+        tables = {}
+        for partition, session in sessions.items():
+            stored = previous.get(session) if session is not None else None
+            tables[partition] = table = previous_production(stored)
+            steps[partition].params.update(previous_session=session, stored=stored is not None)
+            steps[partition].metrics = {"previous_session": session or "none", "stored": stored is not None,
+                                        "positions": len(table)}
+        yield from emit_range(context, steps, tables)
 
 
 @asset(

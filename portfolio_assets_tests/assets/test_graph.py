@@ -278,24 +278,26 @@ def test_a_book_whose_previous_session_is_being_written_is_refused_naming_the_wr
     assert Lakehouse(tmp_path, "development").read_table("implementation", "holdings", PARTITION).empty
 
 
-def _books_with_executions(lake, instance, partitions, executed, *, ranged: bool):
-    """Materialize `holdings` over `partitions`: one run for the whole range (what a backfill's
-    single-run policy launches) or one run per date (the daily job), after storing `executed` as
-    the accepted executions of the range's first date."""
+def _materialize_dates(lake, instance, asset: str, partitions: list[str], *, ranged: bool):
+    """Materialize `asset` over `partitions`: one run for the whole range (what a backfill's
+    single-run policy launches) or one run per date (the daily job)."""
     from dagster import materialize
 
     from portfolio_assets.definitions import defs
 
-    Lakehouse(lake, "development").write_table("implementation", "executions", partitions[0], executed)
     runs = ([{"dagster/asset_partition_range_start": partitions[0], "dagster/asset_partition_range_end": partitions[-1]}]
             if ranged else [{"dagster/partition": p} for p in partitions])
-    results = []
     with env(PA_LAKEHOUSE=str(lake), PA_PROFILE="development"):
-        for tags in runs:
-            results.append(materialize(list(defs.assets), selection=AssetSelection.assets("holdings"), tags=tags,
-                                       partition_key=tags.get("dagster/partition"), resources=defs.resources,
-                                       instance=instance, raise_on_error=False))
-    return results
+        return [materialize(list(defs.assets), selection=AssetSelection.assets(asset), tags=tags,
+                            partition_key=tags.get("dagster/partition"), resources=defs.resources,
+                            instance=instance, raise_on_error=False) for tags in runs]
+
+
+def _books_with_executions(lake, instance, partitions, executed, *, ranged: bool):
+    """`holdings` over `partitions` after storing `executed` as the accepted executions of the
+    range's first date."""
+    Lakehouse(lake, "development").write_table("implementation", "executions", partitions[0], executed)
+    return _materialize_dates(lake, instance, "holdings", partitions, ranged=ranged)
 
 
 def test_a_range_of_books_in_one_run_equals_the_books_date_by_date(tmp_path):
@@ -343,7 +345,7 @@ def test_a_range_of_books_in_one_run_equals_the_books_date_by_date(tmp_path):
         outcome = records[1]["payload"]
         assert outcome["status"] == "ok" and outcome["outputs"]["holdings"]["hash"] == hashes[d]
     assert records[0]["payload"]["inputs"] == {f"executions@{dates[1]}": "missing",
-                                               f"holdings@{dates[1]}": "computed in this run"}
+                                               f"holdings@{dates[1]}": "computed in this run", "run_manifest": "missing"}
 
     events = {m.partition: m for m in ranged.asset_materializations_for_node("holdings")}
     assert sorted(events) == dates
@@ -358,6 +360,43 @@ def test_a_range_of_books_in_one_run_equals_the_books_date_by_date(tmp_path):
         (event,) = result.asset_materializations_for_node("holdings")
         assert event.tags["dagster/data_version"] == hashes[d] == event.metadata["content_hash"].value
     assert ranged_instance.get_latest_materialization_event(AssetKey("holdings")).asset_materialization.partition == dates[-1]
+
+
+def test_previous_targets_of_a_range_in_one_run_equal_them_date_by_date(tmp_path):
+    """`previous_target` (single-run backfill policy) of a range: each date stores the production
+    rows of the previous session's target, or an empty table when none is stored, exactly as one
+    run per date does, with one ledger record pair per date."""
+    from portfolio_assets.assets.common import PARTITIONS
+    from portfolio_assets.ledger import Ledger, file_hash
+
+    keys = PARTITIONS.get_partition_keys()
+    at = keys.index(PARTITION)
+    dates = keys[at - 2:at + 1]
+    target = pd.DataFrame({"symbol": ["AAA", "BBB", "AAA"], "engine": ["hrp", "hrp", "min_variance"],
+                           "net_weight": [0.6, -0.4, 1.0], "is_production": [True, True, False],
+                           "weight": [0.6, 0.4, 1.0]})
+    results = {}
+    for name, ranged in (("ranged", True), ("daily", False)):
+        lake = tmp_path / name
+        lh = Lakehouse(lake, "development")
+        # Stand-ins for stored targets: the session before the range and its first date (none on the second).
+        lh.write_table("allocation", "target_weights", keys[at - 3], target)
+        lh.write_table("allocation", "target_weights", dates[0], target.assign(net_weight=[0.5, -0.5, 1.0]))
+        runs = _materialize_dates(lake, DagsterInstance.ephemeral(), "previous_target", dates, ranged=ranged)
+        assert all(r.success for r in runs), [step_errors(r) for r in runs]
+        results[name] = (lh, runs)
+    (lh, _), (daily, _) = results["ranged"], results["daily"]
+    for d in dates:
+        assert file_hash(lh.table_path("reporting", "previous_target", d)) == \
+            file_hash(daily.table_path("reporting", "previous_target", d)), d
+        (intent, outcome) = [r for r in Ledger(lh.ledger_path(d), d).records() if r.get("asset") == "previous_target"]
+        assert outcome["payload"]["outputs"]["previous_target"]["hash"] == file_hash(lh.table_path("reporting", "previous_target", d))
+    first = lh.read_table("reporting", "previous_target", dates[0])
+    assert first.to_dict("list") == {"symbol": ["AAA", "BBB"], "engine": ["hrp", "hrp"], "net_weight": [0.6, -0.4],
+                                     "is_production": [True, True]}
+    assert lh.read_table("reporting", "previous_target", dates[1])["net_weight"].tolist() == [0.5, -0.5]
+    assert lh.read_table("reporting", "previous_target", dates[2]).empty  # dates[1] has no stored target
+    assert intent["payload"]["inputs"] == {f"target_weights@{dates[1]}": "missing"}
 
 
 def test_a_range_of_books_after_a_gap_is_refused(tmp_path):
