@@ -33,6 +33,7 @@ WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 HEARTBEAT_FRESH_S = 90.0  # a daemon whose backfill heartbeat is older than this is not running
 HEARTBEAT_WAIT_S = 40.0  # daemons heartbeat every 30 s: a live one shows a newer beat within this
 POLL_MARGIN_S = 5.0  # a poll re-reads the runs updated this long before the latest one it saw
+STATUS_EVERY_S = 5.0  # how often an idle watcher reads the backfill's status
 BACKFILL_TAG = "dagster/backfill"
 PARTITION_TAG = "dagster/partition"
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
@@ -226,6 +227,7 @@ class BackfillProgress:
     partitions: list[str]
     runs: dict[str, dict[str, str]] = field(default_factory=dict)  # partition -> run id -> status
     statuses: dict[str, str] = field(default_factory=dict)  # run id -> status
+    ranged: dict[str, str] = field(default_factory=dict)  # run id of a ranged run -> its assets
 
     def update(self, runs: Iterable[Any]) -> list[tuple[str, str, str]]:
         """Fold in the backfill's runs (a ranged run counts for every partition of its range);
@@ -237,6 +239,8 @@ class BackfillProgress:
             if not parts or label is None:
                 continue
             status = run.status.value
+            if PARTITION_TAG not in run.tags:
+                self.ranged[run.run_id] = ", ".join(sorted(k.to_user_string() for k in run.asset_selection or ()))
             before = self.statuses.get(run.run_id)
             self.statuses[run.run_id] = status
             for part in parts:
@@ -271,6 +275,7 @@ def watch_backfill(instance: Any, backfill_id: str, partitions: list[str], say: 
     progress = BackfillProgress(partitions)
     t0 = time.monotonic()
     since = None  # only runs updated since the last poll (minus a margin) are read again
+    status_read = -STATUS_EVERY_S
     while True:
         daemon.check_running()
         runs = instance.get_run_records(RunsFilter(tags={BACKFILL_TAG: backfill_id}, updated_after=since))
@@ -278,12 +283,17 @@ def watch_backfill(instance: Any, backfill_id: str, partitions: list[str], say: 
             since = max(r.update_timestamp for r in runs) - dt.timedelta(seconds=POLL_MARGIN_S)
         for label, run_id, status in progress.update([r.dagster_run for r in runs]):
             done, total = progress.finished_runs
-            state = f"partition {progress.state(label)}" if label in progress.runs else "the book of every date"
+            state = (f"{progress.ranged[run_id] or 'every asset'} of every date in the range" if run_id in progress.ranged
+                     else f"partition {progress.state(label)}")
             say(f"  [{time.monotonic() - t0:5.0f} s] {label}: run {run_id[:8]} {status} "
                 f"({done}/{total} runs finished; {state})")
-        backfill = instance.get_backfill(backfill_id)
-        status = backfill.status.value if backfill is not None else "MISSING"
         active = any(s not in TERMINAL_RUN for runs_ in progress.runs.values() for s in runs_.values())
-        if status in TERMINAL_BACKFILL and not active:
-            return progress
+        # Reading the backfill costs ~0.3 s of CPU (Dagster deserializes its partitions with every
+        # holiday of the calendar): only when no run is active, at most every STATUS_EVERY_S.
+        if not active and time.monotonic() - status_read >= STATUS_EVERY_S:
+            status_read = time.monotonic()
+            backfill = instance.get_backfill(backfill_id)
+            status = backfill.status.value if backfill is not None else "MISSING"
+            if status in TERMINAL_BACKFILL:
+                return progress
         time.sleep(poll_s)

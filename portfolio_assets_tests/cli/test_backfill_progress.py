@@ -6,6 +6,8 @@ from __future__ import annotations
 from enum import Enum
 from types import SimpleNamespace
 
+from dagster import AssetKey
+
 from portfolio_assets.backfills import BackfillProgress, run_label, run_partitions
 
 DATES = ["2026-11-23", "2026-11-24", "2026-11-25"]
@@ -19,7 +21,8 @@ class Status(Enum):
 
 
 def run(run_id: str, status: str, **tags: str):
-    return SimpleNamespace(run_id=run_id, status=Status(status), tags=tags)
+    selection = None if "dagster/partition" in tags else {AssetKey("holdings")}
+    return SimpleNamespace(run_id=run_id, status=Status(status), tags=tags, asset_selection=selection)
 
 
 def test_a_run_writes_its_partition_or_every_date_of_its_range():
@@ -39,6 +42,7 @@ def test_a_ranged_run_counts_once_and_for_every_date_of_its_range():
                              + [run("book", "STARTED", **RANGE)])
     assert ("2026-11-24..2026-11-25", "book", "STARTED") in events
     assert progress.finished_runs == (3, 4)  # the ranged run is one run, not one per date
+    assert progress.ranged == {"book": "holdings"}
     assert [progress.state(d) for d in DATES] == ["SUCCESS", "RUNNING", "RUNNING"]
 
     assert progress.update([run("book", "FAILURE", **RANGE)]) == [("2026-11-24..2026-11-25", "book", "FAILURE")]
