@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
+from portfolio_assets.backfills import run_label
 from portfolio_assets.lakehouse import Lakehouse, atomic_write_bytes, file_lock
 from portfolio_assets.manifest import AlertsConfig, AlertSink, ResolvedManifest, resolve
 from portfolio_assets.manifest_input import parse_webhook_url
@@ -351,7 +352,7 @@ def alerts_for_run(instance: Any, run_id: str, profile: str, on_warn: bool = Tru
     run = instance.get_run_by_id(run_id)
     if run is None:
         return []
-    partition = run.tags.get("dagster/partition")
+    partition = run_label(run.tags)  # the date, or `start..end` for a ranged run (holdings, previous_target)
     out: list[Alert] = []
     for record in instance.all_logs(run_id, of_type={DagsterEventType.ASSET_CHECK_EVALUATION,
                                                      DagsterEventType.STEP_FAILURE}):

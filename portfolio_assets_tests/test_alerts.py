@@ -349,3 +349,20 @@ def test_the_sensor_raises_when_an_alert_is_left_in_the_dead_letter(failed_run, 
     message = str(err.value)
     assert message.startswith("sinks from the run's portfolio_assets/alerts tag: alert ")
     assert message.endswith("3 undelivered alert(s) kept in alerts/dead_letter.jsonl; retried at the next delivery")
+
+
+def test_a_failed_run_is_alerted_for_its_date_or_its_range():
+    """A run of one date is alerted with that date; a ranged run (the one run a backfill launches
+    for the range's books) with its range, not with no partition."""
+    from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+
+    instance = DagsterInstance.ephemeral()
+    tags = [{"dagster/partition": "2026-11-24"},
+            {"dagster/asset_partition_range_start": "2026-11-04", "dagster/asset_partition_range_end": "2026-12-02"}]
+    for i, run_tags in enumerate(tags):
+        instance.add_run(DagsterRun(job_name="__ASSET_JOB", run_id=f"cccccccc-0000-4000-8000-00000000000{i}",
+                                    status=DagsterRunStatus.FAILURE, tags=run_tags))
+    date, ranged = (A.alerts_for_run(instance, f"cccccccc-0000-4000-8000-00000000000{i}", "development") for i in (0, 1))
+    assert [(a.kind, a.partition) for a in date] == [("run_failure", "2026-11-24")]
+    assert [(a.kind, a.partition) for a in ranged] == [("run_failure", "2026-11-04..2026-12-02")]
+    assert "partition 2026-11-04..2026-12-02" in ranged[0].text()
