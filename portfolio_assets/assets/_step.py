@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from dagster import AssetKey, AssetRecordsFilter, DataVersion, GraphDefinition, MetadataValue, Output
 
-from portfolio_assets.io_manager import content_version
+from portfolio_assets.io_manager import content_version, table_metadata
 from portfolio_assets.lakehouse import Lakehouse, publish_dir
 from portfolio_assets.ledger import Ledger, file_hash, signer_from_env
 from portfolio_assets.manifest import Config, ResolvedManifest
@@ -153,8 +153,6 @@ def emit_range(context: Any, steps: Mapping[str, Step], frames: Mapping[str, pd.
     date by date): each date's metadata (its step's metrics, preview and events, content hash,
     file, row count and schema) on that date's materialization; then each date's stored file is
     checked against its content hash and recorded for its ledger outcome."""
-    from portfolio_assets.io_manager import table_metadata
-
     key = context.assets_def.key
     group = context.assets_def.group_names_by_key[key]
     versions = {p: content_version(f) for p, f in frames.items()}

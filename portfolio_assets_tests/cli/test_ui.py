@@ -483,6 +483,9 @@ def chromium_binary() -> str:
                 "(.ci/run installs it)")
 
 
+DOM_ATTEMPTS = 3
+
+
 def run_chromium(binary: str, profile: Path, url: str, *mode: str, window=WINDOW, extra=()) -> subprocess.CompletedProcess:
     cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
            "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}",
@@ -546,12 +549,19 @@ def test_lineage_page_renders_every_asset(ui_server: UiServer, tmp_path: Path):
     t0 = time.monotonic()
     for group in sorted(groups):
         names = {name for name, a in graph.items() if a["group"] == group}
-        page = run_chromium(binary, tmp_path / f"profile-{group}", group_url(ui_server, group), "--dump-dom",
-                            window=(1600, 4000)).stdout
-        for text in ONBOARDING_OR_ERROR_TEXT:
-            assert text not in page, f"the {group} page shows {text!r}"
-        missing = names - rendered_names(page, names)
-        assert not missing, f"asset nodes not rendered on {group_url(ui_server, group)}: {sorted(missing)}"
+        # On a loaded machine Chromium's virtual-time budget can end before the UI's GraphQL answer
+        # arrives (a page with the group's frame and no node): such a page is loaded again, up to
+        # DOM_ATTEMPTS times; a node missing from every attempt fails.
+        for attempt in range(DOM_ATTEMPTS):
+            page = run_chromium(binary, tmp_path / f"profile-{group}-{attempt}", group_url(ui_server, group),
+                                "--dump-dom", window=(1600, 4000)).stdout
+            for text in ONBOARDING_OR_ERROR_TEXT:
+                assert text not in page, f"the {group} page shows {text!r}"
+            missing = names - rendered_names(page, names)
+            if not missing:
+                break
+        assert not missing, (f"asset nodes not rendered on {group_url(ui_server, group)} "
+                             f"in {DOM_ATTEMPTS} loads: {sorted(missing)}")
     t_groups = time.monotonic() - t0
 
     target = os.environ.get("PA_LINEAGE_PNG")
