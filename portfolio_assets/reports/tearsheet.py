@@ -9,11 +9,12 @@ series cannot give, come from the tournament summary.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -291,7 +292,7 @@ def quantstats_tearsheet(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.html")
     open_before = set(plt.get_fignums())
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), reproducible_svg(strategy_title, strat.index.max()):
             # seaborn (inside QuantStats) announces its own deprecations; they are not ours to fix
             warnings.simplefilter("ignore", PendingDeprecationWarning)
             qs.reports.html(
@@ -314,6 +315,26 @@ def quantstats_tearsheet(
         for num in set(plt.get_fignums()) - open_before:
             plt.close(num)
     return path
+
+
+@contextlib.contextmanager
+def reproducible_svg(salt: str, as_of: pd.Timestamp) -> Iterator[None]:
+    """The same inputs give the same SVG bytes: matplotlib names each clip path and gradient with a
+    random id unless `svg.hashsalt` is set, and stamps the current time as the figure's `dc:date`
+    unless `SOURCE_DATE_EPOCH` is set. Both are set for the block: the salt to `salt`, the date to
+    `as_of` (the last date of the data); the environment variable is restored afterwards."""
+    import matplotlib
+
+    before = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = str(int(pd.Timestamp(as_of).timestamp()))
+    try:
+        with matplotlib.rc_context({"svg.hashsalt": salt}):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("SOURCE_DATE_EPOCH", None)
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = before
 
 
 def _render_one(job: Mapping[str, object]) -> str:
