@@ -21,6 +21,7 @@ Files besides tables (images, Markdown) go into a folder the asset owns, publish
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -136,6 +137,21 @@ def range_inputs(context: Any, partition: str, previous: str | None, *, shifted:
             out[f"{key.to_user_string()}@{previous}"] = (
                 "computed in this run" if own else stored_version(context.instance, key, previous))
     return out
+
+
+@contextlib.contextmanager
+def range_steps(context: Any, settings: PortfolioSettings, sessions: Mapping[str, str | None], *,
+                shifted: Collection[str], computed: Collection[str] = ()) -> Iterator[dict[str, Step]]:
+    """One entered `Step` per date of a ranged step (`previous_sessions`): each date's intent is
+    written on entering (its inputs from `range_inputs`), each date's outcome on leaving, `failed`
+    for every date when the block raises."""
+    steps = {p: Step(context, settings, partition=p,
+                     inputs=range_inputs(context, p, prev, shifted=shifted, computed=computed))
+             for p, prev in sessions.items()}
+    with contextlib.ExitStack() as stack:
+        for step in steps.values():
+            stack.enter_context(step)
+        yield steps
 
 
 def range_version(versions: Mapping[str, str]) -> str:

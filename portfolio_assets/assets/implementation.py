@@ -2,8 +2,6 @@
 what was executed (`portfolio-assets accept`)."""
 
 # No `from __future__ import annotations`: Dagster reads the `ExecutionsConfig` annotation at runtime.
-from contextlib import ExitStack
-
 import pandas as pd
 from dagster import (
     AssetIn,
@@ -17,7 +15,7 @@ from dagster import (
     asset,
 )
 
-from portfolio_assets.assets._step import Step, emit_range, ledger_for, previous_sessions, range_inputs
+from portfolio_assets.assets._step import Step, emit_range, ledger_for, previous_sessions, range_steps
 from portfolio_assets.assets.common import OWNERS, after, attrs
 from portfolio_assets.assets.gates import gate_summary, implementation_clearance
 from portfolio_assets.holdings import EXECUTION_COLUMNS, book_after, empty_book
@@ -145,11 +143,7 @@ def holdings(context, settings: PortfolioSettings, previous: dict, executions: d
     partitions = list(sessions)
     first, before = partitions[0], sessions[partitions[0]]
     lake = settings.lakehouse()
-    steps = {p: Step(context, settings, partition=p, inputs=range_inputs(
-        context, p, sessions[p], shifted=("previous", "executions"), computed=partitions)) for p in partitions}
-    with ExitStack() as stack:
-        for step in steps.values():
-            stack.enter_context(step)
+    with range_steps(context, settings, sessions, shifted=("previous", "executions"), computed=partitions) as steps:
         start = previous.get(before) if before is not None else None
         if start is None and before is not None:
             writer = concurrent_book_writer(context, lake, before)

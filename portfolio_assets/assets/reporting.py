@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
 from dagster import AssetIn, BackfillPolicy, MetadataValue, TimeWindowPartitionMapping, asset
 
-from portfolio_assets.assets._step import Step, emit_range, previous_sessions, range_inputs
+from portfolio_assets.assets._step import Step, emit_range, previous_sessions, range_steps
 from portfolio_assets.assets.common import OWNERS, after, attrs
 from portfolio_assets.ledger import file_hash
 from portfolio_assets.partitions import sessions_window
@@ -71,11 +70,7 @@ def previous_production(target: pd.DataFrame | None) -> pd.DataFrame:
 )
 def previous_target(context, settings: PortfolioSettings, previous: dict):
     sessions = previous_sessions(context, "previous")
-    steps = {p: Step(context, settings, partition=p, inputs=range_inputs(
-        context, p, session, shifted=("previous",), computed=())) for p, session in sessions.items()}
-    with ExitStack() as stack:
-        for step in steps.values():
-            stack.enter_context(step)
+    with range_steps(context, settings, sessions, shifted=("previous",)) as steps:
         tables = {}
         for partition, session in sessions.items():
             stored = previous.get(session) if session is not None else None
