@@ -287,7 +287,7 @@ def watch_backfill(instance: Any, backfill_id: str, partitions: list[str], say: 
                      else f"partition {progress.state(label)}")
             say(f"  [{time.monotonic() - t0:5.0f} s] {label}: run {run_id[:8]} {status} "
                 f"({done}/{total} runs finished; {state})")
-        active = any(s not in TERMINAL_RUN for runs_ in progress.runs.values() for s in runs_.values())
+        active = any(s not in TERMINAL_RUN for s in progress.statuses.values())
         # Reading the backfill costs ~0.3 s of CPU (Dagster deserializes its partitions with every
         # holiday of the calendar): only when no run is active, at most every STATUS_EVERY_S.
         if not active and time.monotonic() - status_read >= STATUS_EVERY_S:
