@@ -19,11 +19,11 @@ import json
 import os
 from functools import lru_cache
 
-import exchange_calendars as xcals
 import pandas as pd
 from dagster import TimeWindowPartitionsDefinition
 
 from portfolio_assets.manifest import CalendarConfig, resolve
+from portfolio_assets.session_tables import SessionTable, session_table
 
 MASTER_CALENDAR = "XNYS"
 MASTER_TZ = "America/New_York"
@@ -41,20 +41,11 @@ def calendar_config() -> CalendarConfig:
     return _calendar_config(json.dumps(sorted((k, v) for k, v in os.environ.items() if k.startswith("PA_"))))
 
 
-@lru_cache(maxsize=16)
-def _calendar(name: str, start: dt.date, end: dt.date) -> xcals.ExchangeCalendar:
-    try:
-        return xcals.get_calendar(name, start=pd.Timestamp(start), end=pd.Timestamp(end))
-    except xcals.errors.DateOutOfBounds:
-        # Some exchanges' rules start later than the master calendar (e.g. XTKS in 1997):
-        # those calendars begin at their own first evaluable date.
-        return xcals.get_calendar(name, end=pd.Timestamp(end))
-
-
-def get_calendar(name: str = MASTER_CALENDAR) -> xcals.ExchangeCalendar:
-    """An exchange calendar spanning the configured `calendar.start` .. `calendar.end`."""
+def get_calendar(name: str = MASTER_CALENDAR) -> SessionTable:
+    """The sessions and closes of exchange calendar `name` over the configured `calendar.start` ..
+    `calendar.end` (`session_tables`: built by exchange_calendars once, then read from the cache)."""
     cfg = calendar_config()
-    return _calendar(name, cfg.start, cfg.end)
+    return session_table(name, cfg.start, cfg.end)
 
 
 def master_sessions(start: str | dt.date | None = None, end: str | dt.date | None = None) -> pd.DatetimeIndex:
@@ -140,12 +131,12 @@ def trading_date_partitions() -> TimeWindowPartitionsDefinition:
 
 @lru_cache(maxsize=4)
 def _partitions(first: dt.date, start: dt.date, end: dt.date) -> TimeWindowPartitionsDefinition:
-    cal = _calendar(MASTER_CALENDAR, start, end)
+    cal = session_table(MASTER_CALENDAR, start, end)
     if not cal.is_session(pd.Timestamp(first)):
         raise ValueError(f"calendar.first_partition {first} is not a {MASTER_CALENDAR} session")
     weekdays = pd.bdate_range(first, end)
-    sessions = set(cal.sessions_in_range(pd.Timestamp(first), pd.Timestamp(end)))
-    holidays = [d.to_pydatetime().replace(hour=CLOSE_HOUR) for d in weekdays if d not in sessions]
+    closed = weekdays[~weekdays.isin(cal.sessions_in_range(pd.Timestamp(first), pd.Timestamp(end)))]
+    holidays = [d.to_pydatetime().replace(hour=CLOSE_HOUR) for d in closed]
     return TimeWindowPartitionsDefinition(
         cron_schedule=f"0 {CLOSE_HOUR} * * 1-5",
         start=dt.datetime.combine(first, dt.time(CLOSE_HOUR)),

@@ -26,9 +26,7 @@ CALENDAR_24_5 = "24/5"
 def _session_closes(calendar: str) -> pd.Series:
     from portfolio_assets.partitions import get_calendar
 
-    cal = get_calendar(calendar)
-    closes = cal.closes
-    return pd.Series(closes.to_numpy(), index=pd.DatetimeIndex(closes.index).tz_localize(None))
+    return get_calendar(calendar).close_series()
 
 
 def bar_close_moments(labels: pd.DatetimeIndex, calendar: str) -> np.ndarray:

@@ -59,12 +59,11 @@ REGIME_OVERRIDES: tuple[tuple[str, str, int], ...] = (
 
 @functools.lru_cache(maxsize=8)
 def _exchange_open_mask(name: str, start: dt.date, end: dt.date) -> np.ndarray:
-    """Calendar-day mask of the sessions of an exchange_calendars calendar (cached per process)."""
-    import exchange_calendars  # heavy import, only when a market is built
+    """Calendar-day mask of the sessions of an exchange calendar (cached per process)."""
+    from portfolio_assets.session_tables import session_table
 
-    cal = exchange_calendars.get_calendar(name, start=pd.Timestamp(start), end=pd.Timestamp(end))
     days = pd.date_range(start, end, freq="D")
-    return np.asarray(days.isin(cal.sessions.tz_localize(None) if cal.sessions.tz else cal.sessions))
+    return np.asarray(days.isin(session_table(name, start, end).sessions))
 
 
 def open_masks(start: dt.date, end: dt.date, days: pd.DatetimeIndex) -> np.ndarray:
