@@ -356,3 +356,53 @@ def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) 
 def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
     if _HEARTBEAT is not None:
         _HEARTBEAT.end_test(nodeid)
+
+
+# ---- CPU per test ------------------------------------------------------------------------------
+# `--durations` shows wall time, which on 2 cores with 4 xdist workers is mostly waiting for a core
+# (and, in the daemon tests, for Dagster's 30-s backfill ticks). What makes the suite slow is CPU,
+# so each phase's CPU time is measured too: this process's, plus that of the subprocesses it started
+# and waited for (the CLI runs, daemons, code servers: RUSAGE_CHILDREN). The controller prints the
+# CPU_TOP most expensive tests and the total after the durations table.
+CPU_TOP = 10
+_CPU: dict[str, float] = {}
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    item.stash[_CPU_MARK] = _cpu_seconds()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    now = _cpu_seconds()
+    start = item.stash.get(_CPU_MARK, now)
+    item.stash[_CPU_MARK] = now
+    outcome.get_result().user_properties.append(("cpu_s", round(now - start, 3)))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    cpu = dict(report.user_properties).get("cpu_s")
+    if isinstance(cpu, (int, float)):
+        _CPU[report.nodeid] = _CPU.get(report.nodeid, 0.0) + float(cpu)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not _CPU or hasattr(config, "workerinput"):
+        return
+    tr = terminalreporter
+    tr.write_sep("=", f"most CPU {CPU_TOP} (setup + call + teardown; with the subprocesses they waited for)")
+    for nodeid, seconds in sorted(_CPU.items(), key=lambda kv: -kv[1])[:CPU_TOP]:
+        tr.write_line(f"{seconds:8.1f}s cpu  {nodeid}")
+    tr.write_line(f"{sum(_CPU.values()):8.1f}s cpu  in all {len(_CPU)} tests")
+
+
+_CPU_MARK = pytest.StashKey[float]()
