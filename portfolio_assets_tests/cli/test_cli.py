@@ -261,10 +261,26 @@ def test_launcher_gone_names_the_dead_process_of_an_unfinished_run_only():
     assert launcher_gone(_Run(None)) is None  # launched by the daemon or the UI
 
 
+def _locked(lock: Path) -> bool:
+    """True when another process holds `lock` exclusively (a shared lock is refused at once)."""
+    import fcntl
+
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor releases a lock taken on it
+    return False
+
+
 def test_verify_ledger_of_a_run_still_writing_says_in_progress_and_of_a_killed_one_fails(dirs):
     """issue 18 #4: a ledger a live run is writing is "in progress" (exit 3), not FAIL; once that
     run is killed the same ledger fails (exit 1). The run is frozen (SIGSTOP) right after an intent
-    without its outcome, so the check does not race it."""
+    without its outcome, so the check does not race it, and only while it does not hold the
+    ledger's append lock: frozen inside an append, it would keep verify-ledger's shared read lock
+    waiting for ever (this test once hung for 10 minutes that way)."""
     import signal
     import time
 
@@ -281,7 +297,7 @@ def test_verify_ledger_of_a_run_still_writing_says_in_progress_and_of_a_killed_o
             if records and records[-1]["kind"] == "intent":
                 os.killpg(proc.pid, signal.SIGSTOP)
                 records = [json.loads(x) for x in ledger.read_text().splitlines() if x.strip()]
-                if records[-1]["kind"] == "intent":
+                if records[-1]["kind"] == "intent" and not _locked(ledger.with_name(ledger.name + ".lock")):
                     break
                 os.killpg(proc.pid, signal.SIGCONT)
             time.sleep(0.05)
