@@ -25,6 +25,7 @@ run: install
 # daemon ticks every 30 s), so two more workers keep the cores busy meanwhile (measured 2026-12-03:
 # 1096 s with -n 4 against 1266 s with -n 2; CPU 1,899 s in all, so the floor on 2 cores is ~950 s).
 # loadscope keeps a module's tests (and its module-scoped graph runs) on one worker.
+# Besides --durations, the run ends with the 10 tests that used the most CPU (portfolio_assets_tests/conftest.py).
 test: install
 	$(BIN)/python -m pytest -q -ra --durations=10 -n 4 --dist loadscope
 
