@@ -86,8 +86,9 @@ def build(name: str, start: dt.date, end: dt.date) -> SessionTable:
     try:
         cal = xcals.get_calendar(name, start=pd.Timestamp(start), end=pd.Timestamp(end))
     except ValueError:
-        # Some exchanges' rules start later than the span (XTKS can be evaluated from 1997, XSHG
-        # from 1991): those calendars begin at their own first evaluable date, `bound_min`.
+        # Some exchanges' rules start later than the span (XTKS can be evaluated from 1997): those
+        # calendars begin at their own first evaluable date, `bound_min`. Any other refusal (e.g.
+        # XSHG, whose holidays are recorded only to 2026) is raised as exchange_calendars words it.
         bound = type(xcals.get_calendar(name, end=pd.Timestamp(end))).bound_min()
         if bound is None or bound <= pd.Timestamp(start):
             raise
