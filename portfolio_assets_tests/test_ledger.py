@@ -26,6 +26,7 @@ from portfolio_assets.ledger import (
     HmacSigner,
     Ledger,
     LedgerError,
+    LedgerLocked,
     Signer,
     canonical_json,
     file_hash,
@@ -367,6 +368,32 @@ def test_unsigned_verification_skips_signatures_and_unrooted_skips_artifacts(tmp
     assert report.check("artifacts").detail == "not checked: no root given (2 outputs recorded)"
     required = verify_ledger(ledger.path, require_signatures=True)
     assert required.errors == ["signatures are required but no verification key is configured"]
+
+
+def test_a_writer_stuck_inside_an_append_is_reported_not_waited_for(tmp_path: Path, monkeypatch) -> None:
+    """A process holding the ledger's append lock (a run stopped or hung mid-append) makes readers
+    report it after READ_LOCK_WAIT_S instead of waiting for ever; released, the ledger reads again."""
+    from portfolio_assets.ledger import lock
+
+    ledger, root = _build_ledger(tmp_path)
+    monkeypatch.setattr(lock, "READ_LOCK_WAIT_S", 0.3)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(ledger.path) + '.lock'!r}, os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        message = (f"{ledger.path}: a writer has held the ledger's lock for over 0.3 s (a run writing it is "
+                   "stopped or hung; `portfolio-assets status` lists the runs)")
+        report = verify_ledger(ledger.path, root=root)
+        assert not report.ok and report.errors == [message]
+        with pytest.raises(LedgerLocked, match=f"^{re.escape(message)}$"):
+            ledger.records()
+    finally:
+        holder.stdin.close()  # the holder exits, and its lock goes with it
+        holder.wait()
+    assert verify_ledger(ledger.path, root=root).ok and len(ledger.records()) == 6
 
 
 def test_second_genesis_is_refused(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ from portfolio_assets.ledger.canonical import (
     price_fingerprint,
 )
 from portfolio_assets.ledger.chain import Ledger
+from portfolio_assets.ledger.lock import LedgerLocked
 from portfolio_assets.ledger.records import record_hash
 from portfolio_assets.ledger.report import (
     CHECK_NAMES,
@@ -89,6 +90,7 @@ __all__ = [
     "HmacSigner",
     "Ledger",
     "LedgerError",
+    "LedgerLocked",
     "MIN_HMAC_KEY_BYTES",
     "PRICE_FINGERPRINT_COLUMNS",
     "RECORD_KINDS",

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from portfolio_assets.lakehouse import _fsync_dir as _fsync_dir  # noqa: PLC0414 (re-export)
+from portfolio_assets.ledger.schema import LedgerError
+
+READ_LOCK_WAIT_S = 60.0
+"""How long a reader waits for a writer's append (milliseconds in practice) before it reports the
+writer as stuck instead of waiting without end (a run stopped or hung inside an append)."""
+
+
+class LedgerLocked(LedgerError):
+    """A writer has held the ledger's lock for longer than `READ_LOCK_WAIT_S`."""
 
 
 def _lock_path(path: Path) -> Path:
@@ -18,14 +28,26 @@ def _lock_path(path: Path) -> Path:
 
 @contextmanager
 def _shared_read_lock(path: Path) -> Iterator[None]:
-    """Hold a shared lock on the sidecar (if it exists) so a reader never sees a half-written line."""
+    """Hold a shared lock on the sidecar (if it exists) so a reader never sees a half-written line;
+    `LedgerLocked` when a writer keeps it for more than `READ_LOCK_WAIT_S`."""
     try:
         fd = os.open(_lock_path(path), os.O_RDONLY)
     except OSError:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        deadline = time.monotonic() + READ_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LedgerLocked(
+                        f"{path}: a writer has held the ledger's lock for over {READ_LOCK_WAIT_S:g} s "
+                        "(a run writing it is stopped or hung; `portfolio-assets status` lists the runs)"
+                    ) from None
+                time.sleep(0.05)
         yield
     finally:
         os.close(fd)

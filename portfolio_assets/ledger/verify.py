@@ -16,7 +16,7 @@ from portfolio_assets.ledger.checks import (
     _check_signatures,
     _schema_errors,
 )
-from portfolio_assets.ledger.lock import _shared_read_lock
+from portfolio_assets.ledger.lock import LedgerLocked, _shared_read_lock
 from portfolio_assets.ledger.pairing import _Pairing
 from portfolio_assets.ledger.records import _hashed_part, _parse_line, _split_lines
 from portfolio_assets.ledger.report import CheckResult, VerificationReport, _result
@@ -71,6 +71,8 @@ def verify_ledger(
     try:
         with _shared_read_lock(path):
             data = path.read_bytes()
+    except LedgerLocked as exc:  # not readable now: a FAIL the CLI reports as "in progress" while its run lives
+        return VerificationReport(path, 0, (CheckResult("parse", "FAIL", str(exc), (str(exc),)),))
     except FileNotFoundError:
         missing = CheckResult(
             "parse", "FAIL", f"ledger file not found: {path}", (f"ledger file not found: {path}",)
