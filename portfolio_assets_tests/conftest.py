@@ -365,7 +365,8 @@ def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str])
 # and waited for (the CLI runs, daemons, code servers: RUSAGE_CHILDREN). The controller prints the
 # CPU_TOP most expensive tests and the total after the durations table.
 CPU_TOP = 10
-_CPU: dict[str, float] = {}
+_CPU: dict[str, float] = {}  # nodeid -> CPU seconds (controller)
+_CPU_MARK = pytest.StashKey[float]()  # CPU at the end of the item's previous phase (worker)
 
 
 def _cpu_seconds() -> float:
@@ -404,5 +405,3 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_line(f"{seconds:8.1f}s cpu  {nodeid}")
     tr.write_line(f"{sum(_CPU.values()):8.1f}s cpu  in all {len(_CPU)} tests")
 
-
-_CPU_MARK = pytest.StashKey[float]()

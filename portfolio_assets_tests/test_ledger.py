@@ -378,7 +378,7 @@ def test_a_writer_stuck_inside_an_append_is_reported_not_waited_for(tmp_path: Pa
     ledger, root = _build_ledger(tmp_path)
     monkeypatch.setattr(lock, "READ_LOCK_WAIT_S", 0.3)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+        [sys.executable, "-c", "import fcntl, os, sys\n"
          f"fd = os.open({str(ledger.path) + '.lock'!r}, os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX)\n"
          "print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

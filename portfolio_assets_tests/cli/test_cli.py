@@ -284,6 +284,8 @@ def test_verify_ledger_of_a_run_still_writing_says_in_progress_and_of_a_killed_o
     import signal
     import time
 
+    from portfolio_assets.ledger.lock import _lock_path
+
     home, lake = dirs
     env = {k: v for k, v in os.environ.items() if not k.startswith("PA_")}
     env.update(DAGSTER_HOME=str(home), PA_LAKEHOUSE=str(lake), PA_EXECUTOR__KIND="in_process")
@@ -297,7 +299,7 @@ def test_verify_ledger_of_a_run_still_writing_says_in_progress_and_of_a_killed_o
             if records and records[-1]["kind"] == "intent":
                 os.killpg(proc.pid, signal.SIGSTOP)
                 records = [json.loads(x) for x in ledger.read_text().splitlines() if x.strip()]
-                if records[-1]["kind"] == "intent" and not _locked(ledger.with_name(ledger.name + ".lock")):
+                if records[-1]["kind"] == "intent" and not _locked(_lock_path(ledger)):
                     break
                 os.killpg(proc.pid, signal.SIGCONT)
             time.sleep(0.05)
