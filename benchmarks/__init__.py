@@ -8,3 +8,5 @@ CLI run), `references.py` (skfolio, riskfolio-lib, pandas), `scale.py` (5,000 an
 modules are standalone scripts (`python benchmarks/NAME.py`): `tournament_vs_skfolio.py`,
 `selection_scale.py`, `convex_formulations.py`, `regimes_report.py`.
 """
+
+import portfolio_assets  # noqa: F401  (first: pins the floating-point kernels before NumPy loads, numerics.py)

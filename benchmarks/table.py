@@ -203,8 +203,10 @@ def machine_description() -> str:
     load = ""
     with contextlib.suppress(OSError, AttributeError):
         load = ", load average {:.1f} {:.1f} {:.1f} at start (shared machine)".format(*os.getloadavg())
+    from portfolio_assets import numerics
+
     return (f"nproc {os.cpu_count()}, {cpu}{mem}{load}; Python {platform.python_version()}, "
-            f"numpy {np.__version__}, pandas {pd.__version__}")
+            f"numpy {np.__version__}, pandas {pd.__version__}; numerics {numerics.state()}")
 
 
 def _meminfo_bytes(key: str) -> int | None:

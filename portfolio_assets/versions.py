@@ -63,6 +63,7 @@ AREA_VERSIONS: dict[str, int] = {
     "ledger": 3,         # hashing, chain and verification (2: seal, anchor, binding, price data; 3: price ranges of the columnar store)
     "orders": 1,         # orders from the book to the target
     "moments": 1,        # pairwise co-moments, covariance, Ledoit-Wolf, antifragility
+    "numerics": 1,       # the floating-point kernels NumPy and OpenBLAS run (numerics.py)
 }
 
 # Files of each area, relative to the package: a module `x.py`, or every file under `x/`.
@@ -84,6 +85,7 @@ AREA_SOURCES: dict[str, tuple[str, ...]] = {
     "ledger": ("ledger.py", "ledger"),
     "orders": ("quant/orders.py", "holdings.py"),
     "moments": ("quant/moments.py",),
+    "numerics": ("numerics.py",),
 }
 
 _FETCHED = ("sources", "prices", "calendar", "health")
@@ -91,29 +93,29 @@ _FETCHED = ("sources", "prices", "calendar", "health")
 # asset -> (wiring version, areas it uses)
 ASSETS: dict[str, tuple[int, tuple[str, ...]]] = {
     "run_manifest": (1, ()),
-    "equity_scan": (1, ("sources",)),
-    "crypto_scan": (1, ("sources",)),
-    "bond_scan": (1, ("sources",)),
-    "forex_scan": (1, ("sources",)),
-    "raw_pool": (1, ("sources", "rawpool")),
-    "market_bars": (2, ("sources", "prices", "calendar")),
-    "returns_60d": (1, _FETCHED),
-    "selected_universe": (1, ("selection", "clustering", "moments")),
+    "equity_scan": (1, ("sources", "numerics")),
+    "crypto_scan": (1, ("sources", "numerics")),
+    "bond_scan": (1, ("sources", "numerics")),
+    "forex_scan": (1, ("sources", "numerics")),
+    "raw_pool": (1, ("sources", "rawpool", "numerics")),
+    "market_bars": (2, ("sources", "prices", "calendar", "numerics")),
+    "returns_60d": (1, (*_FETCHED, "numerics")),
+    "selected_universe": (1, ("selection", "clustering", "moments", "numerics")),
     "enriched_universe": (1, ("sources", "enrichment")),
-    "history_500d": (1, (*_FETCHED, "reports")),
-    "raw_pool_history": (1, _FETCHED),
-    "risk_buckets": (1, ("convention", "clustering", "reports")),
-    "market_regime": (1, (*_FETCHED, "regimes", "moments", "reports")),
-    "holdings": (1, ("orders",)),
-    "target_weights": (1, ("convention", "engines", "moments")),
+    "history_500d": (1, (*_FETCHED, "reports", "numerics")),
+    "raw_pool_history": (1, (*_FETCHED, "numerics")),
+    "risk_buckets": (1, ("convention", "clustering", "reports", "numerics")),
+    "market_regime": (1, (*_FETCHED, "regimes", "moments", "reports", "numerics")),
+    "holdings": (1, ("orders", "numerics")),
+    "target_weights": (1, ("convention", "engines", "moments", "numerics")),
     "tournament": (1, (*_FETCHED, "rawpool", "selection", "clustering", "convention", "regimes", "engines",
-                       "moments", "weights_audit", "backtest")),
+                       "moments", "weights_audit", "backtest", "numerics")),
     "previous_target": (1, ("reports",)),
-    "reports": (2, ("reports", "backtest")),  # 2: the previous target is an input (previous_target)
+    "reports": (2, ("reports", "backtest", "numerics")),  # 2: the previous target is an input (previous_target)
     "golden_artifacts": (1, ("reports",)),
     "audit_ledger": (1, ("ledger",)),
-    "implementation_orders": (2, ("orders",)),
-    "executions": (1, ("orders",)),
+    "implementation_orders": (2, ("orders", "numerics")),
+    "executions": (1, ("orders", "numerics")),
 }
 
 

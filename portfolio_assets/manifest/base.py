@@ -26,6 +26,7 @@ NON_OVERRIDE_ENV: Final[Mapping[str, str]] = MappingProxyType({
     "PA_LAKEHOUSE": "the lakehouse root (default <project>/lakehouse)",
     "PA_CLI_OVERRIDES": "the CLI's --set overrides as JSON, for the step processes (set by the CLI)",
     "PA_CACHE_DIR": "where exchange-calendar session tables are cached (session_tables.py)",
+    "PA_NUMERICS": "native lifts the pin of the floating-point kernels (numerics.py)",
     "PA_LOG_LEVEL": "DEBUG or INFO streams Dagster's log to the terminal",
     "PA_LEDGER_HMAC_KEY": "ledger signing: the HMAC-SHA256 secret (ledger/signing.py)",
     "PA_LEDGER_ED25519_KEY": "ledger signing: the Ed25519 private seed, 64 hex characters",
