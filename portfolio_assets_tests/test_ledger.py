@@ -396,6 +396,37 @@ def test_a_writer_stuck_inside_an_append_is_reported_not_waited_for(tmp_path: Pa
     assert verify_ledger(ledger.path, root=root).ok and len(ledger.records()) == 6
 
 
+def test_a_writer_behind_a_stuck_append_fails_after_the_wait_and_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    """A second writer does not hang behind a process holding the append lock: after
+    WRITE_LOCK_WAIT_S its append raises LedgerLocked (the step fails with it) and the file is
+    unchanged; released, the same append goes through and the chain verifies."""
+    from portfolio_assets.ledger import lock
+
+    ledger, root = _build_ledger(tmp_path)
+    before = ledger.path.read_bytes()
+    monkeypatch.setattr(lock, "WRITE_LOCK_WAIT_S", 0.3)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys\n"
+         f"fd = os.open({str(ledger.path) + '.lock'!r}, os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        message = (f"{ledger.path}: a writer has held the ledger's lock for over 0.3 s (a run writing it is "
+                   "stopped or hung; `portfolio-assets status` lists the runs)")
+        with pytest.raises(LedgerLocked, match=f"^{re.escape(message)}$"):
+            ledger.intent("run-2", "history_500d", {"params": {}})
+        assert ledger.path.read_bytes() == before
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    ledger.intent("run-2", "history_500d", {"params": {}})
+    assert [r["kind"] for r in ledger.records()][-1] == "intent"
+    report = verify_ledger(ledger.path, root=root)  # the intent is left open on purpose: only the chain is asked
+    assert all(report.check(n).status == "ok" for n in ("parse", "schema", "sequence", "genesis", "chain", "hashes"))
+    assert len(ledger.records()) == 7
+
+
 def test_second_genesis_is_refused(tmp_path: Path) -> None:
     ledger, _ = _build_ledger(tmp_path)
     with pytest.raises(

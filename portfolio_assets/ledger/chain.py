@@ -3,7 +3,6 @@ close) and seals the chain (`Ledger.seal`, which also writes the anchor)."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -14,7 +13,7 @@ from typing import Any, Literal, overload
 
 from portfolio_assets.ledger.anchor import anchor_digest, anchor_path, read_anchor
 from portfolio_assets.ledger.canonical import canonical_json, canonical_plain
-from portfolio_assets.ledger.lock import _fsync_dir, _lock_path, _shared_read_lock
+from portfolio_assets.ledger.lock import _exclusive_write_lock, _fsync_dir, _shared_read_lock
 from portfolio_assets.ledger.pairing import _Pairing
 from portfolio_assets.ledger.records import (
     _read_last_record,
@@ -53,13 +52,8 @@ class Ledger:
 
     @contextmanager
     def _exclusive_lock(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(_lock_path(self.path), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with _exclusive_write_lock(self.path):
             yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
 
     def _write_line(self, line: bytes, created: bool) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -16,14 +16,33 @@ from portfolio_assets.ledger.schema import LedgerError
 READ_LOCK_WAIT_S = 60.0
 """How long a reader waits for a writer's append (milliseconds in practice) before it reports the
 writer as stuck instead of waiting without end (a run stopped or hung inside an append)."""
+WRITE_LOCK_WAIT_S = 60.0
+"""How long a writer waits for another writer's append before its own append fails (the step
+then fails naming the cause) instead of hanging behind a stopped run."""
 
 
 class LedgerLocked(LedgerError):
-    """A writer has held the ledger's lock for longer than `READ_LOCK_WAIT_S`."""
+    """A writer has held the ledger's lock for longer than the wait (`READ_LOCK_WAIT_S`, `WRITE_LOCK_WAIT_S`)."""
 
 
 def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
+
+
+def _flock_within(fd: int, mode: int, wait_s: float, path: Path) -> None:
+    """`flock(fd, mode)`, polling; `LedgerLocked` once a writer has kept the lock for `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LedgerLocked(
+                    f"{path}: a writer has held the ledger's lock for over {wait_s:g} s "
+                    "(a run writing it is stopped or hung; `portfolio-assets status` lists the runs)"
+                ) from None
+            time.sleep(0.05)
 
 
 @contextmanager
@@ -36,18 +55,20 @@ def _shared_read_lock(path: Path) -> Iterator[None]:
         yield
         return
     try:
-        deadline = time.monotonic() + READ_LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LedgerLocked(
-                        f"{path}: a writer has held the ledger's lock for over {READ_LOCK_WAIT_S:g} s "
-                        "(a run writing it is stopped or hung; `portfolio-assets status` lists the runs)"
-                    ) from None
-                time.sleep(0.05)
+        _flock_within(fd, fcntl.LOCK_SH, READ_LOCK_WAIT_S, path)
         yield
     finally:
         os.close(fd)
+
+
+@contextmanager
+def _exclusive_write_lock(path: Path) -> Iterator[None]:
+    """Hold the sidecar's exclusive lock for one append; `LedgerLocked` when another writer keeps
+    it for more than `WRITE_LOCK_WAIT_S`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _flock_within(fd, fcntl.LOCK_EX, WRITE_LOCK_WAIT_S, path)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
