@@ -135,12 +135,15 @@ def _backfill(instance: Any, targets: dict[str, list[str]], partitions: list[str
     from portfolio_assets import backfills
 
     print(f"backfill {len(partitions)} partition(s) x {len(targets)} asset(s), {title}; log: {log}")
+    # Submitted before a temporary daemon starts: the daemon evaluates backfills once every 30 s,
+    # starting when it starts, so its first iteration then finds this backfill instead of running
+    # just before it exists (the first runs started ~30 s after the submission).
+    backfill_id = backfills.launch_backfill(targets, _launch_tags(), title, log)
+    print(f"backfill {backfill_id} submitted (the UI's backfills page shows it; Ctrl-C cancels it)")
+    t0 = time.time()
     with backfills.BackfillDaemon(instance, log) as daemon:
         if daemon.started is not None:
             print(f"no dagster-daemon running: started one for this backfill (pid {daemon.started.pid})")
-        backfill_id = backfills.launch_backfill(targets, _launch_tags(), title, log)
-        print(f"backfill {backfill_id} submitted (the UI's backfills page shows it; Ctrl-C cancels it)")
-        t0 = time.time()
         try:
             progress = backfills.watch_backfill(instance, backfill_id, partitions, print, daemon)
         except KeyboardInterrupt:
