@@ -49,7 +49,8 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
-def _numpy_at_least_2_4() -> bool:
+def numpy_at_least_2_4() -> bool:
+    """Whether the installed NumPy (read from its metadata, not imported) is 2.4 or later."""
     try:
         major, minor = (int(p) for p in metadata.version("numpy").split(".")[:2])
     except (metadata.PackageNotFoundError, ValueError):
@@ -75,7 +76,7 @@ def pin() -> dict[str, str]:
     if os.environ.get(NATIVE_ENV, "").strip().lower() == "native":
         return {}
     _NUMPY_BEFORE_PIN = "numpy" in sys.modules
-    wanted = settings(cpu_flags(), platform.machine(), _numpy_at_least_2_4())
+    wanted = settings(cpu_flags(), platform.machine(), numpy_at_least_2_4())
     applied = {k: v for k, v in wanted.items() if k not in os.environ}
     os.environ.update(applied)
     return applied
@@ -88,7 +89,7 @@ def state() -> str:
     """What this process computes with: `pinned (...)` or `native (...)`, and why."""
     if os.environ.get(NATIVE_ENV, "").strip().lower() == "native":
         return f"native ({NATIVE_ENV}=native: results depend on the CPU)"
-    wanted = settings(cpu_flags(), platform.machine(), _numpy_at_least_2_4())
+    wanted = settings(cpu_flags(), platform.machine(), numpy_at_least_2_4())
     if not wanted:
         return f"native (nothing pinned on {platform.machine()} without AVX2+FMA flags: results depend on the CPU)"
     differ = {k: os.environ.get(k) for k, v in wanted.items() if os.environ.get(k) != v}

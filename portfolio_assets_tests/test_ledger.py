@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -10,7 +11,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -370,6 +371,24 @@ def test_unsigned_verification_skips_signatures_and_unrooted_skips_artifacts(tmp
     assert required.errors == ["signatures are required but no verification key is configured"]
 
 
+@contextlib.contextmanager
+def _lock_held_by_another_process(path: Path) -> Iterator[None]:
+    """A subprocess holds the ledger's exclusive append lock (a run stopped inside an append) until
+    the block ends; then it exits, and its lock goes with it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys\n"
+         f"fd = os.open({str(path) + '.lock'!r}, os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait()
+
+
 def test_a_writer_stuck_inside_an_append_is_reported_not_waited_for(tmp_path: Path, monkeypatch) -> None:
     """A process holding the ledger's append lock (a run stopped or hung mid-append) makes readers
     report it after READ_LOCK_WAIT_S instead of waiting for ever; released, the ledger reads again."""
@@ -377,22 +396,13 @@ def test_a_writer_stuck_inside_an_append_is_reported_not_waited_for(tmp_path: Pa
 
     ledger, root = _build_ledger(tmp_path)
     monkeypatch.setattr(lock, "READ_LOCK_WAIT_S", 0.3)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys\n"
-         f"fd = os.open({str(ledger.path) + '.lock'!r}, os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX)\n"
-         "print('held', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with _lock_held_by_another_process(ledger.path):
         message = (f"{ledger.path}: a writer has held the ledger's lock for over 0.3 s (a run writing it is "
                    "stopped or hung; `portfolio-assets status` lists the runs)")
         report = verify_ledger(ledger.path, root=root)
         assert not report.ok and report.errors == [message]
         with pytest.raises(LedgerLocked, match=f"^{re.escape(message)}$"):
             ledger.records()
-    finally:
-        holder.stdin.close()  # the holder exits, and its lock goes with it
-        holder.wait()
     assert verify_ledger(ledger.path, root=root).ok and len(ledger.records()) == 6
 
 
@@ -405,21 +415,12 @@ def test_a_writer_behind_a_stuck_append_fails_after_the_wait_and_writes_nothing(
     ledger, root = _build_ledger(tmp_path)
     before = ledger.path.read_bytes()
     monkeypatch.setattr(lock, "WRITE_LOCK_WAIT_S", 0.3)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys\n"
-         f"fd = os.open({str(ledger.path) + '.lock'!r}, os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX)\n"
-         "print('held', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with _lock_held_by_another_process(ledger.path):
         message = (f"{ledger.path}: a writer has held the ledger's lock for over 0.3 s (a run writing it is "
                    "stopped or hung; `portfolio-assets status` lists the runs)")
         with pytest.raises(LedgerLocked, match=f"^{re.escape(message)}$"):
             ledger.intent("run-2", "history_500d", {"params": {}})
         assert ledger.path.read_bytes() == before
-    finally:
-        holder.stdin.close()
-        holder.wait()
     ledger.intent("run-2", "history_500d", {"params": {}})
     assert [r["kind"] for r in ledger.records()][-1] == "intent"
     report = verify_ledger(ledger.path, root=root)  # the intent is left open on purpose: only the chain is asked

@@ -56,7 +56,7 @@ print(json.dumps({{"state": numerics.state(), "blas": os.environ.get("OPENBLAS_C
 
 
 def test_a_fresh_process_is_pinned_unless_told_native():
-    wanted = numerics.settings(numerics.cpu_flags(), os.uname().machine, numerics._numpy_at_least_2_4())
+    wanted = numerics.settings(numerics.cpu_flags(), os.uname().machine, numerics.numpy_at_least_2_4())
     got = _child(PROBE.format(first="import portfolio_assets"))
     assert (got["blas"], got["npy"]) == (wanted.get("OPENBLAS_CORETYPE"), wanted.get("NPY_DISABLE_CPU_FEATURES"))
     if wanted:
@@ -70,7 +70,7 @@ def test_a_fresh_process_is_pinned_unless_told_native():
 
 
 def test_numpy_loaded_first_is_reported():
-    if not numerics.settings(numerics.cpu_flags(), os.uname().machine, numerics._numpy_at_least_2_4()):
+    if not numerics.settings(numerics.cpu_flags(), os.uname().machine, numerics.numpy_at_least_2_4()):
         pytest.skip("this CPU gets no pin")
     got = _child(PROBE.format(first="import numpy\nimport portfolio_assets"))
     assert got["state"].startswith("native in this process (NumPy was loaded before portfolio_assets"), got
@@ -78,6 +78,6 @@ def test_numpy_loaded_first_is_reported():
 
 def test_this_test_process_runs_pinned():
     """The suite's package imports portfolio_assets before anything loads NumPy (its __init__)."""
-    if not numerics.settings(numerics.cpu_flags(), os.uname().machine, numerics._numpy_at_least_2_4()):
+    if not numerics.settings(numerics.cpu_flags(), os.uname().machine, numerics.numpy_at_least_2_4()):
         pytest.skip("this CPU gets no pin")
     assert numerics.state().startswith("pinned ("), numerics.state()
