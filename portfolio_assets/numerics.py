@@ -68,12 +68,17 @@ def settings(flags: frozenset[str], machine: str, numpy_2_4: bool) -> dict[str, 
     return out
 
 
+def native_requested() -> bool:
+    """Whether `PA_NUMERICS=native` asks for the CPU's own kernels."""
+    return os.environ.get(NATIVE_ENV, "").strip().lower() == "native"
+
+
 def pin() -> dict[str, str]:
     """Set the pinning variables that are not set yet (module docstring); what it set. Nothing when
     `PA_NUMERICS=native`. When NumPy is already loaded in this process, the pin reaches only the
     processes started from it (`state()` says so)."""
     global _NUMPY_BEFORE_PIN
-    if os.environ.get(NATIVE_ENV, "").strip().lower() == "native":
+    if native_requested():
         return {}
     _NUMPY_BEFORE_PIN = "numpy" in sys.modules
     wanted = settings(cpu_flags(), platform.machine(), numpy_at_least_2_4())
@@ -87,7 +92,7 @@ _NUMPY_BEFORE_PIN = False
 
 def state() -> str:
     """What this process computes with: `pinned (...)` or `native (...)`, and why."""
-    if os.environ.get(NATIVE_ENV, "").strip().lower() == "native":
+    if native_requested():
         return f"native ({NATIVE_ENV}=native: results depend on the CPU)"
     wanted = settings(cpu_flags(), platform.machine(), numpy_at_least_2_4())
     if not wanted:

@@ -58,6 +58,11 @@ def step_pids(result) -> dict[str, int]:
     return {e.step_key: e.pid for e in result.all_events if e.event_type == DagsterEventType.STEP_SUCCESS}
 
 
+def engine_batches(pids: dict[str, int]) -> set[str]:
+    """The step keys of the tournament's mapped engine batches."""
+    return {k for k in pids if k.startswith("tournament.tournament_engines[")}
+
+
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
     """Every upstream asset of `tournament` stored, and the in-process tournament's tables; the
@@ -96,8 +101,9 @@ def stored(tmp_path_factory):
         _source_cached.cache_clear()
         local = run_tournament_only("in_process", PARTITION, instance)
         assert local.success, run_error(local)
-        assert set(step_pids(local).values()) == {os.getpid()}
-        assert {k for k in step_pids(local) if k.startswith("tournament.tournament_engines[")} == BATCHES
+        pids = step_pids(local)
+        assert set(pids.values()) == {os.getpid()}
+        assert engine_batches(pids) == BATCHES
         yield Stored(instance, lake, root, port, tournament_hashes(lake))
 
 
@@ -109,7 +115,7 @@ def test_multiprocess_fans_the_engines_out_and_equals_in_process(stored):
     assert parallel.success, run_error(parallel)
     assert tournament_hashes(stored.lake) == stored.expected
     pids = step_pids(parallel)
-    assert {k for k in pids if k.startswith("tournament.tournament_engines[")} == BATCHES
+    assert engine_batches(pids) == BATCHES
     assert os.getpid() not in pids.values()  # each step in its own process
 
 
@@ -150,7 +156,7 @@ def test_tournament_on_two_celery_workers_equals_in_process(stored):
     assert tournament_hashes(stored.lake) == stored.expected
 
     steps = step_pids(distributed)
-    assert {k for k in steps if k.startswith("tournament.tournament_engines[")} == BATCHES
+    assert engine_batches(steps) == BATCHES
     assert {"tournament.tournament_plan", "tournament.tournament_collect"} <= set(steps)
     assert all(pid != os.getpid() for pid in steps.values()), steps  # ran in the celery workers
     print(f"\ncelery steps ran in {len(set(steps.values()))} worker process(es): {sorted(set(steps.values()))}")
