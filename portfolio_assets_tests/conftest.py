@@ -105,6 +105,34 @@ def run_cli(args: list[str], env: Mapping[str, str], timeout: float | None = CLI
     return subprocess.run(cmd, env=dict(env), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def run_cli_in_process(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """`portfolio-assets ARGS` as `cli.main(ARGS)` in this process, with `env` as the whole
+    environment and the project as the working directory (both restored afterwards); stdout and
+    stderr captured. For commands refused before any Dagster work (bad input): it saves the ~2 s of
+    CPU a fresh interpreter spends importing. What `run_program` adds on top of `main` (flushing,
+    `os._exit` with main's code) stays covered by the subprocess cases kept beside each catalogue."""
+    import io
+
+    from portfolio_assets.cli import main
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(PROJECT_ROOT)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's own refusals (usage errors)
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+    return subprocess.CompletedProcess([str(CLI), *args], code, out.getvalue(), err.getvalue())
+
+
 def run_graph_cli(run: GraphRun, partition: str = DEV_DATE, *extra_args: str,
                   env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`portfolio-assets run --profile P --date D [extra]` against `run`'s lakehouse."""
@@ -125,9 +153,14 @@ def materialize_dev(base: Path, partition: str = DEV_DATE, profile: str = DEV_PR
     return replace(run, stdout=proc.stdout, stderr=proc.stderr)
 
 
-def copy_run(run: GraphRun, dest: Path) -> GraphRun:
-    """A private copy of `run`'s lakehouse under `dest` with a fresh Dagster home."""
+def copy_run(run: GraphRun, dest: Path, *, with_instance: bool = False) -> GraphRun:
+    """A private copy of `run`'s lakehouse under `dest`, with a fresh Dagster home, or with a copy of
+    `run`'s (`with_instance`: its runs, materializations, check evaluations and ledger anchors, so
+    `status`, re-execution and the gates see the run that produced the copy). Nothing in either
+    names the other's folders: the CLI takes both from PA_LAKEHOUSE and DAGSTER_HOME."""
     shutil.copytree(run.lakehouse, dest / "lakehouse", symlinks=True)
+    if with_instance:
+        shutil.copytree(run.dagster_home, dest / "dagster_home", symlinks=True)
     return GraphRun(dest / "lakehouse", dest / "dagster_home", run.profile, run.stdout, run.stderr)
 
 
@@ -279,6 +312,14 @@ def dev_lakehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GraphRun
 def dev_lakehouse_copy(dev_lakehouse: GraphRun, tmp_path: Path) -> GraphRun:
     """A private copy of `dev_lakehouse` (own Dagster home) that a test may change or re-run."""
     return copy_run(dev_lakehouse, tmp_path / "copy")
+
+
+@pytest.fixture
+def dev_run_copy(dev_lakehouse: GraphRun, tmp_path: Path) -> GraphRun:
+    """A private copy of `dev_lakehouse` with a copy of its Dagster instance: what a fresh
+    `portfolio-assets run --profile development --date DEV_DATE` leaves behind (its `stdout` is that
+    run's), for tests that go on from there (status, re-execution, accept) without running it again."""
+    return copy_run(dev_lakehouse, tmp_path / "copy", with_instance=True)
 
 
 @pytest.fixture(scope="session")

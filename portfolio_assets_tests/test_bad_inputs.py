@@ -37,6 +37,7 @@ from portfolio_assets_tests.conftest import (
     ledger_records,
     partition_snapshot,
     run_cli,
+    run_cli_in_process,
     step_failure_causes,
     tree_snapshot,
 )
@@ -141,11 +142,14 @@ def test_bad_manifest_profile_or_date_is_exit_2_with_the_reason_and_loses_nothin
         else:
             env[name] = value
     before = tree_snapshot(stored.root)
-    proc = run_cli(args, env)
-    assert proc.returncode == 2, describe(proc)
-    assert proc.stderr == f"portfolio-assets: {message.format(file=path)}\n"
-    assert proc.stdout == ""
-    assert tree_snapshot(stored.root) == before
+    # In this process (refused before any Dagster work); `unknown_profile` also through the program.
+    calls = [run_cli_in_process] + ([run_cli] if case == "unknown_profile" else [])
+    for call in calls:
+        proc = call(args, env)
+        assert proc.returncode == 2, describe(proc)
+        assert proc.stderr == f"portfolio-assets: {message.format(file=path)}\n"
+        assert proc.stdout == ""
+        assert tree_snapshot(stored.root) == before
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,16 +18,22 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, RunsFilter
 
 from portfolio_assets.backfills import run_partitions
 from portfolio_assets.manifest import PROJECT_ROOT
+from portfolio_assets_tests.conftest import DEV_DATE, PREV_DATE, run_cli_in_process
 
 CLI = str(Path(sys.executable).with_name("portfolio-assets"))
-D0, D1, D2 = "2026-11-23", "2026-11-24", "2026-11-25"
+D0, D1, D2 = "2026-11-23", PREV_DATE, DEV_DATE  # D2: the session's shared development run (conftest)
+
+
+def cli_env(home: Path, lake: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PA_")}
+    env.update(DAGSTER_HOME=str(home), PA_LAKEHOUSE=str(lake), PA_EXECUTOR__KIND="in_process", **(extra or {}))
+    return env
 
 
 def cli(*args: str, home: Path, lake: Path, extra: dict[str, str] | None = None,
         timeout: float | None = None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PA_")}
-    env.update(DAGSTER_HOME=str(home), PA_LAKEHOUSE=str(lake), PA_EXECUTOR__KIND="in_process", **(extra or {}))
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=PROJECT_ROOT)
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=cli_env(home, lake, extra),
+                          timeout=timeout, cwd=PROJECT_ROOT)
 
 
 def out(r: subprocess.CompletedProcess) -> str:
@@ -110,8 +116,10 @@ BAD = [
 
 @pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a)[:40] for a, _ in BAD])
 def test_bad_input_is_exit_2_with_one_line_and_nothing_written(args, message, dirs):
+    """In this process (`run_cli_in_process`: bad input is refused before any Dagster work); the
+    next test takes a bad input through the installed program."""
     home, lake = dirs
-    r = cli(*args, home=home, lake=lake)
+    r = run_cli_in_process(list(args), cli_env(home, lake))
     assert r.returncode == 2 and message in r.stderr, out(r)
     assert "Traceback" not in r.stderr
     assert not lake.exists() or not any(lake.rglob("*.parquet"))
@@ -135,11 +143,11 @@ STEP_12_PLUS = ["tournament", "tournament__windows", "reports", "golden_artifact
 BEFORE_12 = ["run_manifest", "raw_pool", "history_500d", "market_regime", "target_weights", "holdings"]
 
 
-def test_run_then_reexecute_from_step_12_status_verify_audit_and_accept(dirs, instance_of):
-    home, lake = dirs
-    r = cli("run", "--profile", "development", "--date", D2, home=home, lake=lake)
-    assert r.returncode == 0 and "audit_ledger:ledger_integrity: passed" in r.stdout, out(r)
-    run_id = r.stdout.split("run id: ")[1].split()[0]
+def test_run_then_reexecute_from_step_12_status_verify_audit_and_accept(dev_run_copy, instance_of):
+    """From the session's `run --profile development --date D2` (a copy of its lakehouse and instance)."""
+    home, lake = dev_run_copy.dagster_home, dev_run_copy.lakehouse
+    assert "audit_ledger:ledger_integrity: passed" in dev_run_copy.stdout, dev_run_copy.stdout
+    run_id = dev_run_copy.stdout.split("run id: ")[1].split()[0]
 
     status = cli("status", "--profile", "development", "--date", D2, home=home, lake=lake)
     assert status.returncode == 0, out(status)

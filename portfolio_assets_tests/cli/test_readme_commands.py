@@ -25,8 +25,8 @@ from portfolio_assets_tests.conftest import (
     DEV_PROFILE,
     PREV_DATE,
     PROJECT_ROOT,
+    GraphRun,
     describe,
-    graph_env,
     run_cli,
 )
 
@@ -112,11 +112,13 @@ def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 
 @pytest.mark.slow
-def test_the_readme_commands_run_in_order_on_a_fresh_lakehouse(tmp_path: Path):
-    env = graph_env(tmp_path / "lakehouse", tmp_path / "dagster_home", DEV_PROFILE)
+def test_the_readme_commands_run_in_order_on_a_fresh_lakehouse(dev_run_copy: GraphRun, tmp_path: Path):
+    """`make run` first (the session's shared run: this very command on a fresh lakehouse; here a
+    copy of its lakehouse and Dagster instance), then every other README command in order."""
+    env = dev_run_copy.env()
     (tmp_path / "closes.csv").write_text("date,NYSE:XOM,NASDAQ:AAPL\n2026-11-23,100,200\n2026-11-24,101,198\n"
                                          "2026-11-25,102,199\n")
-    values = placeholder_values(tmp_path)
+    values = {**placeholder_values(tmp_path), "PATH": str(dev_run_copy.ledger(DEV_DATE))}
     ran: list[str] = []
 
     def expect_ok(command: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -128,8 +130,7 @@ def test_the_readme_commands_run_in_order_on_a_fresh_lakehouse(tmp_path: Path):
 
     # The README's first command: `make run` = `portfolio-assets run --profile demo` (here development,
     # the date fixed), which everything after it reads.
-    made = _run(["run", "--profile", DEV_PROFILE, "--date", DEV_DATE], env)
-    assert made.returncode == 0, f"make run's command failed: {describe(made)}"
+    made = dev_run_copy  # `run --profile development --date DEV_DATE` (conftest.materialize_dev)
     assert re.search(r"^run id: [0-9a-f-]{36} \(success\)$", made.stdout, flags=re.M), made.stdout
     # Progress from inside the long steps, with counts (issue 18 #9).
     # (the run's first fetch of every window is market_bars', read back by the later steps)
