@@ -44,6 +44,6 @@ def backfill_section(rec: Recorder, end: dt.date, root: Path, n_dates: int = BAC
     else:
         note = f"{summary.group(1)}/{summary.group(2)} partitions succeeded; target <= 180 s (quiet machine)"
     rec.add(Row("backfill", f"CLI backfill --profile {PROFILE} --from {dates[0]} --to {dates[-1]}",
-                f"{len(dates)} dates", seconds=wall, peak_mb=peak, note=note))
+                f"{len(dates)} date{'' if len(dates) == 1 else 's'}", seconds=wall, peak_mb=peak, note=note))
     rec.add(Row("backfill", "per date (wall / dates)", "1 date", seconds=wall / len(dates),
                 note="runs from Dagster's queue (configs/dagster.yaml concurrency)"))

@@ -50,6 +50,7 @@ class BenchPlan:
     quick: bool = False
     scale_sizes: tuple[int, ...] | None = None  # overrides of the sizes below (tests use tiny ones)
     correlation_n: tuple[int, ...] | None = None
+    backfill_n: int | None = None  # override of the backfill's number of dates (tests use 1)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.sections) - set(SECTIONS))
@@ -72,6 +73,8 @@ class BenchPlan:
     def backfill_dates(self) -> int:
         from benchmarks.backfill import BACKFILL_DATES
 
+        if self.backfill_n is not None:
+            return self.backfill_n
         return 2 if self.quick else BACKFILL_DATES
 
     @property

@@ -197,7 +197,7 @@ def test_plan_from_args_and_bad_sections():
     args = runner.parser().parse_args(["--quick"])
     quick = runner.BenchPlan.from_args(args)
     assert quick.sections == runner.QUICK_DEFAULT and quick.scales == runner.QUICK_SCALES
-    assert quick.backfill_dates == 2
+    assert quick.backfill_dates == 2 and runner.BenchPlan(quick=True, backfill_n=1).backfill_dates == 1
     full = runner.BenchPlan.from_args(runner.parser().parse_args(["--sections", "backfill, scale"]))
     assert full.sections == ("backfill", "scale") and full.scales == (5_000, 20_000) and full.backfill_dates == 20
     with pytest.raises(ValueError, match="unknown or no sections"):
@@ -224,12 +224,12 @@ def test_celery_section_times_the_tournament_on_each_executor(rows):
 
 @pytest.mark.slow
 def test_backfill_section(plan, tmp_path):
-    """The other section the quick run leaves out, alone (it needs no graph section): a 2-date CLI
-    backfill."""
+    """The other section the quick run leaves out, alone (it needs no graph section): a CLI backfill
+    of one date (every wave of a backfill: the book's and the previous target's ranged runs too)."""
     rows = runner.run_bench(runner.BenchPlan(profile="development", date=plan.date, sections=("backfill",),
-                                             quick=True), tmp_path, echo=False)
+                                             quick=True, backfill_n=1), tmp_path, echo=False)
     assert runner.failed(rows) == [], [(r.section, r.stage, r.note) for r in runner.failed(rows)]
     assert one(rows, "plan", "sections not run").note == "graph, run, tournament, hrp, scale, correlation, celery"
-    whole = one(rows, "backfill", "CLI backfill --profile development --from 2026-11-24 --to 2026-11-25")
-    assert whole.size == "2 dates" and whole.note.startswith("2/2 partitions succeeded"), whole.note
-    assert one(rows, "backfill", "per date").seconds == pytest.approx(whole.seconds / 2, rel=1e-12)
+    whole = one(rows, "backfill", "CLI backfill --profile development --from 2026-11-25 --to 2026-11-25")
+    assert whole.size == "1 date" and whole.note.startswith("1/1 partitions succeeded"), whole.note
+    assert one(rows, "backfill", "per date").seconds == pytest.approx(whole.seconds, rel=1e-12)
