@@ -18,6 +18,7 @@ from dagster import AssetSelection
 from portfolio_assets.lakehouse import Lakehouse
 from portfolio_assets.ledger import frame_hash
 from portfolio_assets.manifest import resolve
+from portfolio_assets_tests.conftest import DEV_DATE, copy_run
 from portfolio_assets_tests.graph_helpers import (
     PARTITION,
     check_results,
@@ -50,11 +51,10 @@ def test_turnover_penalty_flag_reaches_the_optimizers():
 
 
 @pytest.fixture(scope="module")
-def dev_lake(tmp_path_factory):
-    lake = tmp_path_factory.mktemp("flags")
-    result = run_graph(lake)
-    assert result.success, step_errors(result)
-    return lake
+def dev_lake(dev_lakehouse, tmp_path_factory):
+    """A copy of the session's development run for PARTITION (the tests below re-run parts of it)."""
+    assert PARTITION == DEV_DATE
+    return copy_run(dev_lakehouse, tmp_path_factory.mktemp("flags")).lakehouse
 
 
 def test_pit_fidelity_rebuilds_each_window_from_its_own_past(dev_lake):

@@ -16,6 +16,7 @@ from dagster import AssetSelection, DagsterInstance
 
 from portfolio_assets.lakehouse import Lakehouse
 from portfolio_assets.ledger import verify_ledger
+from portfolio_assets_tests.conftest import DEV_DATE, copy_run
 from portfolio_assets_tests.graph_helpers import (
     ALL_ASSETS,
     DOWNSTREAM_OF_HISTORY,
@@ -35,20 +36,25 @@ NEVER_HEALS = json.dumps({
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    lake = tmp_path_factory.mktemp("lake")
-    instance = DagsterInstance.ephemeral()
-    result = run_graph(lake, instance=instance)
-    return lake, result, instance
+def full_run(dev_lakehouse, tmp_path_factory):
+    """The session's development run for PARTITION (`portfolio-assets run`): a copy of its lakehouse
+    and of its Dagster instance, which the tests below re-run parts of."""
+    assert PARTITION == DEV_DATE
+    run = copy_run(dev_lakehouse, tmp_path_factory.mktemp("full_run"), with_instance=True)
+    with DagsterInstance.from_config(str(run.instance_home)) as instance:
+        yield run.lakehouse, instance
 
 
 def test_whole_graph_materializes_with_every_gate_passing(full_run):
-    lake, result, _ = full_run
-    assert result.success, step_errors(result)
-    assert materialized(result) == ALL_ASSETS
-    checks = check_results(result)
-    assert {k: v.passed for k, v in checks.items()} == {"health_gate": True, "weights_sanity": True,
-                                                        "ledger_integrity": True}
+    from portfolio_assets.assets.gates import GATES, latest_evaluation
+    from portfolio_assets.definitions import defs
+
+    lake, instance = full_run
+    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    assert {k.to_user_string() for k in keys if PARTITION in instance.get_materialized_partitions(k)} == ALL_ASSETS
+    latest = {check.name: latest_evaluation(instance, check, PARTITION) for check in GATES}
+    assert {name: ev is not None and ev.passed for name, ev in latest.items()} == {
+        "health_gate": True, "weights_sanity": True, "ledger_integrity": True}
     lh = Lakehouse(lake, "development")
     orders = lh.read_table("implementation", "implementation_orders", PARTITION)
     weights = lh.read_table("allocation", "target_weights", PARTITION)
@@ -62,7 +68,7 @@ def test_whole_graph_materializes_with_every_gate_passing(full_run):
 
 
 def test_recovery_ran_for_real_on_injected_faults(full_run):
-    lake, _, _ = full_run
+    lake, _ = full_run
     health = Lakehouse(lake, "development").read_table("history", "history_500d", PARTITION, "health")
     repaired = health[health["status_before"] != "OK"]
     assert len(repaired) >= 1, "the development profile injects faults into the most liquid names"
@@ -70,7 +76,7 @@ def test_recovery_ran_for_real_on_injected_faults(full_run):
 
 
 def test_outputs_are_queryable_with_duckdb(full_run):
-    lake, _, _ = full_run
+    lake, _ = full_run
     con = Lakehouse(lake, "development").duckdb()
     n = con.execute("SELECT count(*) FROM target_weights WHERE partition = ?", [PARTITION]).fetchone()[0]
     assert n > 10
@@ -86,7 +92,7 @@ def test_every_materialization_carries_its_content_hash_and_standard_metadata(fu
     from portfolio_assets.ledger import file_hash
     from portfolio_assets_tests.conftest import ledger_records
 
-    lake, _, instance = full_run
+    lake, instance = full_run
     lh = Lakehouse(lake, "development")
     recorded = {name: entry["hash"] for rec in ledger_records(lh.ledger_path(PARTITION)) if rec["kind"] == "outcome"
                 for name, entry in rec["payload"].get("outputs", {}).items()}  # the latest outcome wins
@@ -103,7 +109,7 @@ def test_every_materialization_carries_its_content_hash_and_standard_metadata(fu
 
 
 def test_sql_views_show_no_index_columns_and_one_partition_column(full_run):
-    lake, _, _ = full_run
+    lake, _ = full_run
     con = Lakehouse(lake, "development").duckdb()
     for (view,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall():
         columns = [c[0] for c in con.execute(f'DESCRIBE "{view}"').fetchall()]
@@ -198,7 +204,7 @@ def test_failed_weights_gate_leaves_no_orders_alerts_and_blocks_a_later_run(tmp_
 
 
 def test_implementation_refuses_when_gate_predates_the_stored_data(full_run, tmp_path):
-    lake, _, instance = full_run
+    lake, instance = full_run
     # re-materialize target_weights with a different production engine, but not its check
     step = AssetSelection.assets("target_weights", "target_weights__diagnostics")
     changed = run_graph(lake, selection=step, instance=instance, checks=False,
@@ -218,14 +224,14 @@ def test_implementation_refuses_when_gate_predates_the_stored_data(full_run, tmp
 
 def test_a_later_run_never_evaluated_gate_refuses_in_another_instance(full_run):
     """The decision is read from this instance's check records: a fresh instance has none."""
-    lake, _, _ = full_run
+    lake, _ = full_run
     later = run_graph(lake, selection=AssetSelection.assets("implementation_orders"))
     assert not later.success
     assert "health_gate: never evaluated for 2026-11-25" in step_errors(later)["implementation_orders"]
 
 
 def test_tampered_artifact_fails_ledger_integrity_and_blocks_orders(full_run):
-    lake, _, _ = full_run
+    lake, _ = full_run
     lh = Lakehouse(lake, "development")
     path = lh.table_path("risk", "risk_buckets", PARTITION)
     df = pd.read_parquet(path)

@@ -11,6 +11,7 @@ from dagster import AssetSelection, DagsterInstance
 
 from portfolio_assets.backfills import stale_pairs
 from portfolio_assets.manifest import PROJECT_ROOT, resolve
+from portfolio_assets_tests.conftest import DEV_DATE, copy_run
 from portfolio_assets_tests.graph_helpers import (
     DOWNSTREAM_OF_HISTORY,
     PARTITION,
@@ -31,15 +32,14 @@ FETCHERS = {*tables("returns_60d", "coverage"), *tables("history_500d", "returns
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory):
-    """The development graph for PARTITION in a lakehouse and an on-disk instance."""
+def stored(dev_lakehouse, tmp_path_factory):
+    """The development graph for PARTITION in a lakehouse and an on-disk instance: a copy of the
+    session's development run (`portfolio-assets run`) with its instance."""
+    assert PARTITION == DEV_DATE
     root = tmp_path_factory.mktemp("stale")
-    home, lake = root / "home", root / "lake"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    run = copy_run(dev_lakehouse, root, with_instance=True)
+    home, lake = run.instance_home, run.lakehouse
     with DagsterInstance.from_config(str(home)) as instance:
-        result = run_graph(lake, instance=instance)
-        assert result.success, step_errors(result)
         yield root, home, lake, instance
 
 
