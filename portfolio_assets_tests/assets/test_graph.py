@@ -1,7 +1,9 @@
 """The whole graph through Dagster on the `development` profile, and its gates.
 
-Each test materializes in-process on its own temporary lakehouse (the `development` profile is a
-small universe; a whole run takes ~10-20 s).
+The tests of the default run (`full_run`) start from a copy of the session's shared `development`
+run and its Dagster instance (conftest `dev_lakehouse`), and re-run parts of it in-process. The
+others materialize in-process on their own temporary lakehouse with other settings (the
+`development` profile is a small universe; a whole run takes ~10-20 s).
 """
 
 from __future__ import annotations
