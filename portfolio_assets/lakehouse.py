@@ -40,12 +40,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from portfolio_assets.constants import WRITER_LOCK
-from portfolio_assets.manifest import PROFILE_RE, PROJECT_ROOT
+from portfolio_assets.manifest import PROFILE_RE
+from portfolio_assets.manifest.base import DEFAULT_LAKEHOUSE, lakehouse_base_path
 from portfolio_assets.price_store import PART_GLOB, PriceStore
 from portfolio_assets.price_store import PRICE_COLUMNS as PRICE_COLUMNS  # re-exported (the old import path)
 from portfolio_assets.symbols import symbol_filename, validate_symbol
 
-DEFAULT_ROOT = PROJECT_ROOT / "lakehouse"
+DEFAULT_ROOT = DEFAULT_LAKEHOUSE
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 T = TypeVar("T")
 
@@ -183,7 +184,7 @@ class Lakehouse:
     def __init__(self, root: Path | str | None = None, profile: str = "demo"):
         if not isinstance(profile, str) or not PROFILE_RE.fullmatch(profile):
             raise UnsafePathError(f"invalid profile name {profile!r}")
-        base = Path(root or os.environ.get("PA_LAKEHOUSE") or DEFAULT_ROOT).resolve()
+        base = lakehouse_base_path(str(root) if root else os.environ.get("PA_LAKEHOUSE"))
         self.base = base
         self.root = (base / profile).resolve()
         self.profile = profile

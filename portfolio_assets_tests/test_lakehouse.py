@@ -7,6 +7,7 @@ import pytest
 
 from portfolio_assets import lakehouse as lh
 from portfolio_assets.lakehouse import Lakehouse, UnsafePathError
+from portfolio_assets.manifest import PROJECT_ROOT
 from portfolio_assets.symbols import InvalidSymbolError
 
 
@@ -156,7 +157,39 @@ def test_duckdb_views_hide_index_columns_and_keep_one_partition_column(lake):
 
 
 def test_no_pickle_anywhere_in_the_package():
-    root = lh.PROJECT_ROOT / "portfolio_assets"
+    root = PROJECT_ROOT / "portfolio_assets"
     offenders = [p for p in root.rglob("*.py") if "import pickle" in p.read_text() or "pickle.load" in p.read_text()]
     assert offenders == []
     assert np.__name__ and os.sep
+
+
+def test_the_root_is_a_path_or_a_file_url(tmp_path, monkeypatch):
+    """`PA_LAKEHOUSE` / a resource's root: a path, `~`-expanded, or a `file://` URL (percent-decoded)."""
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "a lake"
+    assert Lakehouse(str(target), "demo").root == target / "demo"
+    assert Lakehouse("rel/lake", "demo").root == tmp_path / "rel" / "lake" / "demo"
+    assert Lakehouse("file://" + str(target).replace(" ", "%20"), "demo").root == target / "demo"
+    assert Lakehouse("file://localhost" + str(target), "demo").root == target / "demo"
+    monkeypatch.setenv("PA_LAKEHOUSE", f"file://{target}")
+    assert Lakehouse(profile="demo").base == target
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Lakehouse("~/lake", "demo").base == tmp_path / "lake"
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("s3://bucket/lake", "is a s3:// URL; the lakehouse root must be a local path or a file:// URL (it relies on "
+                         "POSIX renames, symbolic links and flock): mount the storage at the same path on every "
+                         "host (docs/deployment.md)"),
+    ("GS://bucket", "is a GS:// URL; the lakehouse root must be a local path or a file:// URL"),
+    ("file://otherhost/lake", "is not a local file:// URL (file:///absolute/path)"),
+    ("file:///lake?x=1", "is not a local file:// URL (file:///absolute/path)"),
+])
+def test_an_object_store_url_is_refused_not_taken_for_a_folder(url, problem, tmp_path, monkeypatch):
+    """`s3://bucket/lake` used to become the relative folder `./s3:/bucket/lake`: now it is refused,
+    and nothing is created."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as err:
+        Lakehouse(url, "demo")
+    assert str(err.value).startswith(f"{url!r} {problem}")
+    assert list(tmp_path.iterdir()) == []

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Final
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,12 +19,13 @@ from portfolio_assets.constants import (
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # portfolio_assets/manifest/base.py -> the project
 DEFAULT_MANIFEST = PROJECT_ROOT / "configs" / "manifest.json"
 DEFAULT_SCHEMA = PROJECT_ROOT / "configs" / "manifest.schema.json"
+DEFAULT_LAKEHOUSE = PROJECT_ROOT / "lakehouse"
 PROFILE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 ENV_PREFIX = "PA_"
 NON_OVERRIDE_ENV: Final[Mapping[str, str]] = MappingProxyType({
     "PA_PROFILE": "the profile when --profile is not given",
     "PA_MANIFEST": "the manifest file (default configs/manifest.json)",
-    "PA_LAKEHOUSE": "the lakehouse root (default <project>/lakehouse)",
+    "PA_LAKEHOUSE": "the lakehouse root: a path or file:// URL (default <project>/lakehouse)",
     "PA_CLI_OVERRIDES": "the CLI's --set overrides as JSON, for the step processes (set by the CLI)",
     "PA_CACHE_DIR": "where exchange-calendar session tables are cached (session_tables.py)",
     "PA_NUMERICS": "native lifts the pin of the floating-point kernels (numerics.py)",
@@ -49,6 +51,33 @@ class ManifestError(ValueError):
     def __init__(self, file: Path | str, path: str, problem: str):
         self.file, self.path, self.problem = str(file), path, problem
         super().__init__(f"{file}: {path}: {problem}")
+
+
+URL_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def lakehouse_base_path(text: str | None) -> Path:
+    """The lakehouse root named by `text` (`PA_LAKEHOUSE` or a resource's `lakehouse_root`), resolved:
+    a local path or a `file://` URL; unset or empty is `<project>/lakehouse`.
+
+    Any other URL (`s3://`, `gs://`, ...) is refused with a `ValueError` rather than taken for a
+    relative folder named `s3:`: the lakehouse publishes with POSIX renames and symbolic-link swaps
+    and serializes writers with `flock`, which object stores do not offer. Several hosts share one
+    lakehouse by mounting the same file system at the same path (docs/deployment.md)."""
+    if not text:
+        return DEFAULT_LAKEHOUSE.resolve()
+    scheme = URL_SCHEME_RE.match(text)
+    if scheme is None:
+        return Path(text).expanduser().resolve()
+    if scheme.group(1).lower() != "file":
+        raise ValueError(
+            f"{text!r} is a {scheme.group(1)}:// URL; the lakehouse root must be a local path or a file:// URL "
+            "(it relies on POSIX renames, symbolic links and flock): mount the storage at the same path on "
+            "every host (docs/deployment.md)")
+    parts = urlsplit(text)
+    if parts.netloc not in ("", "localhost") or parts.query or parts.fragment or not parts.path:
+        raise ValueError(f"{text!r} is not a local file:// URL (file:///absolute/path)")
+    return Path(unquote(parts.path)).resolve()
 
 
 class _Section(BaseModel):

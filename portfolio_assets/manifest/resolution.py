@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from portfolio_assets.manifest.base import DEFAULT_MANIFEST, PROFILE_RE, ManifestError
+from portfolio_assets.manifest.base import DEFAULT_MANIFEST, PROFILE_RE, ManifestError, lakehouse_base_path
 from portfolio_assets.manifest.models import Config, ManifestFile, ResolvedManifest
 from portfolio_assets.manifest.overrides import (
     _cli_origin,
@@ -135,7 +135,8 @@ def resolve(
 
     Refused (`ManifestError`) before any work: a manifest problem (file and JSON path), an unknown
     `--set` key or `PA_*` variable (with the nearest valid one), a value out of bounds (with the
-    override or profile it came from), a webhook URL that cannot work."""
+    override or profile it came from), a webhook URL that cannot work, a `PA_LAKEHOUSE` that is not a
+    local path or `file://` URL."""
     environ = os.environ if environ is None else environ
     path = Path(manifest_path or environ.get("PA_MANIFEST") or DEFAULT_MANIFEST)
     raw, sha = load_manifest_file(path)
@@ -187,6 +188,10 @@ def resolve(
         loc = re.sub(r"\[\d+\]", "", exc.path).split(".")[1:]
         raise ManifestError(exc.file, exc.path, exc.problem + _origin(loc, origins, name)) from None
     _check_webhook_urls(config, environ)
+    try:
+        lakehouse_base_path(environ.get("PA_LAKEHOUSE"))
+    except ValueError as exc:
+        raise ManifestError("environment", "PA_LAKEHOUSE", str(exc)) from None
     _refuse_unknown_env(unknown_env, _named_env(raw) | _named_env(config.model_dump(mode="json")))
     return ResolvedManifest(
         profile=name,
