@@ -185,10 +185,12 @@ class BackfillDaemon:
     instance: Any
     log: Path
     started: subprocess.Popen | None = None
+    started_at: float = 0.0
 
     def __enter__(self) -> BackfillDaemon:
         if daemon_alive(self.instance):
             return self
+        self.started_at = time.time()
         with self.log.open("ab") as sink:
             self.started = subprocess.Popen(
                 [_bin("dagster-daemon"), "run", "-w", str(WORKSPACE)], cwd=PROJECT_ROOT, env=dict(os.environ),
@@ -197,16 +199,34 @@ class BackfillDaemon:
 
     def __exit__(self, *exc: object) -> None:
         proc = self.started
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        ours = self._own_daemon_id()
+        if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        self._forget_heartbeats(ours)
+
+    def _own_daemon_id(self) -> str | None:
+        """The id in every heartbeat written since our daemon started (None if none, or several ids)."""
+        ids = {b.daemon_id for b in self.instance.get_daemon_heartbeats().values() if b.timestamp >= self.started_at}
+        return ids.pop() if len(ids) == 1 else None
+
+    def _forget_heartbeats(self, ours: str | None) -> None:
+        """Once our daemon has exited, wipe the heartbeats when every recent one is its own (what
+        `dagster-daemon wipe` does). A stopped daemon's last heartbeat otherwise looks alive for
+        a while, and the next backfill command waits `HEARTBEAT_WAIT_S` (40 s) for a newer one
+        before starting its own daemon. A recent heartbeat of another daemon keeps them all."""
+        beats = self.instance.get_daemon_heartbeats().values()
+        recent = [b for b in beats if time.time() - b.timestamp <= HEARTBEAT_FRESH_S]
+        if ours is not None and all(b.daemon_id == ours for b in recent):
+            self.instance.wipe_daemon_heartbeats()
 
     def check_running(self) -> None:
         if self.started is not None and self.started.poll() is not None:

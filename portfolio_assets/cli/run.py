@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +113,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     keys = selection_keys(args.select)  # a bad selection is refused before the source is read
     check_history(dates[0])
     check_preconditions(resolved)
-    with partition_lock(dates, f"backfill {dates[0]}..{dates[-1]}"), DagsterInstance.get() as instance:
+    with (partition_lock(dates, f"backfill {dates[0]}..{dates[-1]}"), DagsterInstance.get() as instance,
+          contextlib.ExitStack() as stack):
+        daemon = CommandDaemon(instance, log, stack)
         if not args.stale:
             missing = missing_upstream(instance, keys, dates)
             if missing:
                 raise ValueError(missing_upstream_message(missing, resolved.profile, args.select))
-            return _backfill(instance, {k.to_user_string(): dates for k in keys}, dates, title, log)
+            return _backfill(instance, {k.to_user_string(): dates for k in keys}, dates, title, log, daemon)
         for round_ in range(1, STALE_ROUNDS + 1):
             pairs = backfills.stale_pairs(_materialized(instance, selection_keys(None), dates), log)
             if not pairs:
@@ -125,13 +129,37 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             targets: dict[str, list[str]] = {}
             for asset, part, _ in pairs:
                 targets.setdefault(asset, []).append(part)
-            code = _backfill(instance, targets, sorted({p for _, p, _ in pairs}), f"{title} (stale, round {round_})", log)
+            code = _backfill(instance, targets, sorted({p for _, p, _ in pairs}), f"{title} (stale, round {round_})",
+                             log, daemon)
             if code != EXIT_OK:
                 return code
     raise RuntimeError(f"still stale after {STALE_ROUNDS} rounds of backfill --stale")
 
 
-def _backfill(instance: Any, targets: dict[str, list[str]], partitions: list[str], title: str, log: Path) -> int:
+@dataclass
+class CommandDaemon:
+    """The backfill daemon of one `backfill` command: a daemon already running is used; otherwise
+    one is started after the command's first submission and kept, on `stack`, for every later
+    round of `--stale`. (A new one per round waited up to 40 s at each round for the stopped
+    daemon's last heartbeat to go stale before it could tell that no daemon was running.)"""
+
+    instance: Any
+    log: Path
+    stack: contextlib.ExitStack
+    daemon: Any = None
+
+    def ensure(self) -> Any:
+        from portfolio_assets import backfills
+
+        if self.daemon is None:
+            self.daemon = self.stack.enter_context(backfills.BackfillDaemon(self.instance, self.log))
+            if self.daemon.started is not None:
+                print(f"no dagster-daemon running: started one for this backfill (pid {self.daemon.started.pid})")
+        return self.daemon
+
+
+def _backfill(instance: Any, targets: dict[str, list[str]], partitions: list[str], title: str, log: Path,
+              command_daemon: CommandDaemon) -> int:
     from portfolio_assets import backfills
 
     print(f"backfill {len(partitions)} partition(s) x {len(targets)} asset(s), {title}; log: {log}")
@@ -141,17 +169,15 @@ def _backfill(instance: Any, targets: dict[str, list[str]], partitions: list[str
     backfill_id = backfills.launch_backfill(targets, _launch_tags(), title, log)
     print(f"backfill {backfill_id} submitted (the UI's backfills page shows it; Ctrl-C cancels it)")
     t0 = time.time()
-    with backfills.BackfillDaemon(instance, log) as daemon:
-        if daemon.started is not None:
-            print(f"no dagster-daemon running: started one for this backfill (pid {daemon.started.pid})")
-        try:
-            progress = backfills.watch_backfill(instance, backfill_id, partitions, print, daemon)
-        except KeyboardInterrupt:
-            _err(f"canceling backfill {backfill_id} ...")
-            backfills.cancel_backfill(backfill_id, log)
-            progress = backfills.watch_backfill(instance, backfill_id, partitions, print, daemon)
-            print(f"backfill {backfill_id} canceled: {len(progress.succeeded)}/{len(partitions)} partition(s) succeeded")
-            return EXIT_FAILED
+    daemon = command_daemon.ensure()
+    try:
+        progress = backfills.watch_backfill(instance, backfill_id, partitions, print, daemon)
+    except KeyboardInterrupt:
+        _err(f"canceling backfill {backfill_id} ...")
+        backfills.cancel_backfill(backfill_id, log)
+        progress = backfills.watch_backfill(instance, backfill_id, partitions, print, daemon)
+        print(f"backfill {backfill_id} canceled: {len(progress.succeeded)}/{len(partitions)} partition(s) succeeded")
+        return EXIT_FAILED
     print(f"backfill {backfill_id}: {len(progress.succeeded)}/{len(partitions)} partition(s) succeeded in "
           f"{time.time() - t0:.1f} s" + (f"; failed: {', '.join(progress.failed)}" if progress.failed else ""))
     return EXIT_OK if not progress.failed and len(progress.succeeded) == len(partitions) else EXIT_FAILED

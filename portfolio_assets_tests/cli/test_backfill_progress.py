@@ -50,3 +50,48 @@ def test_a_ranged_run_counts_once_and_for_every_date_of_its_range():
     assert progress.failed == ["2026-11-24", "2026-11-25"]
     assert progress.succeeded == ["2026-11-23"]
     assert progress.finished_runs == (4, 4)
+
+
+class Beats:
+    """An instance's heartbeat store, as `BackfillDaemon` reads and wipes it."""
+
+    def __init__(self, beats: dict[str, tuple[float, str]]):
+        self.beats = {kind: SimpleNamespace(timestamp=ts, daemon_type=kind, daemon_id=who)
+                      for kind, (ts, who) in beats.items()}
+        self.wiped = False
+
+    def get_daemon_heartbeats(self):
+        return dict(self.beats)
+
+    def wipe_daemon_heartbeats(self):
+        self.wiped, self.beats = True, {}
+
+
+def test_a_stopped_temporary_daemon_forgets_only_its_own_heartbeats(tmp_path):
+    """After the command's daemon has exited, its heartbeats are wiped so that the next command can
+    tell at once that no daemon runs; never while a recent heartbeat is another daemon's."""
+    import time
+
+    from portfolio_assets.backfills import HEARTBEAT_FRESH_S, BackfillDaemon
+
+    now = time.time()
+    cases = [  # heartbeats after our daemon stopped -> wiped?
+        ({"BACKFILL": (now - 2, "ours"), "SCHEDULER": (now - 3, "ours")}, True),
+        ({"BACKFILL": (now - 2, "ours"), "SENSOR": (now - 5, "other")}, False),  # another daemon is alive
+        ({"BACKFILL": (now - 2, "ours"), "SENSOR": (now - HEARTBEAT_FRESH_S - 60, "old")}, True),  # a dead one's
+        ({}, True),
+    ]
+    for beats, wiped in cases:
+        store = Beats(beats)
+        daemon = BackfillDaemon(store, tmp_path / "log", started_at=now - 10)
+        daemon._forget_heartbeats("ours")
+        assert store.wiped is wiped, beats
+    # Whose heartbeats are ours: the one id written since our daemon started, if there is exactly one.
+    assert BackfillDaemon(Beats({"BACKFILL": (now - 2, "ours"), "SENSOR": (now - 99, "old")}), tmp_path,
+                          started_at=now - 10)._own_daemon_id() == "ours"
+    assert BackfillDaemon(Beats({"BACKFILL": (now - 2, "ours"), "SENSOR": (now - 1, "other")}), tmp_path,
+                          started_at=now - 10)._own_daemon_id() is None
+    assert BackfillDaemon(Beats({}), tmp_path, started_at=now - 10)._own_daemon_id() is None
+    store = Beats({"BACKFILL": (now - 2, "ours")})
+    BackfillDaemon(store, tmp_path)._forget_heartbeats(None)  # not knowing which id is ours: keep them
+    assert not store.wiped

@@ -235,13 +235,73 @@ def test_backfill_is_a_dagster_backfill_with_a_temporary_daemon(dirs, instance_o
     assert {run.tags["dagster/partition"] for run in runs if run not in ranged} == {D0, D1, D2}
     for day in (D0, D1, D2):
         assert _count(instance, "equity_scan", day) == 1 and _count(instance, "holdings", day) == 1
-    assert not instance.get_daemon_heartbeats() or not __import__(
-        "portfolio_assets.backfills", fromlist=["daemon_alive"]).daemon_alive(instance, wait_s=35)  # stopped
+    # The temporary daemon stopped and its heartbeats were wiped: the next command can tell at once
+    # that no daemon runs (a stopped daemon's last heartbeat looked alive for up to 90 s).
+    assert instance.get_daemon_heartbeats() == {}
 
     # The selection's upstream now exists: a backfill of the scans alone is accepted.
     again = cli("backfill", "--profile", "development", "--from", D1, "--to", D2, "--select", "equity_scan",
                 home=home, lake=lake)
     assert again.returncode == 0 and "2/2 partition(s) succeeded" in again.stdout, out(again)
+    assert "no dagster-daemon running: started one for this backfill" in again.stdout
+
+
+def test_backfill_stale_rounds_share_one_temporary_daemon_started_after_the_first_submission(dirs, monkeypatch):
+    """`backfill --stale` runs round after round: one temporary daemon for the whole command, started
+    after the first round's backfill is submitted (its first iteration finds it) and stopped after
+    the last round. A daemon per round waited up to 40 s at each new round for the stopped one's
+    heartbeat to go stale. Dagster's side (submission, the daemon, the runs) is replaced by fakes:
+    what is tested is the command's order of events."""
+    from portfolio_assets import backfills
+
+    home, lake = dirs
+    events: list[str] = []
+
+    class FakeDaemon:
+        def __init__(self, instance, log):
+            self.started = subprocess.Popen([sys.executable, "-c", "pass"])
+            self.started.wait()
+
+        def __enter__(self):
+            events.append("daemon started")
+            return self
+
+        def __exit__(self, *exc):
+            events.append("daemon stopped")
+
+    rounds = iter([[("reports", D1, "code version changed"), ("reports", D2, "code version changed")],
+                   [("implementation_orders", D2, "parent reports changed")], []])
+
+    def stale_pairs(materialized, log=None):
+        events.append("stale?")
+        return next(rounds)
+
+    def launch(targets, tags, title, log=None):
+        events.append(f"submit {title.split('(')[-1].rstrip(')')}: {sorted(targets.items())}")
+        return f"bf{len(events)}"
+
+    def watch(instance, backfill_id, partitions, say, daemon):
+        assert isinstance(daemon, FakeDaemon)
+        events.append(f"watch {backfill_id}")
+        progress = backfills.BackfillProgress(partitions)
+        for part in partitions:
+            progress.runs[part] = {f"run-{part}": "SUCCESS"}
+        return progress
+
+    monkeypatch.setattr(backfills, "BackfillDaemon", FakeDaemon)
+    monkeypatch.setattr(backfills, "stale_pairs", stale_pairs)
+    monkeypatch.setattr(backfills, "launch_backfill", launch)
+    monkeypatch.setattr(backfills, "watch_backfill", watch)
+    r = run_cli_in_process(["backfill", "--profile", "development", "--from", D1, "--to", D2, "--stale"],
+                           cli_env(home, lake))
+    assert r.returncode == 0, out(r)
+    assert events == [
+        "stale?", f"submit stale, round 1: [('reports', ['{D1}', '{D2}'])]", "daemon started", "watch bf2",
+        "stale?", f"submit stale, round 2: [('implementation_orders', ['{D2}'])]", "watch bf6",
+        "stale?", "daemon stopped",
+    ]
+    assert r.stdout.count("no dagster-daemon running: started one for this backfill") == 1
+    assert f"nothing is stale in {D1}..{D2}" in r.stdout
 
 
 class _Run:
