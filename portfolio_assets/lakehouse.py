@@ -41,12 +41,11 @@ import pyarrow.parquet as pq
 
 from portfolio_assets.constants import WRITER_LOCK
 from portfolio_assets.manifest import PROFILE_RE
-from portfolio_assets.manifest.base import DEFAULT_LAKEHOUSE, lakehouse_base_path
+from portfolio_assets.manifest.base import lakehouse_base_path
 from portfolio_assets.price_store import PART_GLOB, PriceStore
 from portfolio_assets.price_store import PRICE_COLUMNS as PRICE_COLUMNS  # re-exported (the old import path)
 from portfolio_assets.symbols import symbol_filename, validate_symbol
 
-DEFAULT_ROOT = DEFAULT_LAKEHOUSE
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 T = TypeVar("T")
 
