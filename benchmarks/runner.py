@@ -9,7 +9,8 @@ Sections (`--sections`, comma-separated; default all):
 - `tournament`, `hrp`, `correlation`: ours vs skfolio, riskfolio-lib, pandas (`references.py`).
 - `scale`: scan to selected universe at 5,000 and 20,000 symbols (`scale.py`).
 - `backfill`: 20 development dates through the CLI (`backfill.py`).
-- `celery`: the tournament asset on in_process, multiprocess and 2 celery workers (`executors.py`).
+- `celery`: the tournament asset on in_process, multiprocess and 2 celery workers, then the whole
+  daily graph through the CLI on 2 celery workers against the in-process graph (`executors.py`).
 
 `--quick`: smaller sizes (scale 500 and 2,000, correlation 500, a 2-date backfill, HRP timed over
 3 calls) and, without `--sections`, no backfill and no celery. A section that raises becomes an
@@ -147,7 +148,7 @@ def run_bench(plan: BenchPlan, root: Path, echo: bool = True) -> list[Row]:
                     "run": lambda: graph.cli_run_section(rec, run, root / "cli"),
                     "tournament": lambda: references.compare_tournament(rec, run),
                     "hrp": lambda: references.compare_hrp(rec, run, repeat=plan.hrp_repeat),
-                    "celery": lambda: executors.executor_section(rec, run, root / "executors"),
+                    "celery": lambda: executors.celery_section(rec, run, root / "executors"),
                 }
                 _guarded(rec, section, steps[section])
         finally:

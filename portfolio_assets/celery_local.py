@@ -95,8 +95,20 @@ def _celery_app(broker: str) -> object:
 @contextlib.contextmanager
 def celery_workers(broker: str, n: int, workdir: Path, backend: str | None = None) -> Iterator[list[str]]:
     """`n` workers (`dagster-celery worker start`, one process each) on `broker`; yields their names
-    once every one answers a ping."""
+    once every one answers a ping.
+
+    Each worker opens the Dagster instance of its `DAGSTER_HOME` as it starts. On a fresh home, two
+    processes creating its SQLite storages at the same moment can both stamp Alembic's version
+    table and leave the instance unusable ("alembic_version has more than one head",
+    dagster-io/dagster#27390; it failed 1 start in 4 here), so the storages are created here
+    first, once."""
+    from dagster import DagsterInstance
+
     workdir.mkdir(parents=True, exist_ok=True)
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        Path(home).mkdir(parents=True, exist_ok=True)
+        DagsterInstance.from_config(home).dispose()
     config = workdir / "celery.yaml"
     config.write_text(f'execution:\n  config:\n    broker: "{broker}"\n    backend: "{backend or broker}"\n')
     bindir = str(Path(sys.executable).parent)

@@ -1,19 +1,24 @@
-"""The tournament's fan-out on every executor (`jobs.executor_for`): the same tables as in-process.
+"""The graph on every executor (`jobs.executor_for`): the same tables as in-process.
 
-The development profile's upstream of `tournament` is materialized in-process into a temporary
-lakehouse once for the module; then only the `tournament` graph asset runs: once with the
-in_process executor (the reference tables), then with the multiprocess executor (each step in its
-own process) and with celery (SPEC §7): a `redis-server` on a free port and two `dagster-celery
-worker start` processes, all started here, through `jobs.executor_for(ExecutorConfig(kind="celery",
-...))` on a persistent temporary instance. Each must write the reference tables again (frame
-hashes), and every step must have run outside this process, the dynamically mapped engine batches
-included. The tables are deleted before each run, so a run that "succeeds" without running the
-mapped batches fails here instead of passing on the previous run's files.
+Multiprocess: the development profile's upstream of `tournament` is materialized in-process into a
+temporary lakehouse once for the module; then only the `tournament` graph asset runs, once with the
+in_process executor (the reference tables) and once with the multiprocess executor (each step in
+its own process). It must write the reference tables again (frame hashes; the tables are deleted
+before the run, so a run that "succeeds" without running the dynamically mapped engine batches
+fails here instead of passing on the previous run's files), and every step must have run outside
+this process.
+
+Celery (SPEC §7, issue 15): the whole daily graph through `portfolio-assets run` with
+`executor.kind: celery`, on a `redis-server` on a free port and two `dagster-celery worker start`
+processes, all started here, on a fresh lakehouse; every table must equal the in-process CLI run's
+(the session's `dev_lakehouse`), and every step must have run in a worker.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +41,6 @@ class Stored:
     instance: Any
     lake: Any
     root: Path
-    port: int
     expected: dict[str, str]  # the in-process run's tournament tables (frame hashes)
 
 
@@ -65,14 +69,10 @@ def engine_batches(pids: dict[str, int]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
-    """Every upstream asset of `tournament` stored, and the in-process tournament's tables; the
-    broker URL of the workers started later is already in the environment
-    (`PA_EXECUTOR__CELERY__BROKER`), which the workers inherit as deployed workers share the run's
-    settings and storage."""
+    """Every upstream asset of `tournament` stored, and the in-process tournament's tables."""
     from dagster import AssetSelection
 
     from portfolio_assets.assets.validation import UPSTREAM
-    from portfolio_assets.celery_local import free_port
     from portfolio_assets.lakehouse import Lakehouse
     from portfolio_assets.resources import _source_cached
     from portfolio_assets_tests.graph_helpers import (
@@ -84,11 +84,10 @@ def stored(tmp_path_factory):
     )
 
     root = tmp_path_factory.mktemp("executors")
-    port = free_port()
     # The settings' executor is a parallel one, so the plan fans the engines out into two batches
     # (`engine_batches`) in every run here, the in-process reference included.
     with environment(PA_PROFILE=PROFILE, PA_LAKEHOUSE=str(root / "lake"), PA_CLI_OVERRIDES=None,
-                     PA_EXECUTOR__KIND="multiprocess", PA_EXECUTOR__CELERY__BROKER=f'"redis://127.0.0.1:{port}/0"',
+                     PA_EXECUTOR__KIND="multiprocess",
                      DAGSTER_HOME=str(root / "dagster_home")), \
             persistent_instance(root / "dagster_home") as instance:
         upstream = AssetSelection.assets(*UPSTREAM).upstream().required_multi_asset_neighbors()
@@ -104,7 +103,7 @@ def stored(tmp_path_factory):
         pids = step_pids(local)
         assert set(pids.values()) == {os.getpid()}
         assert engine_batches(pids) == BATCHES
-        yield Stored(instance, lake, root, port, tournament_hashes(lake))
+        yield Stored(instance, lake, root, tournament_hashes(lake))
 
 
 def test_multiprocess_fans_the_engines_out_and_equals_in_process(stored):
@@ -142,21 +141,65 @@ def test_broker_must_be_a_redis_url():
     assert CeleryConfig(broker="redis://h:1/0", backend="redis://h:1/1").result_backend == "redis://h:1/1"
 
 
+def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested JSON value as `{dotted.path: leaf}`."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
 @pytest.mark.skipif(redis_server_path() is None, reason=NO_REDIS)
-def test_tournament_on_two_celery_workers_equals_in_process(stored):
-    from portfolio_assets.celery_local import celery_workers, local_redis
-    from portfolio_assets_tests.graph_helpers import run_error, run_tournament_only
+def test_the_daily_graph_on_two_celery_workers_stores_the_in_process_tables(dev_lakehouse, tmp_path):
+    """`portfolio-assets run` of the whole daily graph with `executor.kind: celery`, on a fresh
+    lakehouse and two workers (Redis and both workers started here, with the run's settings in
+    their environment, as docs/deployment.md says), stores exactly the tables of the in-process run
+    of the same partition (the session's `dev_lakehouse`, a CLI run too), with every gate passed
+    and every step executed in a worker process, the tournament's two engine batches included.
+    `run_manifest` records the resolved settings, so it differs in the executor's settings and
+    nothing else."""
+    import pandas as pd
+    from dagster import DagsterEventType, DagsterInstance
 
-    drop_tournament_tables(stored.lake)
-    with local_redis(stored.root / "redis", stored.port) as broker, \
-            celery_workers(broker, 2, stored.root / "workers") as workers:
+    from portfolio_assets.celery_local import celery_workers, free_port, local_redis
+    from portfolio_assets_tests.conftest import (
+        DEV_DATE,
+        GraphRun,
+        check_lines,
+        describe,
+        run_graph_cli,
+        table_hashes,
+    )
+    from portfolio_assets_tests.graph_helpers import environment
+
+    run = GraphRun(tmp_path / "lakehouse", tmp_path / "dagster_home")
+    port = free_port()
+    env = run.env(PA_EXECUTOR__KIND='"celery"', PA_EXECUTOR__CELERY__BROKER=f'"redis://127.0.0.1:{port}/0"')
+    worker_env = {k: v for k, v in env.items() if k.startswith("PA_") or k == "DAGSTER_HOME"}
+    with environment(PA_CLI_OVERRIDES=None, **worker_env), \
+            local_redis(tmp_path / "redis", port) as broker, \
+            celery_workers(broker, 2, tmp_path / "workers") as workers:
         assert len(workers) == 2
-        distributed = run_tournament_only("celery", PARTITION, stored.instance)
-    assert distributed.success, run_error(distributed)
-    assert tournament_hashes(stored.lake) == stored.expected
+        proc = run_graph_cli(run, DEV_DATE, env=env)
+    assert proc.returncode == 0, describe(proc)
+    checks = check_lines(proc.stdout)
+    assert len(checks) == 3 and all(v.startswith("passed") for v in checks.values()), checks
 
-    steps = step_pids(distributed)
+    got, want = table_hashes(run.root, DEV_DATE), table_hashes(dev_lakehouse.root, DEV_DATE)
+    assert len(want) > 30 and set(got) == set(want)
+    manifest = f"run/run_manifest/{DEV_DATE}.parquet"
+    assert sorted(t for t in want if got[t] != want[t]) == [manifest]
+    ours, theirs = (flat(json.loads(pd.read_parquet(root / manifest)["config_json"].iloc[0]))
+                    for root in (run.root, dev_lakehouse.root))
+    assert {k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)} == {
+        "executor.kind", "executor.celery.broker"}
+    assert (ours["executor.kind"], theirs["executor.kind"]) == ("celery", "in_process")
+
+    run_id = re.search(r"^run id: (\S+) \(success\)$", proc.stdout, re.M).group(1)
+    instance = DagsterInstance.from_config(str(run.instance_home))
+    started = instance.all_logs(run_id, of_type=DagsterEventType.RUN_START)
+    steps = {e.step_key: e.dagster_event.pid for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_SUCCESS)}
+    assert len(started) == 1 and len(steps) > 25, steps
     assert engine_batches(steps) == BATCHES
-    assert {"tournament.tournament_plan", "tournament.tournament_collect"} <= set(steps)
-    assert all(pid != os.getpid() for pid in steps.values()), steps  # ran in the celery workers
-    print(f"\ncelery steps ran in {len(set(steps.values()))} worker process(es): {sorted(set(steps.values()))}")
+    run_process = started[0].dagster_event.pid
+    assert run_process not in steps.values(), steps  # every step ran in a celery worker
+    print(f"\ncelery: {len(steps)} steps in {len(set(steps.values()))} worker process(es)")

@@ -205,10 +205,11 @@ def test_plan_from_args_and_bad_sections():
 
 
 @pytest.mark.slow
-def test_celery_section_times_the_tournament_on_each_executor(rows):
+def test_celery_section_times_the_tournament_on_each_executor_and_the_graph_on_celery(rows):
     """The section the quick run leaves out, requested with the others (so it reads the same graph
     section): the tournament asset on in_process, multiprocess and (with redis-server) two celery
-    workers, each against the in_process time."""
+    workers, each against the in_process time; then the whole graph through the CLI on two celery
+    workers, against the graph section's in-process materialization, with the same tables."""
     from portfolio_assets.celery_local import redis_server_path
 
     local = one(rows, "celery", "tournament asset only, in_process")
