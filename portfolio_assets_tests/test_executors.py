@@ -195,9 +195,10 @@ def test_the_daily_graph_on_two_celery_workers_stores_the_in_process_tables(dev_
     assert (ours["executor.kind"], theirs["executor.kind"]) == ("celery", "in_process")
 
     run_id = re.search(r"^run id: (\S+) \(success\)$", proc.stdout, re.M).group(1)
-    instance = DagsterInstance.from_config(str(run.instance_home))
-    started = instance.all_logs(run_id, of_type=DagsterEventType.RUN_START)
-    steps = {e.step_key: e.dagster_event.pid for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_SUCCESS)}
+    with DagsterInstance.from_config(str(run.instance_home)) as instance:
+        started = instance.all_logs(run_id, of_type=DagsterEventType.RUN_START)
+        steps = {e.step_key: e.dagster_event.pid
+                 for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_SUCCESS)}
     assert len(started) == 1 and len(steps) > 25, steps
     assert engine_batches(steps) == BATCHES
     run_process = started[0].dagster_event.pid
