@@ -100,7 +100,7 @@ def celery_workers(broker: str, n: int, workdir: Path, backend: str | None = Non
     Each worker opens the Dagster instance of its `DAGSTER_HOME` as it starts. On a fresh home, two
     processes creating its SQLite storages at the same moment can both stamp Alembic's version
     table and leave the instance unusable ("alembic_version has more than one head",
-    dagster-io/dagster#27390; it failed 1 start in 4 here), so the storages are created here
+    dagster-io/dagster#27390; 2 of 9 double starts failed here), so the storages are created here
     first, once."""
     from dagster import DagsterInstance
 
