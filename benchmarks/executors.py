@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks.graph import GraphRun, cli, cli_env, last_lines
 from benchmarks.table import Recorder, Row
-from portfolio_assets_tests.graph_helpers import environment, run_error, run_tournament_only
+from portfolio_assets_tests.graph_helpers import environment, run_error, run_tournament_only, table_hashes
 
 
 def _error(exc: Exception) -> str:
@@ -72,15 +72,6 @@ def executor_section(rec: Recorder, run: GraphRun, root: Path, workers: int = 2)
                     seconds=seconds, ref_seconds=local, note=f"{note}; Redis broker, steps in workers; ref = in_process"))
 
 
-def table_hashes(lakehouse: Path, profile: str, partition: str) -> dict[str, str]:
-    """`{group/asset: content hash}` of the partition's stored tables (`ledger.file_hash`)."""
-    from portfolio_assets.ledger import file_hash
-
-    root = lakehouse / profile
-    return {f"{p.parent.parent.name}/{p.parent.name}": file_hash(p)
-            for p in sorted(root.glob(f"*/*/{partition}.parquet"))}
-
-
 def whole_graph_on_celery(rec: Recorder, run: GraphRun, root: Path, workers: int = 2) -> None:
     """The daily graph through the CLI on `workers` celery workers (module docstring)."""
     from portfolio_assets.celery_local import celery_workers, free_port, local_redis, redis_server_path
@@ -105,8 +96,9 @@ def whole_graph_on_celery(rec: Recorder, run: GraphRun, root: Path, workers: int
         rec.add(Row("celery", stage, run.partition, seconds=wall,
                     note=f"FAILED exit {code}: {last_lines(root / 'cli_run.log', 2)}"))
         return
-    ours, ref = (table_hashes(where, run.profile, run.partition) for where in (lake, run.lakehouse))
-    differ = sorted(k for k in ours.keys() | ref.keys() if k != "run/run_manifest" and ours.get(k) != ref.get(k))
+    ours, ref = (table_hashes(where / run.profile, run.partition) for where in (lake, run.lakehouse))
+    manifest = f"run/run_manifest/{run.partition}.parquet"
+    differ = sorted(k for k in ours.keys() | ref.keys() if k != manifest and ours.get(k) != ref.get(k))
     same = f"the same {len(ref) - 1} tables (all but run_manifest)" if not differ else f"FAILED tables differ: {differ}"
     rec.add(Row("celery", stage, run.partition, seconds=wall, ref_seconds=run.wall_s,
                 note=f"{same}; fresh lakehouse, workers started first; ref = section graph's materialize"))

@@ -32,7 +32,7 @@ from typing import TypeVar
 import pandas as pd
 import pytest
 
-from portfolio_assets.ledger import file_hash
+from portfolio_assets_tests.graph_helpers import table_hashes, table_paths  # noqa: F401 (table_hashes: re-exported)
 
 T = TypeVar("T")
 
@@ -46,9 +46,6 @@ PREV_DATE = "2026-11-24"  # the session before it
 # tripped the old limit although nothing was wrong (issue 18 #10); a run that fails ends by itself.
 RUN_TIMEOUT_S: float | None = None
 CLI_TIMEOUT_S = 600  # CLI calls that do not materialize (bad input, verify-ledger): a hang guard only
-# Tables that are not in a partition's own asset folders: the shared price cache, op-to-op
-# intermediates (per Dagster run id) and the TradingView source's stored scans.
-NON_PARTITION_DIRS = ("prices", "_intermediate", "scans")
 
 
 @dataclass(frozen=True)
@@ -166,17 +163,6 @@ def copy_run(run: GraphRun, dest: Path, *, with_instance: bool = False) -> Graph
 
 # --------------------------------------------------------------------------------------------------
 # what is stored
-
-
-def table_paths(root: Path, partition: str | None = None) -> list[Path]:
-    """Every stored asset table `<group>/<asset>/<date>.parquet` (of `partition`, if given)."""
-    name = f"{partition}.parquet" if partition else "*.parquet"
-    return sorted(p for p in root.glob(f"*/*/{name}") if p.parent.parent.name not in NON_PARTITION_DIRS)
-
-
-def table_hashes(root: Path, partition: str | None = None) -> dict[str, str]:
-    """`{relative path: ledger.file_hash}` (frame hash of the table's content) of every stored table."""
-    return {p.relative_to(root).as_posix(): file_hash(p) for p in table_paths(root, partition)}
 
 
 def byte_digest(path: Path) -> str:

@@ -12,6 +12,9 @@ from typing import Any
 from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
 
 PARTITION = "2026-11-25"
+# Tables that are not in a partition's own asset folders: the shared price cache, op-to-op
+# intermediates (per Dagster run id) and the TradingView source's stored scans.
+NON_PARTITION_DIRS = ("prices", "_intermediate", "scans")
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # errors: see run_error
 
 
@@ -56,6 +59,20 @@ def run_graph(lake: Path, profile: str = "development", partition: str = PARTITI
             list(defs.assets) + list(defs.asset_checks), partition_key=partition, resources=defs.resources,
             selection=selection, raise_on_error=False, instance=instance,
         )
+
+
+def table_paths(root: Path, partition: str | None = None) -> list[Path]:
+    """Every stored asset table `<group>/<asset>/<date>.parquet` under the profile root `root` (of
+    `partition`, if given)."""
+    name = f"{partition}.parquet" if partition else "*.parquet"
+    return sorted(p for p in root.glob(f"*/*/{name}") if p.parent.parent.name not in NON_PARTITION_DIRS)
+
+
+def table_hashes(root: Path, partition: str | None = None) -> dict[str, str]:
+    """`{relative path: ledger.file_hash}` (frame hash of the table's content) of every stored table."""
+    from portfolio_assets.ledger import file_hash
+
+    return {p.relative_to(root).as_posix(): file_hash(p) for p in table_paths(root, partition)}
 
 
 def materialized(result) -> set[str]:
