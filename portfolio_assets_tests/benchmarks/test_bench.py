@@ -221,6 +221,15 @@ def test_celery_section_times_the_tournament_on_each_executor_and_the_graph_on_c
             continue
         assert row.note.startswith("ok;") and row.ref_seconds == local.seconds, row
         assert row.ratio == pytest.approx(row.seconds / local.seconds, rel=1e-12)
+    graph = one(rows, "graph", "whole development graph, materialize (in_process)")
+    whole = one(rows, "celery", "daily graph: CLI run on celery (2 workers)")
+    if redis_server_path() is None:
+        assert whole.note.startswith("not run: redis-server is not installed")
+        return
+    same = re.match(r"the same (\d+) tables \(all but run_manifest\); ", whole.note)
+    assert same and int(same.group(1)) > 30, whole.note
+    assert whole.ref_seconds == graph.seconds
+    assert whole.ratio == pytest.approx(whole.seconds / graph.seconds, rel=1e-12)
 
 
 @pytest.mark.slow
