@@ -386,8 +386,20 @@ class _Heartbeat:
 _HEARTBEAT: _Heartbeat | None = None
 
 
+_OWN_DAGSTER_HOME: str | None = None
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    global _HEARTBEAT
+    global _HEARTBEAT, _OWN_DAGSTER_HOME
+    # Each pytest process gets an empty Dagster home of its own. `make test` exports the repo's
+    # `.dagster_home`, which exists only after some command created it: a test that reaches
+    # `DagsterInstance.get()` in-process (e.g. `cli.partition_lock` looking for active runs) failed
+    # when it ran first on a fresh clone, and wrote into the repo when it did not. The tests that
+    # need a particular instance set DAGSTER_HOME themselves.
+    import tempfile
+
+    _OWN_DAGSTER_HOME = tempfile.mkdtemp(prefix="pa-test-dagster-home-")
+    os.environ["DAGSTER_HOME"] = _OWN_DAGSTER_HOME
     if HEARTBEAT_S > 0 and not hasattr(config, "workerinput"):  # an xdist worker's terminal is not shown
         _HEARTBEAT = _Heartbeat(config)
         _HEARTBEAT.thread.start()
@@ -396,6 +408,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _HEARTBEAT is not None:
         _HEARTBEAT.stop.set()
+    if _OWN_DAGSTER_HOME is not None:
+        shutil.rmtree(_OWN_DAGSTER_HOME, ignore_errors=True)
 
 
 def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
