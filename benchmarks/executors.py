@@ -4,7 +4,12 @@ The `graph` section left every upstream table of `tournament` in its lakehouse a
 only the tournament asset (plan, the dynamically mapped engine batches, collect) runs again with
 the in_process executor, the multiprocess one (step subprocesses) and celery: a `redis-server`
 broker on a free port and two `dagster-celery` workers started for the row (`celery_local.py`; the
-row says why when redis-server is not installed). `ratio` = executor / in_process.
+row says why when redis-server is not installed). `ratio` = executor / in_process. Before each run
+the tournament's tables are deleted (a run that "succeeds" without running its mapped engine
+batches cannot pass on the previous run's files); after it, the multiprocess and celery rows say
+whether their tables equal the in_process run's (frame hashes) and where the steps ran (none may
+run in the bench's own process). `portfolio_assets_tests/benchmarks/test_bench.py` asserts these
+notes: the bench's executor runs are also the suite's executor tests.
 
 Then the whole daily graph: `portfolio-assets run` with `executor.kind: celery` on a fresh
 lakehouse and `DAGSTER_HOME`, on two fresh workers started with the run's settings in their
@@ -16,8 +21,10 @@ content hash (all but `run_manifest`, which records the executor).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.graph import GraphRun, cli, cli_env, last_lines
 from benchmarks.table import Recorder, Row
@@ -28,14 +35,76 @@ def _error(exc: Exception) -> str:
     return f"ERROR {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
 
 
-def _timed_run(kind: str, run: GraphRun) -> tuple[float, str]:
+TOURNAMENT_TABLES = "validation/tournament"  # the asset's tables: `tournament` and `tournament__<part>`
+
+
+def tournament_tables(lakehouse: Path, run: GraphRun) -> dict[str, str]:
+    """`{relative path: frame hash}` of the partition's tournament tables."""
+    found = table_hashes(lakehouse / run.profile, run.partition)
+    return {k: v for k, v in found.items() if k.startswith(TOURNAMENT_TABLES)}
+
+
+def _drop_tournament_tables(run: GraphRun) -> None:
+    for path in (run.lakehouse / run.profile / "validation").glob(f"tournament*/{run.partition}.parquet"):
+        path.unlink()  # the next run must write them again, not find them
+
+
+def step_pids(result: Any) -> dict[str, int]:
+    """`{step key: pid}` of a run's successful steps (an in-process `execute_job` result)."""
+    from dagster import DagsterEventType
+
+    return {e.step_key: e.pid for e in result.all_events if e.event_type == DagsterEventType.STEP_SUCCESS}
+
+
+def where_steps_ran(pids: dict[str, int], own: int, whose: str) -> str:
+    """`N steps in P process(es), none <whose>; engine batches: ...` (FAILED when a step ran in
+    process `own`: the bench's, or the CLI run's)."""
+    batches = sorted(k.removeprefix("tournament.tournament_engines[").rstrip("]") for k in pids
+                     if k.startswith("tournament.tournament_engines["))
+    where = f"FAILED: a step ran in {whose}" if own in pids.values() else f"none {whose}"
+    return f"{len(pids)} steps in {len(set(pids.values()))} process(es), {where}; engine batches: {', '.join(batches)}"
+
+
+def cli_run_pids(dagster_home: Path, log: Path) -> tuple[int, dict[str, int]]:
+    """(the run process's pid, `{step key: pid}`) of the CLI run whose output is `log`, from the
+    instance's event log (`run id: ID (success)` in the output names the run)."""
+    import re
+
+    from dagster import DagsterEventType, DagsterInstance
+
+    found = re.search(r"^run id: (\S+) \(success\)$", log.read_text(errors="replace"), re.M)
+    if found is None:
+        raise ValueError(f"no successful run id in {log}")
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        started = instance.all_logs(found.group(1), of_type=DagsterEventType.RUN_START)
+        steps = {e.step_key: e.dagster_event.pid
+                 for e in instance.all_logs(found.group(1), of_type=DagsterEventType.STEP_SUCCESS)}
+    if len(started) != 1:
+        raise ValueError(f"run {found.group(1)}: {len(started)} RUN_START events")
+    return started[0].dagster_event.pid, steps
+
+
+def _timed_run(kind: str, run: GraphRun, reference: dict[str, str] | None) -> tuple[float, str, dict[str, str]]:
+    """Run the tournament asset on `kind`: (wall seconds, note, its tables' hashes). With a
+    `reference`, the note says whether the tables equal it and where the steps ran."""
+    _drop_tournament_tables(run)
     t0 = time.perf_counter()
     try:
         res = run_tournament_only(kind, run.partition, run.instance)
-        note = "ok" if res.success else f"FAILED {run_error(res)}"
     except Exception as exc:  # an executor that cannot start here is a row, not the end of the bench
-        note = _error(exc)
-    return time.perf_counter() - t0, note
+        return time.perf_counter() - t0, _error(exc), {}
+    seconds = time.perf_counter() - t0
+    if not res.success:
+        return seconds, f"FAILED {run_error(res)}", {}
+    tables = tournament_tables(run.lakehouse, run)
+    if reference is None:
+        return seconds, "ok", tables
+    differ = sorted(k for k in tables.keys() | reference.keys() if tables.get(k) != reference.get(k))
+    same = (f"the same {len(tables)} tournament tables as in_process" if not differ
+            else f"tournament tables differ from in_process: {differ}")
+    where = where_steps_ran(step_pids(res), os.getpid(), "the bench's")
+    status = "FAILED" if differ or "FAILED" in where else "ok"
+    return seconds, f"{status}; {same}; {where}", tables
 
 
 def executor_section(rec: Recorder, run: GraphRun, root: Path, workers: int = 2) -> None:
@@ -45,11 +114,14 @@ def executor_section(rec: Recorder, run: GraphRun, root: Path, workers: int = 2)
         rec.add(Row("celery", "tournament asset only, per executor", note="not run: the graph section failed"))
         return
     home = str(run.instance.root_directory)
-    base = dict(PA_PROFILE=run.profile, PA_LAKEHOUSE=str(run.lakehouse), PA_CLI_OVERRIDES=None, DAGSTER_HOME=home)
+    # A parallel executor in the settings: the plan fans the engines out into one batch per worker
+    # (`validation.engine_batches`) in every run here, the in_process reference included.
+    base = dict(PA_PROFILE=run.profile, PA_LAKEHOUSE=str(run.lakehouse), PA_CLI_OVERRIDES=None, DAGSTER_HOME=home,
+                PA_EXECUTOR__KIND='"multiprocess"')
     with environment(**base):
-        local, note = _timed_run("in_process", run)
+        local, note, reference = _timed_run("in_process", run, None)
         rec.add(Row("celery", "tournament asset only, in_process executor", run.profile, seconds=local, note=note))
-        seconds, note = _timed_run("multiprocess", run)
+        seconds, note, _ = _timed_run("multiprocess", run, reference)
         rec.add(Row("celery", "tournament asset only, multiprocess executor", run.profile, seconds=seconds,
                     ref_seconds=local, note=f"{note}; step subprocesses; ref = in_process"))
     if redis_server_path() is None:
@@ -67,7 +139,7 @@ def executor_section(rec: Recorder, run: GraphRun, root: Path, workers: int = 2)
             except Exception as exc:
                 row.note = _error(exc)
                 return
-        seconds, note = _timed_run("celery", run)
+        seconds, note, _ = _timed_run("celery", run, reference)
         rec.add(Row("celery", f"tournament asset only, celery executor ({workers} workers)", run.profile,
                     seconds=seconds, ref_seconds=local, note=f"{note}; Redis broker, steps in workers; ref = in_process"))
 
@@ -100,8 +172,13 @@ def whole_graph_on_celery(rec: Recorder, run: GraphRun, root: Path, workers: int
     manifest = f"run/run_manifest/{run.partition}.parquet"
     differ = sorted(k for k in ours.keys() | ref.keys() if k != manifest and ours.get(k) != ref.get(k))
     same = f"the same {len(ref) - 1} tables (all but run_manifest)" if not differ else f"FAILED tables differ: {differ}"
+    try:
+        run_pid, pids = cli_run_pids(root / "dagster_home" / "profiles" / run.profile, root / "cli_run.log")
+        where = where_steps_ran(pids, run_pid, "the run's")
+    except Exception as exc:
+        where = _error(exc)
     rec.add(Row("celery", stage, run.partition, seconds=wall, ref_seconds=run.wall_s,
-                note=f"{same}; fresh lakehouse, workers started first; ref = section graph's materialize"))
+                note=f"{same}; {where}; fresh lakehouse, workers started first; ref = section graph's materialize"))
 
 
 def celery_section(rec: Recorder, run: GraphRun, root: Path) -> None:
