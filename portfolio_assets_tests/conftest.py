@@ -468,4 +468,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     for nodeid, seconds in sorted(_CPU.items(), key=lambda kv: -kv[1])[:CPU_TOP]:
         tr.write_line(f"{seconds:8.1f}s cpu  {nodeid}")
     tr.write_line(f"{sum(_CPU.values()):8.1f}s cpu  in all {len(_CPU)} tests")
+    modules: dict[str, list[float]] = {}
+    for nodeid, seconds in _CPU.items():
+        modules.setdefault(nodeid.split("::", 1)[0], []).append(seconds)
+    tr.write_sep("-", f"most CPU {CPU_TOP} modules")
+    for module, each in sorted(modules.items(), key=lambda kv: -sum(kv[1]))[:CPU_TOP]:
+        tr.write_line(f"{sum(each):8.1f}s cpu  {module} ({len(each)} tests)")
 
