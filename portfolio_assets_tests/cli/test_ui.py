@@ -44,7 +44,7 @@ import psutil
 import pytest
 import yaml
 
-from portfolio_assets import cli
+from portfolio_assets import backfills, cli
 from portfolio_assets.definitions import defs
 from portfolio_assets_tests.conftest import describe, run_cli
 
@@ -325,15 +325,8 @@ query GraphPage {
 }
 """
 
-LAUNCH_BACKFILL = """
-mutation Launch($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}
-"""
+# The mutation `portfolio-assets backfill` sends (the UI's "Launch backfill" sends the same one).
+LAUNCH_BACKFILL = backfills.LAUNCH_BACKFILL
 
 BACKFILL_STATUS = """
 query Backfill($id: String!) {
