@@ -35,7 +35,13 @@ def executor_for(cfg: ExecutorConfig) -> ExecutorDefinition:
     if cfg.kind == "in_process":
         return in_process_executor
     if cfg.kind == "celery":
+        from celery.exceptions import DuplicateTaskNameWarning
         from dagster_celery import celery_executor
+
+        # dagster-celery registers its one task (`execute_plan`) again for every step it submits;
+        # celery >= 5.5 warns on each re-registration, and the callable is the same code each time.
+        warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already registered",
+                                category=DuplicateTaskNameWarning)
 
         return celery_executor.configured({"broker": cfg.celery.broker, "backend": cfg.celery.result_backend})
     # forkserver with the code location preloaded: each step process forks from a warm server
