@@ -65,6 +65,9 @@ class AlertDeliveryError(RuntimeError):
 
 @dataclass(frozen=True)
 class Alert:
+    """One alert of a run: a failed run or step, or a check that failed or warned; `at` is stamped
+    (UTC, ISO 8601) when it is first delivered."""
+
     kind: str  # "run_failure" | "step_failure" | "check_failure" | "check_warning"
     partition: str | None
     subject: str  # the check ("history_500d:health_gate") or the failed step
@@ -76,16 +79,21 @@ class Alert:
 
     @property
     def alert_id(self) -> str:
+        """Stable id (16 hex digits) from run id, kind and subject: what `sent.txt` deduplicates on."""
         return hashlib.sha256(f"{self.run_id}|{self.kind}|{self.subject}".encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
+        """The alert's fields plus its `id`, as sent to webhooks and written to the JSONL files."""
         return {**asdict(self), "id": self.alert_id}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Alert:
+        """Rebuild an alert from `to_json` output (e.g. a dead-letter entry), ignoring unknown keys."""
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
     def text(self) -> str:
+        """One human-readable line (severity, kind, subject, partition, profile, short run id, reason),
+        as posted to Slack and printed by the CLI."""
         return (f"[{self.severity}] portfolio_assets {self.kind} — {self.subject} — partition {self.partition} "
                 f"(profile {self.profile}, run {self.run_id[:8]}): {self.reason}")
 

@@ -128,6 +128,7 @@ def launch_backfill(assets_by_partitions: dict[str, list[str]], tags: dict[str, 
 
 
 def cancel_backfill(backfill_id: str, log: Path | None = None) -> None:
+    """Ask Dagster to cancel backfill `backfill_id`; raises `GraphQLError` when the mutation fails."""
     answer = graphql(CANCEL_BACKFILL, {"id": backfill_id}, log)["cancelPartitionBackfill"]
     if answer["__typename"] == "PythonError":
         raise GraphQLError(answer.get("message") or "cancel failed")
@@ -229,6 +230,7 @@ class BackfillDaemon:
             self.instance.wipe_daemon_heartbeats()
 
     def check_running(self) -> None:
+        """Raise `RuntimeError` (pointing at the log) if the daemon we started has already exited."""
         if self.started is not None and self.started.poll() is not None:
             raise RuntimeError(f"the temporary dagster-daemon exited ({self.started.returncode}); see {self.log}")
 
@@ -270,20 +272,25 @@ class BackfillProgress:
         return sorted(events)
 
     def state(self, part: str) -> str:
+        """State of partition `part`: FAILURE or CANCELED if any of its runs ended so, SUCCESS when
+        all succeeded, RUNNING while it has runs, WAITING before its first."""
         values = set(self.runs.get(part, {}).values())
         bad = values & {"FAILURE", "CANCELED"}
         return sorted(bad)[-1] if bad else "SUCCESS" if values == {"SUCCESS"} else "RUNNING" if values else "WAITING"
 
     @property
     def finished_runs(self) -> tuple[int, int]:
+        """`(runs in a terminal state, runs seen)` of the backfill so far."""
         return sum(s in TERMINAL_RUN for s in self.statuses.values()), len(self.statuses)
 
     @property
     def failed(self) -> list[str]:
+        """The partitions whose state is FAILURE or CANCELED, in partition order."""
         return [p for p in self.partitions if self.state(p) in ("FAILURE", "CANCELED")]
 
     @property
     def succeeded(self) -> list[str]:
+        """The partitions every run of which succeeded, in partition order."""
         return [p for p in self.partitions if self.state(p) == "SUCCESS"]
 
 

@@ -111,8 +111,10 @@ def get_daily_job() -> JobDefinition:
 
 
 def get_audit_job() -> JobDefinition:
+    """The audit job, resolved from `defs` (see `get_daily_job`)."""
     return defs.resolve_job_def(AUDIT_JOB)
 
 
 def get_accept_job() -> JobDefinition:
+    """The accept job, resolved from `defs` (see `get_daily_job`)."""
     return defs.resolve_job_def(ACCEPT_JOB)

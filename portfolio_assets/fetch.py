@@ -182,9 +182,12 @@ def read_cached_many(lake: Lakehouse, symbols: list[str], start: dt.date, end: d
 
 @dataclass
 class RecoveryLog:
+    """What `recover` did: one row per symbol and attempt (status before and after, fetch range, error)."""
+
     rows: list[dict[str, object]] = field(default_factory=list)
 
     def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame with fixed columns (present even when nothing was retried)."""
         cols = ["symbol", "attempt", "status_before", "status_after", "start", "end", "error"]
         return pd.DataFrame(self.rows, columns=cols)
 

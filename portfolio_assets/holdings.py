@@ -29,6 +29,7 @@ ZERO = 1e-12  # |net weight| below this is no position
 
 
 def empty_book() -> pd.DataFrame:
+    """The first book ever: no positions, the columns of `HOLDINGS_COLUMNS` with their dtypes."""
     return pd.DataFrame({"symbol": pd.Series(dtype=str), "direction": pd.Series(dtype=str),
                          "weight": pd.Series(dtype=float), "net_weight": pd.Series(dtype=float),
                          "last_traded": pd.Series(dtype=str)})

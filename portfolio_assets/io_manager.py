@@ -88,6 +88,9 @@ class LakehouseIOManager(ConfigurableIOManager):
         return self.settings.lakehouse().root / "_intermediate" / _SAFE.sub("_", context.run_id) / f"{name}.parquet"
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame | Mapping[str, pd.DataFrame]) -> None:
+        """Store an asset's DataFrame as its partition's lakehouse table (with table metadata), a ranged
+        output's `{partition: frame}` as one table per partition, a non-asset output under `_intermediate`;
+        anything but DataFrames raises `TypeError`."""
         if isinstance(obj, Mapping) and context.has_asset_key and context.has_asset_partitions:
             self._handle_range(context, obj)
             return
@@ -116,6 +119,9 @@ class LakehouseIOManager(ConfigurableIOManager):
             lake.write_table(self.groups[key], key, partition, frames[partition])
 
     def load_input(self, context: InputContext) -> pd.DataFrame | dict[str, pd.DataFrame]:
+        """Read an upstream asset's one partition (`FileNotFoundError` when not materialized), or with
+        `by_partition` metadata `{partition: frame}` of the stored ones; a non-asset input from
+        `_intermediate`."""
         if not context.has_asset_key:
             upstream = context.upstream_output
             if upstream is None:

@@ -210,6 +210,8 @@ class Lakehouse:
         return atomic_write_frame(self.table_path(group, asset, partition, part), stored_form(df), preserve_index=None)
 
     def read_table(self, group: str, asset: str, partition: str, part: str | None = None) -> pd.DataFrame:
+        """The stored table of `asset` (or its `part`) for `partition`; `FileNotFoundError` when it is
+        not stored."""
         path = self.table_path(group, asset, partition, part)
         if not path.exists():
             label = asset + (f"__{part}" if part else "")
@@ -217,6 +219,7 @@ class Lakehouse:
         return pd.read_parquet(path)
 
     def has_table(self, group: str, asset: str, partition: str, part: str | None = None) -> bool:
+        """Whether `asset` (or its `part`) has a stored table for `partition`."""
         return self.table_path(group, asset, partition, part).exists()
 
     def partition_files(self, partition: str) -> list[Path]:
@@ -240,11 +243,14 @@ class Lakehouse:
         return self._named(self.root / "reports" / _check_date(partition))
 
     def report_path(self, partition: str, relative: str) -> Path:
+        """`relative` inside `reports/<date>`; `UnsafePathError` when it is absolute, contains `..` or
+        resolves outside the root."""
         if relative.startswith("/") or ".." in Path(relative).parts:
             raise UnsafePathError(f"report path {relative!r} must be relative and stay inside the reports folder")
         return self._inside(self.reports_dir(partition) / relative)
 
     def ledger_path(self, partition: str) -> Path:
+        """`ledger/<date>/audit.jsonl`: the partition's audit ledger."""
         return self._inside(self.root / "ledger" / _check_date(partition) / "audit.jsonl")
 
     def writer_lock_path(self, partition: str) -> Path:
@@ -289,6 +295,7 @@ class Lakehouse:
         return PriceStore(self._inside(self.root / "prices"))
 
     def cached_symbols(self) -> list[str]:
+        """Symbols with at least one bar in the price store, sorted."""
         return self.price_store().symbols()
 
     def read_prices(self, symbol: str) -> pd.DataFrame:

@@ -71,6 +71,7 @@ def sessions_window(end: str | dt.date, n: int) -> pd.DatetimeIndex:
 
 
 def is_session(day: str | dt.date) -> bool:
+    """Whether `day` is a master-calendar session; False outside `calendar.start` .. `calendar.end`."""
     ts = pd.Timestamp(day)
     cfg = calendar_config()
     if not pd.Timestamp(cfg.start) <= ts <= pd.Timestamp(cfg.end):
@@ -79,6 +80,7 @@ def is_session(day: str | dt.date) -> bool:
 
 
 def session_close_utc(day: str | dt.date) -> pd.Timestamp:
+    """The UTC close of master session `day`; a day that is not a session raises `ValueError`."""
     return get_calendar().session_close(pd.Timestamp(day))
 
 

@@ -86,6 +86,8 @@ class Part:
     symbols: frozenset[str]
 
     def covers(self, symbol: str, start: dt.date, end: dt.date) -> bool:
+        """Whether this fetch requested `symbol` over a range starting on or before `start` and ending
+        exactly on `end`."""
         return (symbol in self.symbols and self.start is not None and self.end is not None
                 and self.start <= start and end == self.end)
 
@@ -262,6 +264,7 @@ class PriceStore:
 
     # ---- writing -----------------------------------------------------------------------------
     def has_parts(self) -> bool:
+        """Whether the parts folder holds at least one `part-*.parquet` file."""
         return self.parts_dir.is_dir() and any(self.parts_dir.glob(PART_GLOB))
 
     def part_paths(self) -> list[Path]:

@@ -51,12 +51,18 @@ class PortfolioSettings(ConfigurableResource):
     lakehouse_root: str | None = None
 
     def resolved(self) -> ResolvedManifest:
+        """The resolved manifest of this profile with the CLI's `PA_CLI_OVERRIDES`; cached per (profile,
+        manifest, `PA_*` environment)."""
         return _resolve_cached(self.profile, self.manifest_path, _env_key())
 
     def lakehouse(self) -> Lakehouse:
+        """The resolved profile's lakehouse under `lakehouse_root` (else `PA_LAKEHOUSE`, else
+        `<project>/lakehouse`)."""
         return Lakehouse(self.lakehouse_root, self.resolved().profile)
 
     def source(self) -> MarketData:
+        """The profile's market-data source (`source.kind` with its settings), one instance per process
+        and settings."""
         cfg = self.resolved().config.source
         given = cfg.model_dump(mode="json")["settings"]
         return _source_cached(cfg.kind, json.dumps(given, sort_keys=True), str(self.lakehouse().root))
@@ -73,6 +79,8 @@ class RecordedCache(Lakehouse):
     def write_prices(self, bars: dict[str, pd.DataFrame], source: str, fetched_at: dt.datetime, *,
                      start: dt.date | None = None, end: dt.date | None = None, attempt: int = 0,
                      scope: str | None = None):
+        """Write the bars as `Lakehouse.write_prices` does and record, per symbol, the bar count, first and
+        last day and the hash of its OHLCV columns; returns the part written."""
         from portfolio_assets.ledger import frame_hash
 
         part = super().write_prices(bars, source, fetched_at, start=start, end=end, attempt=attempt, scope=scope)
@@ -102,5 +110,6 @@ class PriceCache(ConfigurableResource):
     settings: PortfolioSettings
 
     def recorder(self) -> RecordedCache:
+        """A new `RecordedCache` on the profile's lakehouse, for one step's price writes."""
         lake = self.settings.lakehouse()
         return RecordedCache(lake.base, lake.profile)

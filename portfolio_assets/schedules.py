@@ -17,6 +17,8 @@ from portfolio_assets.partitions import MASTER_TZ, is_session
                 "(the partition exists from the 16:00 close on).",
 )
 def daily_after_close(context: ScheduleEvaluationContext):
+    """Request the partition of the scheduled day (run key: the date), or skip a day that is not an
+    XNYS session."""
     day = context.scheduled_execution_time.date()
     if not is_session(day):
         return SkipReason(f"{day} is not an XNYS session")

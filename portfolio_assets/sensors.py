@@ -30,6 +30,8 @@ def _deliver_and_log(context: RunStatusSensorContext) -> None:
     description="Failed runs (and the failed checks and steps in them) become alerts in the configured sinks.",
 )
 def alert_on_failed_run(context: RunStatusSensorContext):
+    """Deliver a failed run's alerts to its sinks; raises `AlertDeliveryError` when a sink does not
+    take one."""
     _deliver_and_log(context)
 
 
@@ -40,4 +42,6 @@ def alert_on_failed_run(context: RunStatusSensorContext):
     description="Successful runs with a failed WARN check (e.g. a non-strict health gate) become alerts.",
 )
 def alert_on_check_warnings(context: RunStatusSensorContext):
+    """Deliver the alerts of a successful run's failed checks to its sinks; raises `AlertDeliveryError`
+    when a sink does not take one."""
     _deliver_and_log(context)

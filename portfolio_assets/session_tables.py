@@ -57,6 +57,7 @@ class SessionTable:
         return self.sessions[lo:hi]
 
     def is_session(self, day: pd.Timestamp | dt.date | str) -> bool:
+        """Whether `day` is one of the table's sessions."""
         return bool(self.sessions.get_indexer([pd.Timestamp(day)])[0] >= 0)
 
     def session_close(self, day: pd.Timestamp | dt.date | str) -> pd.Timestamp:

@@ -178,6 +178,7 @@ def area_digest(area: str, package: Path = PACKAGE) -> str:
 
 
 def current_snapshot(package: Path = PACKAGE) -> dict[str, dict[str, object]]:
+    """Per area, its version in `AREA_VERSIONS` and the digest of its files (what `SNAPSHOT` records)."""
     return {area: {"version": AREA_VERSIONS[area], "sources": area_digest(area, package)}
             for area in sorted(AREA_VERSIONS)}
 
@@ -203,6 +204,7 @@ def snapshot_problems(package: Path = PACKAGE, snapshot: Path = SNAPSHOT) -> lis
 
 
 def refresh_snapshot(package: Path = PACKAGE, snapshot: Path = SNAPSHOT) -> Path:
+    """Rewrite `snapshot` with the current versions and digests of every area; returns its path."""
     snapshot.write_text(json.dumps(current_snapshot(package), indent=2, sort_keys=True) + "\n")
     return snapshot
 
@@ -232,6 +234,8 @@ def code_version() -> str:
 
 @lru_cache(maxsize=1)
 def package_versions() -> dict[str, str]:
+    """The installed version of each of `RECORDED_PACKAGES` (`not installed` when missing), cached per
+    process."""
     out = {}
     for name in RECORDED_PACKAGES:
         try:

@@ -50,6 +50,8 @@ def target_weights(context, settings: PortfolioSettings, history_500d__returns: 
                    history_500d__health: pd.DataFrame, selected_universe: pd.DataFrame, risk_buckets: pd.DataFrame,
                    market_regime: pd.DataFrame, raw_pool_history: pd.DataFrame, raw_pool: pd.DataFrame,
                    enriched_universe: pd.DataFrame, holdings: pd.DataFrame):
+    """Run every manifest engine on the healthy winners' last `backtest.train` synthetic-long
+    sessions, with buckets, regime and the book as turnover anchor; stores weights and diagnostics."""
     from portfolio_assets.quant.engines import EngineInputs, run_engine
 
     with Step(context, settings) as step:
@@ -126,6 +128,8 @@ def target_weights(context, settings: PortfolioSettings, history_500d__returns: 
 )
 def weights_sanity(context, settings: PortfolioSettings, target_weights: pd.DataFrame, diagnostics: pd.DataFrame,
                    risk_buckets: pd.DataFrame, returns: pd.DataFrame) -> AssetCheckResult:
+    """Blocking check: audits every engine's weights (`quant.weights_audit.audit_weights`) and flags
+    engines with no weights; any violation is an ERROR and withdraws the partition's stored orders."""
     cfg = settings.resolved().config
     diags = diagnostics.set_index("engine")
     buckets = risk_buckets.set_index("symbol")["bucket"]

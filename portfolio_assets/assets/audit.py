@@ -86,6 +86,8 @@ def _report_table(report) -> pd.DataFrame:
     ),
 )
 def audit_ledger(context, settings: PortfolioSettings):
+    """Verify the ledger as the pipeline left it, store the verification report, then seal the chain
+    with the price data read (`price_data`); with feat_audit_ledger off it stores a `disabled` row."""
     enabled = settings.resolved().config.features.feat_audit_ledger
     # Verify the chain as the pipeline left it, before this asset's own intent is appended.
     before, seconds = _verify(settings, context.partition_key) if enabled else (None, 0.0)
@@ -122,6 +124,8 @@ def audit_ledger(context, settings: PortfolioSettings):
     ),
 )
 def ledger_integrity(context, settings: PortfolioSettings) -> AssetCheckResult:
+    """Blocking check: re-verifies the ledger against its anchor and that it ends sealed; a failure
+    is an ERROR and withdraws the stored orders, feat_audit_ledger off is a WARN."""
     if not settings.resolved().config.features.feat_audit_ledger:
         # The operator turned the ledger off: nothing to verify. A WARN (recorded, alerted), not a pass.
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,

@@ -42,6 +42,8 @@ def scan_family(
 
 
 def make_scan_asset(family: str) -> AssetsDefinition:
+    """The step-2 `<family>_scan` asset: `scan_family` as of the partition's date, stored as one
+    table (empty, with a `scanner_disabled` event, when the family is disabled)."""
     extra = " Multi-timeframe: monthly -> weekly -> daily screens." if family == "forex" else ""
 
     @asset(

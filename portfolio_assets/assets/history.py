@@ -58,6 +58,8 @@ def regime_warmup(cfg) -> int:
     ),
 )
 def market_bars(context, settings: PortfolioSettings, price_cache: PriceCache, raw_pool: pd.DataFrame):
+    """The run's first fetch of the partition's bar windows into the price store (the baseline's with
+    the regime warm-up); stores per symbol the first and last bar, bar count and content hash."""
     with Step(context, settings, price_cache=price_cache) as step:
         cfg, source = step.cfg, step.settings.source()
         baseline = cfg.selection.baseline
@@ -96,6 +98,8 @@ def market_bars(context, settings: PortfolioSettings, price_cache: PriceCache, r
     partitions_def=PARTITIONS,
 )
 def history_500d(context, settings: PortfolioSettings, price_cache: PriceCache, selected_universe: pd.DataFrame):
+    """Fetch and recover `data.lookback_history` sessions for the winners + baseline, write
+    `data_health.md`, and store closes, returns, health before/after recovery and every attempt."""
     with Step(context, settings, price_cache=price_cache) as step:
         data = step.cfg.data
         symbols = sorted(set(selected_universe["symbol"]) | {step.cfg.selection.baseline})
@@ -147,6 +151,8 @@ def history_500d(context, settings: PortfolioSettings, price_cache: PriceCache, 
     ),
 )
 def health_gate(context, settings: PortfolioSettings, health: pd.DataFrame) -> AssetCheckResult:
+    """Blocking check: passes only when every symbol of `history_500d__health` is OK after recovery.
+    Under `data.strict_health` a failure is an ERROR and withdraws the stored orders; otherwise a WARN."""
     strict = settings.resolved().config.data.strict_health
     bad = health[health["status"] != "OK"]
     severity = AssetCheckSeverity.ERROR if strict else AssetCheckSeverity.WARN
@@ -183,6 +189,8 @@ def health_gate(context, settings: PortfolioSettings, health: pd.DataFrame) -> A
     partitions_def=PARTITIONS,
 )
 def raw_pool_history(context, settings: PortfolioSettings, price_cache: PriceCache, raw_pool: pd.DataFrame):
+    """Fetch `data.lookback_history` sessions of returns for the whole raw pool + baseline
+    (`fetch_returns`, bad ticks masked, not health-gated) and store them with each symbol's coverage."""
     with Step(context, settings, price_cache=price_cache) as step:
         symbols = sorted(set(raw_pool["symbol"]) | {step.cfg.selection.baseline})
         _, rets = fetch_returns(step, symbols, step.cfg.data.lookback_history)

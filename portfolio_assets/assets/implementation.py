@@ -139,6 +139,8 @@ def concurrent_book_writer(context, lake, previous: str) -> str | None:
     ),
 )
 def holdings(context, settings: PortfolioSettings, previous: dict, executions: dict):
+    """Chain the book through the range: each session's book is the previous one plus the previous
+    session's accepted `executions`; refuses a gap in the chain or a previous book still being written."""
     sessions = previous_sessions(context, "previous")
     partitions = list(sessions)
     first, before = partitions[0], sessions[partitions[0]]
@@ -183,6 +185,8 @@ def holdings(context, settings: PortfolioSettings, previous: dict, executions: d
     ),
 )
 def implementation_orders(context, settings: PortfolioSettings, target_weights: pd.DataFrame, holdings: pd.DataFrame):
+    """Orders from the book to the production target (`quant.orders.build_orders`) when
+    `implementation_clearance` finds no problem; otherwise stores the empty refused table and fails."""
     problems = implementation_clearance(context.instance, settings, context.partition_key)
     if problems:
         yield from _refuse(context, settings, problems)
@@ -236,6 +240,8 @@ class ExecutionsConfig(Config):
     ),
 )
 def executions(context, config: ExecutionsConfig, settings: PortfolioSettings):
+    """Store the trades an operator states in `ExecutionsConfig` (`portfolio-assets accept`); raises
+    a Failure unless `implementation_clearance` finds no problem."""
     problems = implementation_clearance(context.instance, settings, context.partition_key)
     if problems:
         raise Failure(description="refusing to accept: " + "; ".join(problems),

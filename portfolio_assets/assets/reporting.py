@@ -69,6 +69,8 @@ def previous_production(target: pd.DataFrame | None) -> pd.DataFrame:
     ),
 )
 def previous_target(context, settings: PortfolioSettings, previous: dict):
+    """Per partition of the range, the production rows of the previous session's stored
+    `target_weights` (`previous_production`; empty when that session has none)."""
     sessions = previous_sessions(context, "previous")
     with range_steps(context, settings, sessions, shifted=("previous",)) as steps:
         tables = {}
@@ -108,6 +110,8 @@ def reports(context, settings: PortfolioSettings, summary: pd.DataFrame, windows
             health: pd.DataFrame, bucket_stats: pd.DataFrame, pairs: pd.DataFrame, selected_universe: pd.DataFrame,
             market_regime: pd.DataFrame, diagnostics: pd.DataFrame, holdings: pd.DataFrame,
             previous_target: pd.DataFrame):
+    """Build every report (`reports.builder.build_reports`) with the linked history, risk and regime
+    files copied in; publish the folder `reports/<date>` atomically and store its file table."""
     import logging
 
     from portfolio_assets.reports.builder import ReportInputs, build_reports
@@ -166,6 +170,8 @@ def reports(context, settings: PortfolioSettings, summary: pd.DataFrame, windows
     ),
 )
 def golden_artifacts(context, settings: PortfolioSettings):
+    """Copy the selected golden report files with their manifest (`reports.golden`) and store the
+    manifest table; publish them to a Gist when `reports.gist.enabled` (the token must be set)."""
     from portfolio_assets.reports.golden import select_golden, write_golden
 
     with Step(context, settings) as step:

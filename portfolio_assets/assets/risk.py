@@ -35,6 +35,8 @@ def _images(stage: Path, *writers) -> None:
 )
 def risk_buckets(context, settings: PortfolioSettings, history_500d__returns: pd.DataFrame,
                  history_500d__health: pd.DataFrame, selected_universe: pd.DataFrame):
+    """Cluster the healthy winners' synthetic-long 500-session streams into Ward-linkage risk buckets;
+    stores the bucket of each symbol, per-bucket stats and the top correlated pairs, plus the images."""
     from portfolio_assets.quant.clustering import bucket_stats, hierarchical_clusters, top_correlated_pairs
     from portfolio_assets.reports.plots.clusters import plot_clustermap, plot_dendrogram
 
@@ -83,6 +85,8 @@ def risk_buckets(context, settings: PortfolioSettings, history_500d__returns: pd
 )
 def market_regime(context, settings: PortfolioSettings, price_cache: PriceCache, history_500d__returns: pd.DataFrame,
                   history_500d__health: pd.DataFrame, selected_universe: pd.DataFrame):
+    """Detect the regime (`quant.regimes.detect_regime`) from the baseline's returns, reaching back over
+    the regime warm-up, and the healthy universe's; stores per-session features and labels, and a chart."""
     from portfolio_assets.assets.history import regime_warmup
     from portfolio_assets.quant.regimes import detect_regime
     from portfolio_assets.reports.plots.regime import plot_regime

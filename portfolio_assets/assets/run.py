@@ -25,6 +25,8 @@ from portfolio_assets.resources import PortfolioSettings
     ),
 )
 def run_manifest(context, settings: PortfolioSettings):
+    """Validate the partition date, archive the partition's previous ledger and write the genesis
+    (when feat_audit_ledger is on), then store one row of profile, hashes, versions and config."""
     validate_partition_date(context.partition_key)  # before the previous ledger is archived
     resolved = settings.resolved()
     ledger = ledger_for(settings, context.partition_key)

@@ -47,6 +47,8 @@ def raw_pool_as_of(cfg: Config, source: MarketData, as_of: dt.date) -> pd.DataFr
 
 
 def calendars_of(step: Step, symbols: list[str]) -> dict[str, str]:
+    """Each symbol's trading calendar from the source's metadata; raises ValueError when the
+    source gives no calendar for one or more of them."""
     meta = step.settings.source().metadata(list(symbols))
     missing = [s for s in symbols if s not in meta.index or pd.isna(meta.at[s, "calendar"])]
     if missing:
@@ -97,9 +99,11 @@ def fetch_returns(step: Step, symbols: list[str], n_sessions: int) -> tuple[pd.D
     """Fetch `n_sessions` master sessions of bars (+1 for the first return) into the cache; returns
     (prices panel, returns) with exactly `n_sessions` return rows.
 
-    This is the light prep (no recovery): a non-positive or non-finite price, and a return beyond
-    the bad-tick threshold, become NaN (no data) instead of poisoning correlations; the count per
-    symbol is in `returns.attrs["masked"]` and recorded as an event.
+    The window is fetched and repaired as for the 500-session history (`fetch_and_recover`; the
+    repair attempts are recorded as a `prep_recovery` event) but not gated: what stays bad is
+    masked instead. A non-positive or non-finite price, and a return beyond the bad-tick
+    threshold, become NaN (no data) instead of poisoning correlations; the count per symbol is in
+    `returns.attrs["masked"]` and recorded as an event.
     """
     window = sessions_window(step.date, n_sessions + 1)
     calendars = calendars_of(step, symbols)
@@ -141,6 +145,8 @@ def fetch_returns(step: Step, symbols: list[str], n_sessions: int) -> tuple[pd.D
 )
 def raw_pool(context, settings: PortfolioSettings, equity_scan: pd.DataFrame, crypto_scan: pd.DataFrame,
              bond_scan: pd.DataFrame, forex_scan: pd.DataFrame):
+    """Merge the four scan tables into the raw pool (`merge_scans`) and store it with its
+    per-stage audit; records a `baseline_forced` event when the baseline was absent from every scan."""
     with Step(context, settings) as step:
         sel = step.cfg.selection
         step.params.update(class_cap=sel.class_cap, baseline=sel.baseline)
@@ -171,6 +177,8 @@ def raw_pool(context, settings: PortfolioSettings, equity_scan: pd.DataFrame, cr
     partitions_def=PARTITIONS,
 )
 def returns_60d(context, settings: PortfolioSettings, price_cache: PriceCache, raw_pool: pd.DataFrame):
+    """Fetch `data.lookback_prep` sessions of returns for the raw pool + baseline (`fetch_returns`,
+    bad ticks masked) and store them with each symbol's coverage and masked bad-tick count."""
     with Step(context, settings, price_cache=price_cache) as step:
         n = step.cfg.data.lookback_prep
         step.params.update(sessions=n)
@@ -200,6 +208,8 @@ def returns_60d(context, settings: PortfolioSettings, price_cache: PriceCache, r
     partitions_def=PARTITIONS,
 )
 def selected_universe(context, settings: PortfolioSettings, raw_pool: pd.DataFrame, returns_60d: pd.DataFrame):
+    """Run natural selection (`quant.selection.select_universe`) on the raw pool's candidates and
+    their 60-session returns; stores the winners and the audit of every candidate."""
     from portfolio_assets.quant.selection import SelectionParams, select_universe
 
     with Step(context, settings) as step:
@@ -227,6 +237,8 @@ def selected_universe(context, settings: PortfolioSettings, raw_pool: pd.DataFra
     ),
 )
 def enriched_universe(context, settings: PortfolioSettings, selected_universe: pd.DataFrame, raw_pool: pd.DataFrame):
+    """Join each winner's direction, cluster and score with its asset class, sector, industry and
+    description (`quant.enrichment.enrich`), every field with a `<field>_source` column."""
     from portfolio_assets.quant.enrichment import FIELDS, enrich
 
     with Step(context, settings) as step:

@@ -234,6 +234,8 @@ def tournament_collect(context, windows: list[pd.DataFrame], returns: list[pd.Da
 )
 def tournament(history_500d__returns, history_500d__health, selected_universe, raw_pool, raw_pool_history,
                risk_buckets, market_regime, history_500d, market_bars):
+    """Wire the tournament: `tournament_plan` fans engine batches out, `tournament_engines` runs each
+    batch, `tournament_collect` stitches the results into the five `tournament*` tables."""
     contexts, streams, batches = tournament_plan(
         history_500d__returns=history_500d__returns, history_500d__health=history_500d__health,
         selected_universe=selected_universe, raw_pool=raw_pool, raw_pool_history=raw_pool_history,

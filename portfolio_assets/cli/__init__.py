@@ -116,6 +116,8 @@ __all__ = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `portfolio-assets` argument parser: one subcommand per command, each with its `cmd_*`
+    function as `func`."""
     p = argparse.ArgumentParser(prog="portfolio-assets", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -214,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse `argv` and run the chosen subcommand; returns its exit code (a `ManifestError` or
+    `ValueError` is printed and gives 2, a reader closing stdout gives 0)."""
     args = build_parser().parse_args(argv)
     if getattr(args, "verbose", False):
         os.environ["PA_LOG_LEVEL"] = "DEBUG"

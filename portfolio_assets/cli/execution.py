@@ -240,6 +240,8 @@ def clearance(partition: str) -> list[str]:
 
 
 def where_outputs(partition: str) -> None:
+    """Print where a date's weights, orders, reports and ledger are (marking those not produced, and
+    orders refused by `clearance` with the reasons), then a DuckDB `sql` example."""
     from portfolio_assets.lakehouse import Lakehouse
 
     lake = Lakehouse(profile=os.environ["PA_PROFILE"])

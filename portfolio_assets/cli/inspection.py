@@ -81,6 +81,8 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    """`sql`: run a query over the profile's DuckDB views and print at most `--max-rows` rows; a failing
+    query raises `ValueError` (exit 2)."""
     from portfolio_assets.lakehouse import Lakehouse
 
     resolved = resolve(args.profile)
@@ -96,6 +98,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest_schema(args: argparse.Namespace) -> int:
+    """`manifest-schema`: write the manifest's JSON schema to `configs/manifest.schema.json`, or with
+    `--check` exit 1 if that file is out of date."""
     from portfolio_assets.manifest import DEFAULT_SCHEMA, json_schema
 
     text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 
 def cmd_verify_ledger(args: argparse.Namespace) -> int:
+    """`verify-ledger`: verify an `audit.jsonl` (or a folder holding one) and print the report. Exit 0
+    ok, 1 failed, 3 a run is still writing it, 4 signed but no key to check signatures (unless
+    `--no-signatures`); a missing ledger raises `ValueError` (exit 2)."""
     from portfolio_assets.ledger import (
         LedgerError,
         format_report,

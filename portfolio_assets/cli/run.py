@@ -36,6 +36,9 @@ from portfolio_assets.cli.selection import _key, missing_upstream, missing_upstr
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """`run`: materialize one date (the daily graph or `--select`), or with `--start-step N --run-id ID`
+    re-execute a finished daily-graph run from runbook step N (a killed one is first marked failed).
+    Exit 0 ok, 1 the run failed; bad arguments raise `ValueError` (exit 2)."""
     from dagster import DagsterInstance
 
     from portfolio_assets.jobs import DAILY_JOB
@@ -149,6 +152,8 @@ class CommandDaemon:
     daemon: Any = None
 
     def ensure(self) -> Any:
+        """The command's `BackfillDaemon`, entered on `stack` at the first call (starting a daemon
+        only when none is running) and reused afterwards."""
         from portfolio_assets import backfills
 
         if self.daemon is None:

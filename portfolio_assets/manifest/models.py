@@ -38,6 +38,8 @@ from portfolio_assets.symbols import SYMBOL_RE
 
 
 class DataConfig(_Section):
+    """Price history (`data`): window lengths in sessions, the health gate and the repair of gaps and stale
+    bars; the backoff waits of one repair range must stay within `MAX_RECOVERY_WAIT_S`."""
     lookback_prep: int = Field(60, ge=20, le=MAX_WINDOW, description="sessions of the prep window (step 4)")
     lookback_history: int = Field(500, ge=60, le=MAX_WINDOW, description="sessions of the secular history (step 7)")
     min_days_floor: int = Field(400, ge=20, le=MAX_WINDOW, description="fewer sessions than this -> INSUFFICIENT")
@@ -61,6 +63,8 @@ class DataConfig(_Section):
 
 
 class ScannerPreset(_Section):
+    """One scan of a discovery family: its name, long or short direction, the source-specific `filter`,
+    `sort` and `timeframes`, and at most `limit` rows."""
     name: str = Field(min_length=1, max_length=200)
     direction: Literal["long", "short"] = "long"
     market: str | None = Field(None, min_length=1, max_length=100)
@@ -71,11 +75,14 @@ class ScannerPreset(_Section):
 
 
 class ScannerFamily(_Section):
+    """The presets of one asset-class scanner (at most 100); a disabled family is not scanned."""
     enabled: bool = True
     presets: list[ScannerPreset] = Field(default_factory=list, max_length=100)
 
 
 class DiscoveryConfig(_Section):
+    """Discovery (`discovery`): the scanner family of each asset class (equity, crypto, bond, forex,
+    futures); a family left out is not scanned."""
     scanners: dict[Literal["equity", "crypto", "bond", "forex", "futures"], ScannerFamily] = Field(
         default_factory=dict
     )
@@ -99,6 +106,8 @@ class SelectionConfig(_Section):
 
 
 class RiskConfig(_Section):
+    """Risk buckets (`risk`): the hierarchical-clustering cut (`threshold`, `max_clusters`) and the caps per
+    bucket and per symbol that `weights_sanity` enforces within `weights_tolerance`."""
     threshold: float = Field(0.45, gt=0, le=2)
     max_clusters: int = Field(25, ge=1, le=MAX_CLUSTERS)
     cluster_cap: float = Field(0.25, gt=0, le=1, description="most weight per risk bucket (fraction of the book)")
@@ -284,6 +293,8 @@ class BacktestConfig(_Section):
 
 
 class GistConfig(_Section):
+    """Publishing the golden bundle to a GitHub Gist (`reports.gist`), off by default; the token is read
+    from the environment variable that `token_env` names."""
     enabled: bool = False
     api_base: str = Field("https://api.github.com", pattern=r"^https?://[^\s/@]+(/\S*)?$", max_length=500)
     token_env: str = Field("PA_GIST_TOKEN", pattern=ENV_NAME_RE, description="environment variable holding the token")
@@ -292,6 +303,8 @@ class GistConfig(_Section):
 
 
 class ReportsConfig(_Section):
+    """Reports (`reports`): tear-sheets for the `top_engines` best engines, the golden bundle of at most
+    `golden_limit` files, the QuantStats HTML pages and Gist publishing."""
     top_engines: int = Field(3, ge=1, le=len(ENGINE_NAMES))
     golden_limit: int = Field(32, ge=1, le=10_000)
     quantstats_html: bool = True
@@ -302,6 +315,9 @@ class ReportsConfig(_Section):
 
 
 class LedgerConfig(_Section):
+    """The audit ledger (`ledger`): how records are signed (`none`; `hmac` with the key in
+    `PA_LEDGER_HMAC_KEY`; `ed25519` with `PA_LEDGER_ED25519_KEY` to sign and
+    `PA_LEDGER_ED25519_PUBLIC_KEY` to verify) and whether verification requires signatures."""
     signing: Literal["none", "hmac", "ed25519"] = "none"
     require_signatures: bool = False
 
@@ -346,6 +362,8 @@ class AlertSink(_Section):
 
 
 class AlertsConfig(_Section):
+    """Alerts (`alerts`): up to 20 sinks (default: one `jsonl` sink) and whether failed WARN checks
+    alert too (`on_warn`)."""
     sinks: list[AlertSink] = Field(default_factory=lambda: [AlertSink(kind="jsonl")], max_length=20)
     on_warn: bool = True
 
@@ -362,6 +380,7 @@ class CeleryConfig(_Section):
 
     @property
     def result_backend(self) -> str:
+        """The Celery result backend URL: `backend`, or the broker's when unset."""
         return self.backend or self.broker
 
 
@@ -389,6 +408,9 @@ class CalendarConfig(_Section):
 
 
 class FeaturesConfig(_Section):
+    """Feature flags (`features`): switches for optional behaviours (turnover penalty, partial rebalance,
+    cross-sectional momentum, spectral regimes, decay audit, audit ledger, point-in-time fidelity); a flag
+    the manifest does not set is on."""
     feat_turnover_penalty: bool = True
     feat_partial_rebalance: bool = True
     feat_xs_momentum: bool = True
@@ -426,6 +448,8 @@ class ProfileDelta(Config):
 
 
 class ManifestFile(_Section):
+    """The manifest file as written: `defaults`, the named `profiles` (a delta, or a string naming the
+    profile it aliases) and the `default_profile`; unknown keys are refused."""
     default_profile: str
     defaults: Config = Field(default_factory=Config)
     profiles: dict[str, ProfileDelta | str]
@@ -453,6 +477,8 @@ class ResolvedManifest(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def snapshot(self) -> dict[str, Any]:
+        """The profile, where it came from, `config_hash`, the overrides and the resolved config as one
+        JSON-ready dict."""
         return {
             "profile": self.profile,
             "resolved_from": self.resolved_from,

@@ -84,6 +84,9 @@ class _FaultKind(_Settings):
 
 
 class MissingBarsFault(_FaultKind):
+    """The `missing_bars` fault: `sessions` consecutive bars withheld every `period` bars of the
+    symbol's calendar; `period` must exceed `sessions`."""
+
     sessions: int = Field(3, ge=1, le=10_000, description="consecutive bars withheld")
     period: int = Field(250, ge=2, le=100_000, description="bars between two gaps (> sessions)")
 
@@ -96,10 +99,15 @@ class MissingBarsFault(_FaultKind):
 
 
 class StaleFault(_FaultKind):
+    """The `stale` fault: the last `bars` bars at or before the requested end are withheld."""
+
     bars: int = Field(3, ge=1, le=10_000, description="last bars withheld at or before the requested end")
 
 
 class BadTicksFault(_FaultKind):
+    """The `bad_ticks` fault: one bar every `period` bars gets a bad close (`kind` "zero",
+    "negative" or "spike"; a seeded choice if unset)."""
+
     period: int = Field(250, ge=1, le=100_000, description="bars between two bad ticks")
     kind: BadTickKind | None = Field(None, description="unset = a seeded choice")
 

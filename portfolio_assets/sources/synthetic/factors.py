@@ -67,6 +67,8 @@ def _exchange_open_mask(name: str, start: dt.date, end: dt.date) -> np.ndarray:
 
 
 def open_masks(start: dt.date, end: dt.date, days: pd.DatetimeIndex) -> np.ndarray:
+    """(len(CALENDARS), T) open-day masks over the calendar days `start`..`end`: XNYS and CMES
+    sessions, every day for 24/7, weekdays for 24/5."""
     masks = np.zeros((len(CALENDARS), len(days)), dtype=bool)
     masks[CAL_XNYS] = _exchange_open_mask("XNYS", start, end)
     masks[CAL_247] = True

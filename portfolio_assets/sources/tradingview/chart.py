@@ -64,9 +64,11 @@ class RedactingLogger(logging.LoggerAdapter):
         self._secret = secret
 
     def isEnabledFor(self, level: int) -> bool:
+        """True for INFO and above when the base logger emits `level`; DEBUG is always off."""
         return level >= logging.INFO and self.logger.isEnabledFor(level)
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log `msg % args` through the base logger with the token replaced by ``***``, if enabled."""
         if self.isEnabledFor(level):
             text = str(msg) % args if args else str(msg)
             self.logger.log(level, "%s", redact(text, self._secret), **kwargs)

@@ -144,6 +144,7 @@ def bars_frame(symbol: str, rows: Iterable[list[Any]], timezone: str, session: o
 
 
 def decode_json(text: str) -> Any:
+    """A scanner answer body parsed as JSON; `SourceError` quoting the body's start if malformed."""
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -168,6 +169,8 @@ def retry_after_s(value: str | None) -> float | None:
 
 
 def check_answer(answer: Any, url: str) -> tuple[list[Any], int | None]:
+    """(rows, totalCount) of a scanner answer, totalCount None unless an integer; `SourceError` if
+    there is no ``data`` list (quoting the vendor's ``error`` when it gives one)."""
     if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
         if isinstance(answer, dict) and answer.get("error"):
             raise SourceError(f"scanner {url} reported an error: {snippet(answer['error'])}")
