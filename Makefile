@@ -23,7 +23,8 @@ run: install
 
 # Four pytest-xdist workers on two cores: the daemon and UI tests mostly wait (Dagster's backfill
 # daemon ticks every 30 s), so two more workers keep the cores busy meanwhile (measured 2026-12-03:
-# 1096 s with -n 4 against 1266 s with -n 2; CPU 1,899 s in all, so the floor on 2 cores is ~950 s).
+# 1096 s with -n 4 against 1266 s with -n 2 on a busy machine; 2026-12-04: 437-491 s with -n 4,
+# ~910-950 s of CPU in all with both cores 97% busy, and 671 s with -n 6).
 # loadscope keeps a module's tests (and its module-scoped graph runs) on one worker.
 # Besides --durations, the run ends with the 10 tests that used the most CPU (portfolio_assets_tests/conftest.py).
 test: install

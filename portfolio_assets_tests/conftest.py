@@ -326,7 +326,7 @@ def realdata(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # at once, and the CPU-bound modules fill the cores while they wait, instead of one of them
 # starting last and running on alone. (Measured 2026-12-03, one run each: 650 s before, 634 s
 # after, inside this machine's noise; the suite is CPU-bound, ~960 s of CPU on 2 cores. What the
-# order removes is the chance of the 240-s UI backfill test starting near the end.)
+# order removes is the chance of a 2-minute daemon test starting near the end.)
 LONGEST_FIRST = ("cli/test_ui.py", "cli/test_cli.py", "test_reliability.py", "benchmarks/test_bench.py")
 
 
