@@ -118,7 +118,13 @@ def executor_section(rec: Recorder, run: GraphRun, root: Path, workers: int = 2)
     # (`validation.engine_batches`) in every run here, the in_process reference included.
     base = dict(PA_PROFILE=run.profile, PA_LAKEHOUSE=str(run.lakehouse), PA_CLI_OVERRIDES=None, DAGSTER_HOME=home,
                 PA_EXECUTOR__KIND='"multiprocess"')
+    from portfolio_assets.resources import _source_cached
+
     with environment(**base):
+        # Start from a fresh market source, as every step process and worker does (the synthetic
+        # source's prices depend on its request history in the last bits: a source question, not
+        # an executor one); the graph section left its source cached in this process.
+        _source_cached.cache_clear()
         local, note, reference = _timed_run("in_process", run, None)
         rec.add(Row("celery", "tournament asset only, in_process executor", run.profile, seconds=local, note=note))
         seconds, note, _ = _timed_run("multiprocess", run, reference)
