@@ -1,9 +1,10 @@
 """The Dagster UI as `portfolio-assets ui` serves it, and the DAGSTER_HOME it prepares.
 
 Server tests (marked `ui`) start the real command, `portfolio-assets ui --host 127.0.0.1 --port <free>`
-(= `dagster dev`: webserver + daemon) on a temporary DAGSTER_HOME, once per module. Teardown sends it
-SIGINT (what Ctrl-C does) and fails if anything it started (dagster dev, webserver, daemon, code
-servers) is still running after the deadline (those are then SIGKILLed). They check:
+(= `dagster dev`: webserver + daemon) on a temporary DAGSTER_HOME, once per module, in the background
+(as `portfolio-assets ui &` starts it: SIGINT ignored). The last of them stops it with one SIGTERM to
+the command and fails if anything it started (dagster dev, webserver, daemon, code servers) is still
+running after the deadline. They check:
 
 - GraphQL (`POST /graphql`): the served lineage edges, groups, kinds, owners and descriptions equal
   the code's graph, the gate checks are blocking, no onboarding pop-up, every daemon is healthy;
@@ -150,8 +151,9 @@ def _workspace_state(server: UiServer) -> str | None:
     return f"code location failed to load: {errors}" if errors else "loaded"
 
 
-def _stop(proc: subprocess.Popen) -> tuple[float, list[str]]:
-    """Ctrl-C `portfolio-assets ui` (SIGINT to its process group), wait for it and every process it
+def _stop(proc: subprocess.Popen, background: bool = False) -> tuple[float, list[str]]:
+    """Stop `portfolio-assets ui` as its user would: Ctrl-C (SIGINT to its process group), or for a
+    `background` one (SIGINT ignored) one SIGTERM to the command. Wait for it and every process it
     started (dagster dev, webserver, daemon, code servers) to exit, SIGKILL what is left after the
     deadline. Returns the seconds it took and the processes that had to be killed."""
     t0 = time.monotonic()
@@ -161,7 +163,10 @@ def _stop(proc: subprocess.Popen) -> tuple[float, list[str]]:
         family = []
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
+            if background:
+                os.kill(proc.pid, signal.SIGTERM)
+            else:
+                os.killpg(proc.pid, signal.SIGINT)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=SHUTDOWN_DEADLINE_S)  # reaps our direct child
     _, alive = psutil.wait_procs(family, timeout=max(0.1, SHUTDOWN_DEADLINE_S - (time.monotonic() - t0)))
@@ -211,7 +216,7 @@ def start_ui(home: Path, log: Path, background: bool = False) -> tuple[UiServer,
             if state is None:
                 time.sleep(0.25)
     except BaseException:
-        _stop(proc)
+        _stop(proc, background)
         raise
     server.startup_s = time.monotonic() - t0
     return server, state
@@ -219,14 +224,16 @@ def start_ui(home: Path, log: Path, background: bool = False) -> tuple[UiServer,
 
 @pytest.fixture(scope="module")
 def ui_server(tmp_path_factory) -> Iterator[UiServer]:
-    """One `portfolio-assets ui` (dagster dev) for the module, on a free 127.0.0.1 port."""
+    """One `portfolio-assets ui` (dagster dev) for the module, on a free 127.0.0.1 port, started in
+    the background (SIGINT ignored, as `portfolio-assets ui &` is): the module's last server test
+    stops it with one SIGTERM (`test_one_sigterm_stops_a_background_ui_and_everything_it_started`)."""
     home = tmp_path_factory.mktemp("dagster_home")
     for attempt in range(3):  # a free port can be taken between probing and binding: retry then
-        server, state = start_ui(home, home.parent / f"ui-server-{attempt}.log")
+        server, state = start_ui(home, home.parent / f"ui-server-{attempt}.log", background=True)
         if state == "loaded":
             break
         exited = server.proc.poll() is not None
-        _stop(server.proc)
+        _stop(server.proc, background=True)
         log = server.log_tail()
         if exited and "address already in use" in log.lower():
             continue
@@ -238,9 +245,9 @@ def ui_server(tmp_path_factory) -> Iterator[UiServer]:
     try:
         yield server
     finally:
-        # Ctrl-C forwarding is asserted by the process-level tests below; here a `dagster dev`
-        # that is slow to stop on a busy machine is only reported, then killed, never left running.
-        shutdown_s, killed = _stop(server.proc)
+        # Normally already stopped by the SIGTERM test; if a failure came first, stop it the same
+        # way here: a `dagster dev` slow to stop is only reported, then killed, never left running.
+        shutdown_s, killed = _stop(server.proc, background=True)
         print(f"\nui server: startup {server.startup_s:.1f} s, shutdown {shutdown_s:.1f} s, "
               f"exit code {server.proc.returncode}, killed after the deadline: {killed}")
 
@@ -747,25 +754,24 @@ def test_ui_sigterm_stops_like_ctrl_c_and_handler_is_restored(fake_popen):
 
 
 @pytest.mark.ui
-def test_one_sigterm_stops_a_background_ui_and_everything_it_started(tmp_path: Path):
+def test_one_sigterm_stops_a_background_ui_and_everything_it_started(ui_server: UiServer):
     """`portfolio-assets ui &` (SIGINT ignored, inherited by every child) stops on ONE SIGTERM to
-    the CLI process alone: dagster dev, the webserver, the daemon and the code servers all exit.
-    The deadline only detects a hang (it was: the forwarded SIGINT stayed ignored in dagster dev)."""
-    home = tmp_path / "home"
-    server, state = start_ui(home, tmp_path / "ui.log", background=True)
-    try:
-        assert state == "loaded", server.log_tail()
-        family = [psutil.Process(server.proc.pid), *psutil.Process(server.proc.pid).children(recursive=True)]
-        assert any("dagster" in " ".join(p.cmdline()) for p in family[1:]), family
-        os.kill(server.proc.pid, signal.SIGTERM)  # one signal, to the CLI process only
-        _, alive = psutil.wait_procs(family, timeout=180)
-        still = [" ".join(p.cmdline()[:4]) for p in alive]
-        assert still == [], f"still running after one SIGTERM: {still}\n{server.log_tail()}"
-        log = server.log.read_text(errors="replace")
-        assert "stopping the Dagster webserver and daemon" in log
-        assert "SupersessionWarning" not in log, log
-    finally:
-        _stop(server.proc)
+    the CLI process alone: dagster dev, the webserver, the daemon and the code servers all exit,
+    after the module's backfills and page loads. The module's server is stopped here, so this test
+    stays the last one of the module that uses it. The deadline only detects a hang (it was: the
+    forwarded SIGINT stayed ignored in dagster dev)."""
+    assert ui_server.proc.poll() is None, f"the UI exited before the SIGTERM:\n{ui_server.log_tail()}"
+    root = psutil.Process(ui_server.proc.pid)
+    family = [root, *root.children(recursive=True)]
+    assert any("dagster" in " ".join(p.cmdline()) for p in family[1:]), family
+    os.kill(ui_server.proc.pid, signal.SIGTERM)  # one signal, to the CLI process only
+    _, alive = psutil.wait_procs(family, timeout=180)
+    still = [" ".join(p.cmdline()[:4]) for p in alive]
+    assert still == [], f"still running after one SIGTERM: {still}\n{ui_server.log_tail()}"
+    ui_server.proc.wait(timeout=10)  # reaped: the fixture's teardown finds it stopped
+    log = ui_server.log.read_text(errors="replace")
+    assert "stopping the Dagster webserver and daemon" in log
+    assert "SupersessionWarning" not in log, log
 
 
 def test_ui_second_ctrl_c_kills_the_dagster_dev_group(fake_popen):
