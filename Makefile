@@ -24,7 +24,8 @@ run: install
 # Four pytest-xdist workers on two cores: the daemon and UI tests mostly wait (Dagster's backfill
 # daemon ticks every 30 s), so two more workers keep the cores busy meanwhile (measured 2026-12-03:
 # 1096 s with -n 4 against 1266 s with -n 2 on a busy machine; 2026-12-04: 437-491 s with -n 4,
-# ~910-950 s of CPU in all with both cores 97% busy, and 671 s with -n 6).
+# ~910-950 s of CPU in all with both cores 97% busy, and 671 s with -n 6; on a quiet machine
+# 502 s and 984 s of CPU: the suite is CPU-bound).
 # loadscope keeps a module's tests (and its module-scoped graph runs) on one worker.
 # Besides --durations, the run ends with the 10 tests that used the most CPU (portfolio_assets_tests/conftest.py).
 test: install
