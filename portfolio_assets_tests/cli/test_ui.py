@@ -151,11 +151,11 @@ def _workspace_state(server: UiServer) -> str | None:
     return f"code location failed to load: {errors}" if errors else "loaded"
 
 
-def _stop(proc: subprocess.Popen, background: bool = False) -> tuple[float, list[str]]:
-    """Stop `portfolio-assets ui` as its user would: Ctrl-C (SIGINT to its process group), or for a
-    `background` one (SIGINT ignored) one SIGTERM to the command. Wait for it and every process it
-    started (dagster dev, webserver, daemon, code servers) to exit, SIGKILL what is left after the
-    deadline. Returns the seconds it took and the processes that had to be killed."""
+def _stop(proc: subprocess.Popen) -> tuple[float, list[str]]:
+    """Stop a background `portfolio-assets ui` (SIGINT ignored) as its user would: one SIGTERM to
+    the command. Wait for it and every process it started (dagster dev, webserver, daemon, code
+    servers) to exit, SIGKILL what is left after the deadline. Returns the seconds it took and the
+    processes that had to be killed."""
     t0 = time.monotonic()
     try:
         family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
@@ -163,10 +163,7 @@ def _stop(proc: subprocess.Popen, background: bool = False) -> tuple[float, list
         family = []
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            if background:
-                os.kill(proc.pid, signal.SIGTERM)
-            else:
-                os.killpg(proc.pid, signal.SIGINT)
+            os.kill(proc.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=SHUTDOWN_DEADLINE_S)  # reaps our direct child
     _, alive = psutil.wait_procs(family, timeout=max(0.1, SHUTDOWN_DEADLINE_S - (time.monotonic() - t0)))
@@ -194,11 +191,11 @@ def ui_env(home: Path) -> dict[str, str]:
             "PA_EXECUTOR__KIND": "in_process"}
 
 
-def start_ui(home: Path, log: Path, background: bool = False) -> tuple[UiServer, str | None]:
-    """Start `portfolio-assets ui` on a free port; poll (deadline loop) until its code location is
-    loaded. Returns the server and 'loaded', an error, or None (deadline passed / process exited).
-    The process is stopped before any exception (including Ctrl-C of pytest) leaves this function.
-    `background`: started as `portfolio-assets ui &` from a script is, with SIGINT ignored."""
+def start_ui(home: Path, log: Path) -> tuple[UiServer, str | None]:
+    """Start `portfolio-assets ui` on a free port in the background (as `portfolio-assets ui &` from
+    a script starts it: SIGINT ignored); poll (deadline loop) until its code location is loaded.
+    Returns the server and 'loaded', an error, or None (deadline passed / process exited). The
+    process is stopped before any exception (including Ctrl-C of pytest) leaves this function."""
     port = free_port()
     env = {**ui_env(home), "PYTHONUNBUFFERED": "1"}
     t0 = time.monotonic()
@@ -206,7 +203,7 @@ def start_ui(home: Path, log: Path, background: bool = False) -> tuple[UiServer,
         proc = subprocess.Popen(
             [sys.executable, "-m", "portfolio_assets.cli", "ui", "--host", "127.0.0.1", "--port", str(port)],
             cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_ignore_sigint if background else None,
+            preexec_fn=_ignore_sigint,
         )
     server = UiServer(url=f"http://127.0.0.1:{port}", proc=proc, log=log, home=home)
     try:
@@ -216,7 +213,7 @@ def start_ui(home: Path, log: Path, background: bool = False) -> tuple[UiServer,
             if state is None:
                 time.sleep(0.25)
     except BaseException:
-        _stop(proc, background)
+        _stop(proc)
         raise
     server.startup_s = time.monotonic() - t0
     return server, state
@@ -229,11 +226,11 @@ def ui_server(tmp_path_factory) -> Iterator[UiServer]:
     stops it with one SIGTERM (`test_one_sigterm_stops_a_background_ui_and_everything_it_started`)."""
     home = tmp_path_factory.mktemp("dagster_home")
     for attempt in range(3):  # a free port can be taken between probing and binding: retry then
-        server, state = start_ui(home, home.parent / f"ui-server-{attempt}.log", background=True)
+        server, state = start_ui(home, home.parent / f"ui-server-{attempt}.log")
         if state == "loaded":
             break
         exited = server.proc.poll() is not None
-        _stop(server.proc, background=True)
+        _stop(server.proc)
         log = server.log_tail()
         if exited and "address already in use" in log.lower():
             continue
@@ -247,7 +244,7 @@ def ui_server(tmp_path_factory) -> Iterator[UiServer]:
     finally:
         # Normally already stopped by the SIGTERM test; if a failure came first, stop it the same
         # way here: a `dagster dev` slow to stop is only reported, then killed, never left running.
-        shutdown_s, killed = _stop(server.proc, background=True)
+        shutdown_s, killed = _stop(server.proc)
         print(f"\nui server: startup {server.startup_s:.1f} s, shutdown {shutdown_s:.1f} s, "
               f"exit code {server.proc.returncode}, killed after the deadline: {killed}")
 
