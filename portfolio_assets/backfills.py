@@ -3,7 +3,10 @@
 * GraphQL goes through the `dagster-graphql` command (`dagster_graphql`'s own CLI: it loads the
   code location from `workspace.yaml` on the instance in DAGSTER_HOME, in a subprocess), so the
   CLI speaks to Dagster exactly as the UI does: `launchPartitionBackfill`, `cancelPartitionBackfill`,
-  `assetNodes { staleStatusByPartition staleCausesByPartition }`.
+  `assetNodes { staleStatusByPartition staleCausesByPartition }`. A backfill of a date range is a
+  job backfill (`launch_job_backfill`: one run of the selection per date, consecutive dates side
+  by side, the book waiting for the date before's run); stale pairs go in an asset backfill
+  (`launch_backfill`).
 * A backfill needs the daemon. A live one is recognized from its heartbeats; otherwise
   `BackfillDaemon` starts a temporary `dagster-daemon run` for the duration of the command.
 * Progress is read from the instance: the backfill's status and the runs tagged with its id
@@ -37,6 +40,7 @@ STATUS_EVERY_S = 5.0  # how often an idle watcher reads the backfill's status
 BACKFILL_TAG = "dagster/backfill"
 PARTITION_TAG = "dagster/partition"
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+COMMAND_TAG = "portfolio_assets/command"  # host:pid of the `backfill` command holding the dates' writer locks
 
 
 def run_partitions(tags: Mapping[str, str], among: Iterable[str]) -> list[str]:
@@ -121,6 +125,29 @@ def launch_backfill(assets_by_partitions: dict[str, list[str]], tags: dict[str, 
         "tags": [{"key": k, "value": v} for k, v in sorted(tags.items())],
         "title": title,
     }
+    answer = graphql(LAUNCH_BACKFILL, {"params": params}, log)["launchPartitionBackfill"]
+    if answer["__typename"] != "LaunchBackfillSuccess":
+        raise GraphQLError(f"{answer['__typename']}: {answer.get('message')}")
+    return answer["backfillId"]
+
+
+LOCATION = "portfolio_assets"  # workspace.yaml's code location
+REPOSITORY = "__repository__"  # the repository Dagster makes of a `Definitions`
+
+
+def launch_job_backfill(job: str, partitions: list[str], asset_keys: list[str] | None, tags: dict[str, str],
+                        title: str, log: Path | None = None) -> str:
+    """Submit one backfill of `job` (one run of the job, or of `asset_keys` within it, per partition,
+    all submitted at the daemon's first look; Dagster's queue runs them); returns its id."""
+    params: dict[str, Any] = {
+        "selector": {"partitionSetName": f"{job}_partition_set",
+                     "repositorySelector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}},
+        "partitionNames": partitions,
+        "tags": [{"key": k, "value": v} for k, v in sorted(tags.items())],
+        "title": title,
+    }
+    if asset_keys is not None:
+        params["assetSelection"] = [{"path": [key]} for key in sorted(asset_keys)]
     answer = graphql(LAUNCH_BACKFILL, {"params": params}, log)["launchPartitionBackfill"]
     if answer["__typename"] != "LaunchBackfillSuccess":
         raise GraphQLError(f"{answer['__typename']}: {answer.get('message')}")

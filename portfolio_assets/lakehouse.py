@@ -7,8 +7,9 @@ Layout under `<root>/<profile>/`:
     files/<asset>/<date>/...                files an asset writes besides its tables (images, Markdown)
     reports/<date>/...                      the `reports` asset's folder
     prices/parts/part-*.parquet             the price store: one table per fetch (symbol, time, OHLCV,
-                                            source, fetched_at), read with predicate pushdown, the
-                                            newest fetch winning per bar (`price_store`; never wiped)
+                                            source, fetched_at, attempt), read with predicate pushdown,
+                                            the newest fetch winning per bar unless it re-delivers a
+                                            repaired fault (`price_store`; never wiped)
     ledger/<date>/audit.jsonl               the partition's audit ledger
     _intermediate/<run id>/...              values passed between the tournament's ops
 

@@ -6,7 +6,7 @@ Layout under a profile's `prices/` folder:
     prices/parts/.lock                                          readers share it, compaction owns it
 
 A part holds the bars one fetch delivered (columns `symbol, time, open, high, low, close, volume,
-source, fetched_at`; rows sorted by symbol, then time; no duplicated (symbol, time)), plus what
+source, fetched_at, attempt`; rows sorted by symbol, then time; no duplicated (symbol, time)), plus what
 the fetch was in the file's key-value metadata (`pa.start`, `pa.end`, `pa.attempt`, `pa.scope`:
 the run that fetched it, `pa.symbols`). Parts are written whole, atomically (in memory, then
 `atomic_write_bytes`: temp file, fsync, rename, fsync of the folder) under a name no other writer
@@ -16,9 +16,13 @@ change.
 
 Reads (`read`) open the parts as one `pyarrow.dataset` and push the symbol and date filters down
 to the row groups (statistics on `symbol` and `time`); of several rows for one (symbol, time) the
-newest fetch wins (`fetched_at`, then the part's name: the order the old per-symbol merge kept).
-`compact` merges parts into one under the exclusive lock (the newest row per (symbol, time) is
-kept, so no read changes), deleting only the parts it merged.
+newest fetch wins (`fetched_at`, then the part's name: the order the old per-symbol merge kept),
+with one exception: a first fetch (attempt 0) that delivers again a value a recovery's re-fetch
+(attempt >= 1) had replaced does not win over the repair (`_repaired_winners`: the vendor
+re-delivering a fault to another run must not flip a repaired bar back). Parts written before the
+`attempt` column count as first fetches. `compact` merges parts into one under the exclusive lock
+(the row that stands per (symbol, time) is kept, and every row of a bar with a replaced value, so
+no read changes), deleting only the parts it merged.
 
 Content hashes (`fingerprint`) are of the bars' content for a symbol and a date range, never of a
 file: the same bars give the same hash in any process and whatever the parts look like, and an
@@ -60,7 +64,7 @@ UTC_NS = pa.timestamp("ns", tz="UTC")
 SCHEMA = pa.schema([
     ("symbol", pa.string()), ("time", UTC_NS), ("open", pa.float64()), ("high", pa.float64()),
     ("low", pa.float64()), ("close", pa.float64()), ("volume", pa.float64()), ("source", pa.string()),
-    ("fetched_at", UTC_NS),
+    ("fetched_at", UTC_NS), ("attempt", pa.int32()),
 ])
 PART_GLOB = "part-*.parquet"
 PART_RE = re.compile(r"^part-(\d{20})-(\d+)-([0-9a-f]{16})\.parquet$")
@@ -134,10 +138,12 @@ def _utc_ns(symbol: str, times: pd.Series) -> np.ndarray:
     return values
 
 
-def bars_table(bars: Mapping[str, pd.DataFrame], source: str, fetched_at: dt.datetime | pd.Timestamp) -> pa.Table:
+def bars_table(bars: Mapping[str, pd.DataFrame], source: str, fetched_at: dt.datetime | pd.Timestamp,
+               attempt: int = 0) -> pa.Table:
     """The rows of one fetch as the store keeps them: symbol, bar columns as float64 and UTC
-    nanoseconds, `source`, `fetched_at`; sorted by (symbol, time). Raises on missing columns,
-    unparseable, empty or duplicated timestamps of a symbol."""
+    nanoseconds, `source`, `fetched_at`, `attempt` (0: a first fetch; 1, 2, ...: a recovery's
+    re-fetch); sorted by (symbol, time). Raises on missing columns, unparseable, empty or
+    duplicated timestamps of a symbol."""
     stamp = _utc(fetched_at, "fetched_at")
     names = sorted(bars)
     counts = []
@@ -177,6 +183,7 @@ def bars_table(bars: Mapping[str, pd.DataFrame], source: str, fetched_at: dt.dat
         "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(total, dtype=np.int32)),
                                                  pa.array([source])).cast(pa.string()),
         "fetched_at": pa.array(np.full(total, stamp.value, dtype=np.int64), type=pa.int64()).cast(UTC_NS),
+        "attempt": pa.array(np.full(total, attempt, dtype=np.int32)),
     }
     return pa.table(columns, schema=SCHEMA)
 
@@ -288,7 +295,7 @@ class PriceStore:
         `scope` describe the request (`parts` and `window_part` read them back)."""
         if not isinstance(source, str) or not source:
             raise PriceStoreError(f"source must be a non-empty string, got {source!r}")
-        table = bars_table(bars, source, fetched_at)
+        table = bars_table(bars, source, fetched_at, int(attempt))
         if table.num_rows == 0:
             return None
         stamp = _utc(fetched_at, "fetched_at")
@@ -384,13 +391,14 @@ class PriceStore:
     def read(self, symbols: Iterable[str] | None = None, start: dt.date | None = None, end: dt.date | None = None,
              *, paths: list[Path] | None = None, whole_last_day: bool = False) -> pd.DataFrame:
         """The stored bars as one long frame (`symbol` + `PRICE_COLUMNS`), sorted by (symbol,
-        time), one row per (symbol, time): the newest fetch's (`fetched_at`, then write order)."""
+        time), one row per (symbol, time): the newest fetch's (`fetched_at`, then write order) unless
+        it re-delivers a repaired value (`_repaired_winners`)."""
         table = self.scan(symbols, start, end, paths=paths, whole_last_day=whole_last_day)
         if table.num_rows == 0:
             return _empty_long()
         order = pc.sort_indices(table, sort_keys=[("symbol", "ascending"), ("time", "ascending"),
                                                   ("fetched_at", "ascending"), ("_part", "ascending")])
-        return _newest_rows(table.take(order)).to_pandas().reset_index(drop=True)
+        return _newest_rows(table.take(order)).drop_columns(["attempt"]).to_pandas().reset_index(drop=True)
 
     def read_many(self, symbols: Iterable[str], start: dt.date | None = None, end: dt.date | None = None,
                   *, paths: list[Path] | None = None) -> dict[str, pd.DataFrame]:
@@ -444,7 +452,8 @@ class PriceStore:
 
     # ---- compaction --------------------------------------------------------------------------
     def compact(self, *, keep_recent_s: float = 0.0, blocking: bool = True) -> int:
-        """Merge parts into one, keeping the newest row per (symbol, time): no read changes.
+        """Merge parts into one, keeping the row that stands per (symbol, time) and every row of a
+        bar with a repaired value (`_newest_rows`): no read changes.
         Parts fetched within the last `keep_recent_s` seconds are kept as they are (a run still
         in progress finds its first fetches; `fetch.first_fetch`). Returns the number of parts
         merged away (0 when another process holds the lock and `blocking` is False)."""
@@ -466,7 +475,7 @@ class PriceStore:
             order = pc.sort_indices(table, sort_keys=[("symbol", "ascending"), ("time", "ascending"),
                                                       ("fetched_at", "ascending"), ("_part", "ascending")])
             table = table.take(order)
-            table = _newest_rows(table)
+            table = _newest_rows(table, keep_repaired=True)
             newest = max(p.fetched_at for p in parts)
             table = table.replace_schema_metadata({f"{META}attempt": "0", f"{META}scope": json.dumps("compacted"),
                                                    f"{META}symbols": json.dumps([])})
@@ -482,15 +491,77 @@ class PriceStore:
             return len(paths)
 
 
-def _newest_rows(table: pa.Table) -> pa.Table:
-    """Of rows sorted by (symbol, time, fetched_at, _part), the last of each (symbol, time),
-    without the `_part` column."""
+def _newest_rows(table: pa.Table, *, keep_repaired: bool = False) -> pa.Table:
+    """Of rows sorted by (symbol, time, fetched_at, _part), the one that stands for each (symbol,
+    time), without the `_part` column: the newest, except that a first fetch (attempt 0) does not
+    replace a repair with a value the repair replaced (`_repaired_winners`). With `keep_repaired`
+    (compaction), the rows of a bar that has such a replaced value are all kept, so that the rule
+    still holds for the parts written after the compaction."""
     sym = table["symbol"].to_numpy(zero_copy_only=False)
     time = table["time"].cast(pa.int64()).to_numpy()
-    last = np.ones(len(sym), dtype=bool)
-    if len(sym) > 1:
+    n = len(sym)
+    last = np.ones(n, dtype=bool)
+    if n > 1:
         last[:-1] = (sym[1:] != sym[:-1]) | (time[1:] != time[:-1])
+        attempt = table["attempt"].fill_null(0).to_numpy(zero_copy_only=False)
+        first = np.ones(n, dtype=bool)
+        first[1:] = last[:-1]
+        # Only a bar with a repair after its first row can have a replaced value.
+        repair_after_first = (attempt > 0) & ~first
+        if repair_after_first.any():
+            keep = _repaired_winners(table, first, last, np.flatnonzero(repair_after_first), attempt, keep_repaired)
+            if keep is not None:
+                last = keep
     return table.filter(pa.array(last)).drop_columns(["_part"])
+
+
+def _repaired_winners(table: pa.Table, first: np.ndarray, last: np.ndarray, repairs: np.ndarray,
+                      attempt: np.ndarray, keep_repaired: bool) -> np.ndarray | None:
+    """The rows that stand, for the bars that have a repair (a recovery's re-fetch, attempt >= 1)
+    after their first row; None when no bar has a replaced value (the newest rows stand).
+
+    A bar's rows are read in fetch order. A repair whose values differ from the row standing
+    before it marks that row's values as replaced (a fault the health check caught). A later first
+    fetch delivering a replaced value again (the same fault, re-delivered by the vendor to another
+    run) does not stand; any other row does (a repair, or a first fetch with new values: a
+    revision). Without this, the store's view of a bar flipped back to the fault whenever another
+    run's first fetch re-delivered it, until that run's own repair: a seal taken in between
+    failed verification for data that had not changed."""
+    starts = np.flatnonzero(first)
+    group_of = np.cumsum(first) - 1
+    # A recovery re-fetches a symbol's whole window, so most of its bars have a repair equal to
+    # what stood: only the bars with two different values need the row-by-row rule below.
+    rows = np.flatnonzero(np.isin(group_of, np.unique(group_of[repairs])))
+    picked = table.take(pa.array(rows))
+    values = np.column_stack([picked[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in BAR_FIELDS[1:]])
+    head = values[np.searchsorted(rows, starts[group_of[rows]])]
+    same = ((values == head) | (np.isnan(values) & np.isnan(head))).all(axis=1)
+    out = last.copy()
+    changed = False
+    for g in np.unique(group_of[rows[~same]]):
+        a = int(starts[g])
+        b = int(starts[g + 1]) if g + 1 < len(starts) else len(first)
+        at = int(np.searchsorted(rows, a))
+        bar = values[at:at + (b - a)]
+        replaced: list[np.ndarray] = []
+        standing = 0
+        for i in range(1, b - a):
+            if attempt[a + i] > 0:
+                if not _same(bar[i], bar[standing]):
+                    replaced.append(bar[standing])
+                standing = i
+            elif not any(_same(bar[i], v) for v in replaced):
+                standing = i
+        if replaced:
+            changed = True
+            out[a:b] = keep_repaired
+            out[a + standing] = True
+    return out if changed else None
+
+
+def _same(x: np.ndarray, y: np.ndarray) -> bool:
+    """The same bar values (NaN equal to NaN: a missing volume delivered twice is the same)."""
+    return bool(np.array_equal(x, y, equal_nan=True))
 
 
 def _read_untrusted(store: PriceStore, first: dt.date, last: dt.date) -> pd.DataFrame:
@@ -508,7 +579,7 @@ def _read_untrusted(store: PriceStore, first: dt.date, last: dt.date) -> pd.Data
     table = table.filter(keep)
     order = pc.sort_indices(table, sort_keys=[("symbol", "ascending"), ("time", "ascending"),
                                               ("fetched_at", "ascending"), ("_part", "ascending")])
-    return _newest_rows(table.take(order)).to_pandas().reset_index(drop=True)
+    return _newest_rows(table.take(order)).drop_columns(["attempt"]).to_pandas().reset_index(drop=True)
 
 
 def _by_symbol(long: pd.DataFrame) -> dict[str, pd.DataFrame]:

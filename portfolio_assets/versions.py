@@ -47,7 +47,7 @@ SNAPSHOT = PACKAGE / "versions_snapshot.json"
 
 AREA_VERSIONS: dict[str, int] = {
     "sources": 2,        # market data: scans and bars of every vendor
-    "prices": 2,         # price store, window fetch and automated recovery (2: columnar store, one first fetch per run)
+    "prices": 3,         # price store, window fetch and automated recovery (2: columnar store, one first fetch per run; 3: a re-delivered fault does not undo a repair)
     "calendar": 1,       # session alignment and the master calendar
     "health": 1,         # per-symbol health rules
     "rawpool": 2,        # scans -> raw pool

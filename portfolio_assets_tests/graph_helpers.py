@@ -42,12 +42,13 @@ env = environment  # the short name the graph tests use
 
 def run_graph(lake: Path, profile: str = "development", partition: str = PARTITION,
               selection: AssetSelection | None = None, instance: DagsterInstance | None = None,
-              checks: bool = True, **env_extra: str):
+              checks: bool = True, tags: dict[str, str] | None = None, **env_extra: str):
     """Materialize (a selection of) the daily graph in-process; returns the ExecuteInProcessResult.
 
     A selection is widened to whole multi-table steps (Dagster's `required_multi_asset_neighbors`,
     as the UI and the CLI do). `checks=False` leaves every asset check out of the widened selection
-    (`AssetSelection.without_checks()` alone is undone by the widening, which brings checks back)."""
+    (`AssetSelection.without_checks()` alone is undone by the widening, which brings checks back).
+    `tags` are the run's tags."""
     from portfolio_assets.definitions import defs
     from portfolio_assets.jobs import DAILY_SELECTION
 
@@ -57,7 +58,7 @@ def run_graph(lake: Path, profile: str = "development", partition: str = PARTITI
     with env(PA_LAKEHOUSE=str(lake), PA_PROFILE=profile, **env_extra):
         return materialize(
             list(defs.assets) + list(defs.asset_checks), partition_key=partition, resources=defs.resources,
-            selection=selection, raise_on_error=False, instance=instance,
+            selection=selection, raise_on_error=False, instance=instance, tags=tags,
         )
 
 

@@ -154,6 +154,63 @@ def test_compaction_merges_parts_without_changing_a_read(store: PriceStore) -> N
     assert later in store.part_paths()
 
 
+def with_tick(frame: pd.DataFrame, row: int, close: float) -> pd.DataFrame:
+    """`frame` with a bad tick: bar `row`'s close (and high) set to `close`."""
+    out = frame.copy()
+    out.loc[row, ["close", "high"]] = close
+    return out
+
+
+def test_a_first_fetch_re_delivering_a_repaired_fault_does_not_undo_the_repair(store: PriceStore) -> None:
+    """Run A's first fetch has a bad tick, its recovery re-fetch repairs it; run B's first fetch
+    (attempt 0) delivers the same bad tick again. The repair stands (reads and fingerprints): B's
+    re-delivery must not flip the bar back while B has not repaired it, or a seal taken by A in
+    between fails verification for bars that did not change. A first fetch with a new value (a
+    revision) still wins, and a bar without a repair stays newest-wins."""
+    clean = bars("2026-11-01", 6)
+    bad = with_tick(clean, 3, 2500.0)
+    day = (dt.date(2026, 11, 1), dt.date(2026, 11, 6))
+    store.write({"AMEX:XLF": bad, "AMEX:SPY": clean}, "synthetic", T0)  # A: first fetch
+    assert store.read(["AMEX:XLF"])["close"].iloc[3] == 2500.0  # newest (and only) fetch
+    store.write({"AMEX:XLF": clean}, "synthetic", T0 + dt.timedelta(seconds=1), attempt=1)  # A: repair
+    sealed = store.fingerprint("AMEX:XLF", *day)
+    assert sealed == store.fingerprints({"AMEX:XLF": day}, trust_statistics=False)["AMEX:XLF"]
+    store.write({"AMEX:XLF": bad, "AMEX:SPY": with_tick(clean, 2, 9.0)}, "synthetic",
+                T0 + dt.timedelta(seconds=2))  # B: first fetch, the same fault again
+    got = store.read(["AMEX:XLF", "AMEX:SPY"])
+    xlf, spy = got[got["symbol"] == "AMEX:XLF"], got[got["symbol"] == "AMEX:SPY"]
+    assert xlf["close"].tolist() == clean["close"].tolist()  # the repair stands
+    assert xlf["fetched_at"].iloc[3] == pd.Timestamp(T0 + dt.timedelta(seconds=1))  # the repair's row
+    assert xlf["fetched_at"].iloc[0] == pd.Timestamp(T0 + dt.timedelta(seconds=2))  # unchanged bars: newest
+    assert spy["close"].iloc[2] == 9.0  # no repair of SPY: the newest fetch wins, as always
+    assert store.fingerprint("AMEX:XLF", *day) == sealed
+    assert store.fingerprints({"AMEX:XLF": day}, trust_statistics=False)["AMEX:XLF"] == sealed  # the verifier's read
+    # Compaction keeps what the rule needs: a later re-delivery still does not undo the repair.
+    before = store.read()
+    assert store.compact() == 3
+    pd.testing.assert_frame_equal(store.read(), before)
+    store.write({"AMEX:XLF": bad}, "synthetic", T0 + dt.timedelta(seconds=3))
+    assert store.fingerprint("AMEX:XLF", *day) == sealed
+    # A revision (a value never replaced) wins; so does a later repair.
+    store.write({"AMEX:XLF": with_tick(clean, 3, 103.25)}, "synthetic", T0 + dt.timedelta(seconds=4))
+    assert store.read(["AMEX:XLF"])["close"].iloc[3] == 103.25
+    store.write({"AMEX:XLF": clean}, "synthetic", T0 + dt.timedelta(seconds=5), attempt=2)
+    assert store.fingerprint("AMEX:XLF", *day) == sealed
+
+
+def test_parts_written_before_the_attempt_column_read_as_first_fetches(store: PriceStore) -> None:
+    """A part without the `attempt` column (written before it existed) reads as a first fetch:
+    the newest fetch wins, as it did."""
+    old = ps.bars_table({"AMEX:SPY": bars("2026-11-01", 3)}, "synthetic", T0).drop_columns(["attempt"])
+    store.parts_dir.mkdir(parents=True)
+    pq.write_table(old.replace_schema_metadata({"pa.attempt": "1"}),
+                   store.parts_dir / f"part-{pd.Timestamp(T0).value:020d}-1-{'0' * 16}.parquet")
+    store.write({"AMEX:SPY": bars("2026-11-01", 3, 7.0)}, "synthetic", T0 + dt.timedelta(seconds=1))
+    got = store.read(["AMEX:SPY"])
+    assert got["close"].tolist() == [7.0, 8.0, 9.0] and list(got.columns) == ["symbol", *ps.PRICE_COLUMNS]
+    assert store.scan(["AMEX:SPY"])["attempt"].to_pylist() == [None] * 3 + [0] * 3
+
+
 def test_fingerprint_is_of_content_and_equals_the_old_per_file_hash(store: PriceStore, tmp_path: Path) -> None:
     spy = bars("2026-11-01", 10)
     store.write({"AMEX:SPY": spy.iloc[:6]}, "synthetic", T0)

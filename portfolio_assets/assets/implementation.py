@@ -15,6 +15,7 @@ from dagster import (
     asset,
 )
 
+from portfolio_assets.assets._previous import PRIORITY_TAG, reread, wait_for_writer
 from portfolio_assets.assets._step import Step, emit_range, ledger_for, previous_sessions, range_steps
 from portfolio_assets.assets.common import OWNERS, after, attrs
 from portfolio_assets.assets.gates import gate_summary, implementation_clearance
@@ -99,35 +100,15 @@ def missing_book(stored: list[str], partition: str, previous: str | None) -> str
 HOLDINGS_KEY = AssetKey("holdings")
 
 
-def concurrent_book_writer(context, lake, previous: str) -> str | None:
-    """Who is writing the previous session's book while this step found none: the book stored since
-    the step loaded its inputs, the command holding `previous`'s writer lock, or a Dagster run of
-    `previous` in progress that materializes `holdings` (launched from the UI, the schedule or a
-    backfill, for that date or a range holding it). None when nobody is: the book is then really
-    missing."""
-    from dagster import DagsterRunStatus, RunsFilter
-
-    from portfolio_assets.backfills import run_partitions
-
-    if lake.has_table("implementation", "holdings", previous):
-        return "its book was stored while this step read it"
-    holder = lake.writer_lock_holder(previous)
-    if holder is not None:
-        return f"the command {holder}"
-    records = context.instance.get_run_records(RunsFilter(
-        statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]))
-    runs = [r.dagster_run.run_id for r in records if r.dagster_run.run_id != context.run.run_id
-            and run_partitions(r.dagster_run.tags, [previous])
-            and (r.dagster_run.asset_selection is None or HOLDINGS_KEY in r.dagster_run.asset_selection)]
-    return f"Dagster run(s) {', '.join(runs)}" if runs else None
-
-
 @asset(
     **attrs("holdings", 11),
     ins={"previous": AssetIn("holdings", partition_mapping=PREVIOUS_SESSION, metadata={"by_partition": True}),
          "executions": AssetIn("executions", partition_mapping=PREVIOUS_SESSION, metadata={"by_partition": True}),
          **after("run_manifest")},
     backfill_policy=BackfillPolicy.single_run(),
+    # Last among the steps ready in a run (it reads nothing else of its own date): in a run beside
+    # the previous date's, it waits for that date's book only once its own upstream is computed.
+    op_tags={PRIORITY_TAG: "-1"},
     kinds={"python", "parquet"},
     owners=OWNERS,
     description=(
@@ -140,19 +121,24 @@ def concurrent_book_writer(context, lake, previous: str) -> str | None:
 )
 def holdings(context, settings: PortfolioSettings, previous: dict, executions: dict):
     """Chain the book through the range: each session's book is the previous one plus the previous
-    session's accepted `executions`; refuses a gap in the chain or a previous book still being written."""
+    session's accepted `executions`; waits for a previous book being written (`_previous`), refuses a
+    gap in the chain."""
     sessions = previous_sessions(context, "previous")
     partitions = list(sessions)
     first, before = partitions[0], sessions[partitions[0]]
     lake = settings.lakehouse()
+    # Consecutive dates run at once (a backfill's runs, two commands): wait for the previous book.
+    writer, waited = wait_for_writer(context, lake, HOLDINGS_KEY, before) if before is not None else (None, 0.0)
+    if waited and writer is None:
+        reread(lake, "implementation", HOLDINGS_KEY, before, previous)
+        reread(lake, "implementation", AssetKey("executions"), before, executions)
     with range_steps(context, settings, sessions, shifted=("previous", "executions"), computed=partitions) as steps:
+        if writer is not None:
+            raise ValueError(
+                f"the book of {first} starts from the previous session's, and {before} is still being "
+                f"written ({writer}) after {waited:.0f} s: run {first} again once that has finished")
         start = previous.get(before) if before is not None else None
         if start is None and before is not None:
-            writer = concurrent_book_writer(context, lake, before)
-            if writer is not None:
-                raise ValueError(
-                    f"the book of {first} starts from the previous session's, and {before} is "
-                    f"being written concurrently ({writer}): run {first} again once that has finished")
             problem = missing_book(lake.stored_partitions("implementation", "holdings"), first, before)
             if problem:
                 raise ValueError(problem)

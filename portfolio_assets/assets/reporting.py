@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetIn, BackfillPolicy, MetadataValue, TimeWindowPartitionMapping, asset
+from dagster import AssetIn, AssetKey, BackfillPolicy, MetadataValue, TimeWindowPartitionMapping, asset
 
+from portfolio_assets.assets._previous import PRIORITY_TAG, reread, wait_for_writer
 from portfolio_assets.assets._step import Step, emit_range, previous_sessions, range_steps
 from portfolio_assets.assets.common import OWNERS, after, attrs
 from portfolio_assets.ledger import file_hash
@@ -19,6 +20,7 @@ from portfolio_assets.resources import PortfolioSettings
 LINKED_FILES = ("history_500d", "risk_buckets", "market_regime")
 # The previous session's target weights, for the reports' "what changed since the previous session".
 PREVIOUS_SESSION = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+TARGET_KEY = AssetKey("target_weights")
 
 
 def _files_table(root: Path, paths: list[Path]) -> pd.DataFrame:
@@ -56,6 +58,9 @@ def previous_production(target: pd.DataFrame | None) -> pd.DataFrame:
     **attrs("previous_target", 13),
     ins={"previous": AssetIn("target_weights", partition_mapping=PREVIOUS_SESSION, metadata={"by_partition": True})},
     backfill_policy=BackfillPolicy.single_run(),
+    # Last among the steps ready in a run (it reads nothing of its own date): in a run beside the
+    # previous date's, it waits for that date's target only once everything else of its own is done.
+    op_tags={PRIORITY_TAG: "-1"},
     kinds={"python", "parquet"},
     owners=OWNERS,
     description=(
@@ -72,7 +77,23 @@ def previous_target(context, settings: PortfolioSettings, previous: dict):
     """Per partition of the range, the production rows of the previous session's stored
     `target_weights` (`previous_production`; empty when that session has none)."""
     sessions = previous_sessions(context, "previous")
+    lake = settings.lakehouse()
+    still: dict[str, tuple[str, str, float]] = {}  # partition -> (session, writer, seconds waited)
+    for partition, session in sessions.items():  # consecutive dates run at once: wait for their targets
+        if session is None:
+            continue
+        writer, waited = wait_for_writer(context, lake, TARGET_KEY, session)
+        if writer is not None:  # still written after WRITER_WAIT_S: refused below, no more waits
+            still[partition] = (session, writer, waited)
+            break
+        if waited:
+            reread(lake, "allocation", TARGET_KEY, session, previous)
     with range_steps(context, settings, sessions, shifted=("previous",)) as steps:
+        if still:
+            partition, (session, writer, waited) = min(still.items())
+            raise ValueError(
+                f"the previous target of {partition} is the target of {session}, still being written ({writer}) "
+                f"after {waited:.0f} s: run {partition} again once that has finished")
         tables = {}
         for partition, session in sessions.items():
             stored = previous.get(session) if session is not None else None

@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-id", help="the Dagster run id to re-execute (what `run` prints; `status` lists them)")
     r.set_defaults(func=cmd_run)
 
-    b = sub.add_parser("backfill", help="a Dagster backfill of a selection over a date range, run to completion")
+    b = sub.add_parser("backfill", help="a Dagster backfill of a selection over a date range (one run per date), run to completion")
     common(b, date=False)
     b.add_argument("--from", dest="date_from", required=True)
     b.add_argument("--to", dest="date_to", required=True)

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -274,7 +275,8 @@ class partition_lock:  # noqa: N801 (a context manager used like a function)
                     ) from None
                 self.fds.append(fd)
                 info = json.dumps({"pid": os.getpid(), "command": self.command,
-                                   "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+                                   "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                   "host": socket.gethostname()})
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, info.encode(), 0)
             # Runs launched from the UI, the schedule or a daemon backfill do not take this lock;

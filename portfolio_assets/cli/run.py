@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,12 +102,15 @@ STALE_ROUNDS = 10  # rounds of `backfill --stale` before giving up (the graph is
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    """A Dagster partition backfill, run to completion (see `backfills.py`). With `--stale`: what
-    Dagster reports stale in the range, round after round (an asset re-materialized with new data
-    makes its children stale in turn) until nothing is stale."""
+    """A Dagster backfill, run to completion (see `backfills.py`): a job backfill, one run of the
+    selection per date (consecutive dates run at once; a date's book and previous target wait for
+    the date before's run). With `--stale`: asset backfills of what Dagster reports stale in the
+    range, round after round (an asset re-materialized with new data makes its children stale in
+    turn) until nothing is stale."""
     from dagster import DagsterInstance
 
     from portfolio_assets import backfills
+    from portfolio_assets.jobs import DAILY_JOB
 
     resolved = _setup_env(args)
     dates = _date_range(args.date_from, args.date_to)
@@ -123,7 +128,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             missing = missing_upstream(instance, keys, dates)
             if missing:
                 raise ValueError(missing_upstream_message(missing, resolved.profile, args.select))
-            return _backfill(instance, {k.to_user_string(): dates for k in keys}, dates, title, log, daemon)
+            # One run of the selection per date (a job backfill), all queued at once: the queue runs
+            # two at a time, and a date's book and previous target wait for the date before's run.
+            selected = None if args.select is None else [k.to_user_string() for k in keys]
+            return _backfill(instance, dates, title, log, daemon, what=f"{len(keys)} asset(s)", launch=partial(
+                backfills.launch_job_backfill, DAILY_JOB, dates, selected, title=title, log=log))
         for round_ in range(1, STALE_ROUNDS + 1):
             pairs = backfills.stale_pairs(_materialized(instance, selection_keys(None), dates), log)
             if not pairs:
@@ -132,8 +141,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             targets: dict[str, list[str]] = {}
             for asset, part, _ in pairs:
                 targets.setdefault(asset, []).append(part)
-            code = _backfill(instance, targets, sorted({p for _, p, _ in pairs}), f"{title} (stale, round {round_})",
-                             log, daemon)
+            stale_title = f"{title} (stale, round {round_})"
+            # Stale pairs differ from date to date: an asset backfill of exactly those pairs.
+            code = _backfill(instance, sorted({p for _, p, _ in pairs}), stale_title, log, daemon,
+                             what=f"{len(targets)} asset(s)",
+                             launch=partial(backfills.launch_backfill, targets, title=stale_title, log=log))
             if code != EXIT_OK:
                 return code
     raise RuntimeError(f"still stale after {STALE_ROUNDS} rounds of backfill --stale")
@@ -163,15 +175,21 @@ class CommandDaemon:
         return self.daemon
 
 
-def _backfill(instance: Any, targets: dict[str, list[str]], partitions: list[str], title: str, log: Path,
-              command_daemon: CommandDaemon) -> int:
+def _backfill(instance: Any, partitions: list[str], title: str, log: Path, command_daemon: CommandDaemon, *,
+              what: str, launch: Callable[[dict[str, str]], str]) -> int:
+    """Submit a backfill (`launch(tags)` returns its id), make sure a daemon runs it, and watch it to
+    the end; Ctrl-C cancels it. Exit 0 when every partition succeeded."""
+    import socket
+
     from portfolio_assets import backfills
 
-    print(f"backfill {len(partitions)} partition(s) x {len(targets)} asset(s), {title}; log: {log}")
+    print(f"backfill {len(partitions)} partition(s) x {what}, {title}; log: {log}")
     # Submitted before a temporary daemon starts: the daemon evaluates backfills once every 30 s,
     # starting when it starts, so its first iteration then finds this backfill instead of running
     # just before it exists (the first runs started ~30 s after the submission).
-    backfill_id = backfills.launch_backfill(targets, _launch_tags(), title, log)
+    # The runs carry this command's host:pid: it holds their dates' writer locks on their behalf.
+    tags = {**_launch_tags(), backfills.COMMAND_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+    backfill_id = launch(tags)
     print(f"backfill {backfill_id} submitted (the UI's backfills page shows it; Ctrl-C cancels it)")
     t0 = time.time()
     daemon = command_daemon.ensure()

@@ -248,42 +248,97 @@ def test_tampered_artifact_fails_ledger_integrity_and_blocks_orders(full_run):
     assert not orders.exists()
 
 
-def test_a_book_whose_previous_session_is_being_written_is_refused_naming_the_writer(tmp_path):
-    """Runs of consecutive sessions at once: the later book starts from a previous book that is not
-    stored yet. Its step refuses instead of starting from an empty book or blaming a gap, naming
-    the writer (the command holding the previous session's writer lock, or a Dagster run of it in
-    progress, as the UI or a backfill launches); with nobody writing it, the first book is built."""
+def test_a_book_whose_previous_session_is_still_being_written_is_refused_naming_the_writer(tmp_path, monkeypatch):
+    """Runs of consecutive sessions at once: the later book starts from the previous session's,
+    which another command or run is writing. The step waits for it (`_previous.WRITER_WAIT_S`, cut
+    to a second here); still written then, it refuses naming the writer (the command holding the
+    previous session's writer lock, or a Dagster run of it in progress, as the UI or a backfill
+    launches) instead of starting from an empty book or blaming a gap. The lock of the command
+    that launched the run (a `backfill`, for its own runs) does not count; with nobody writing, the
+    first book is built."""
     import os
+    import re
+    import socket
 
     from dagster import DagsterRun, DagsterRunStatus
 
     from portfolio_assets import cli
+    from portfolio_assets.assets import _previous
+    from portfolio_assets.backfills import COMMAND_TAG
 
+    monkeypatch.setattr(_previous, "WRITER_WAIT_S", 1.0)
     prev, book = "2026-11-24", AssetSelection.assets("run_manifest", "holdings")
     instance = DagsterInstance.ephemeral()
     with env(PA_LAKEHOUSE=str(tmp_path), PA_PROFILE="development"):
         with cli.partition_lock([prev], f"run --date {prev}"):
             locked = run_graph(tmp_path, selection=book, instance=instance)
+            own = run_graph(tmp_path, selection=book, instance=instance,
+                            tags={COMMAND_TAG: f"{socket.gethostname()}:{os.getpid()}"})
     assert not locked.success
-    refusal = (f"ValueError: the book of {PARTITION} starts from the previous session's, and {prev} is being "
-               f"written concurrently (the command {{\"pid\": {os.getpid()}, \"command\": "
-               f"\"run --date {prev}\", \"started\": ")
+    refusal = re.compile(
+        rf"ValueError: the book of {PARTITION} starts from the previous session's, and {prev} is still being "
+        rf"written \(the command \{{\"pid\": {os.getpid()}, \"command\": \"run --date {prev}\", \"started\": "
+        rf"\"[^\"]+\", \"host\": \"{re.escape(socket.gethostname())}\"\}}\) after [12] s: run {PARTITION} again "
+        rf"once that has finished")
     cause = step_errors(locked)["holdings"].split(" | ")[-1]
-    assert cause.startswith(refusal), cause
-    assert cause.endswith(f"): run {PARTITION} again once that has finished")
+    assert refusal.fullmatch(cause), cause
+    assert own.success, step_errors(own)  # the lock is held on behalf of this run: nothing to wait for
 
     ui_run = "bbbbbbbb-0000-4000-8000-000000000001"
     instance.add_run(DagsterRun(job_name="daily_portfolio", run_id=ui_run, status=DagsterRunStatus.STARTED,
                                 tags={"dagster/partition": prev}))
     running = run_graph(tmp_path, selection=book, instance=instance)
-    assert step_errors(running)["holdings"].split(" | ")[-1] == (
-        f"ValueError: the book of {PARTITION} starts from the previous session's, and {prev} is being written "
-        f"concurrently (Dagster run(s) {ui_run}): run {PARTITION} again once that has finished")
+    cause = step_errors(running)["holdings"].split(" | ")[-1]
+    assert re.fullmatch(
+        rf"ValueError: the book of {PARTITION} starts from the previous session's, and {prev} is still being "
+        rf"written \(Dagster run\(s\) {ui_run}\) after [12] s: run {PARTITION} again once that has finished",
+        cause), cause
 
     instance.report_run_canceled(instance.get_run_by_id(ui_run))
     alone = run_graph(tmp_path, selection=book, instance=instance)
     assert alone.success, step_errors(alone)
     assert Lakehouse(tmp_path, "development").read_table("implementation", "holdings", PARTITION).empty
+
+
+def test_a_book_waits_for_the_previous_sessions_run_and_starts_from_the_book_it_stores(tmp_path):
+    """A Dagster run of the previous session is in progress when the book's step starts (the
+    previous book is not stored yet: the input loads nothing). The step waits; the run stores a
+    book and ends; the step reads that book (not what its input loaded) and carries it over."""
+    from dagster import DagsterRun, DagsterRunStatus
+
+    from portfolio_assets.holdings import HOLDINGS_COLUMNS
+
+    prev, book = "2026-11-24", AssetSelection.assets("run_manifest", "holdings")
+    lake = Lakehouse(tmp_path, "development")
+    stored = pd.DataFrame({"symbol": ["NYSE:AAA", "NASDAQ:BBB"], "direction": ["long", "short"],
+                           "weight": [0.6, 0.4], "net_weight": [0.6, -0.4], "last_traded": [prev, prev]},
+                          columns=list(HOLDINGS_COLUMNS))
+    instance = DagsterInstance.ephemeral()
+    writer = "bbbbbbbb-0000-4000-8000-000000000002"
+    instance.add_run(DagsterRun(job_name="daily_portfolio", run_id=writer, status=DagsterRunStatus.STARTED,
+                                tags={"dagster/partition": prev}))
+
+    def previous_run_finishes() -> None:
+        import time
+
+        time.sleep(1.5)
+        lake.write_table("implementation", "holdings", prev, stored)
+        instance.report_run_canceled(instance.get_run_by_id(writer))  # ends: no longer in progress
+
+    finisher = threading.Thread(target=previous_run_finishes)
+    with env(PA_LAKEHOUSE=str(tmp_path), PA_PROFILE="development"):
+        finisher.start()
+        try:
+            result = run_graph(tmp_path, selection=book, instance=instance)
+        finally:
+            finisher.join()
+    assert result.success, step_errors(result)
+    got = lake.read_table("implementation", "holdings", PARTITION)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), stored)
+    logs = [e.message for e in instance.all_logs(result.run_id) if e.step_key == "holdings"]
+    assert any(f"waiting for holdings of the previous session {prev}: Dagster run(s) {writer} is writing it" in m
+               for m in logs), logs
+    assert any(f"holdings of {prev} is written (waited " in m for m in logs), logs
 
 
 def _materialize_dates(lake, instance, asset: str, partitions: list[str], *, ranged: bool):

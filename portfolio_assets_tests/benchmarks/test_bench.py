@@ -293,7 +293,7 @@ def test_the_daily_graph_on_two_celery_workers_stores_the_in_process_tables(rows
 @pytest.mark.slow
 def test_backfill_section(plan, tmp_path):
     """The other section the quick run leaves out, alone (it needs no graph section): a CLI backfill
-    of one date (every wave of a backfill: the book's and the previous target's ranged runs too)."""
+    of one date (the whole graph in the job backfill's one run for it)."""
     rows = runner.run_bench(runner.BenchPlan(profile="development", date=plan.date, sections=("backfill",),
                                              quick=True, backfill_n=1), tmp_path, echo=False)
     assert runner.failed(rows) == [], [(r.section, r.stage, r.note) for r in runner.failed(rows)]

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, RunsFilter
 
-from portfolio_assets.backfills import run_partitions
 from portfolio_assets.manifest import PROJECT_ROOT
 from portfolio_assets_tests.conftest import DEV_DATE, PREV_DATE, run_cli_in_process
 
@@ -214,7 +213,11 @@ def test_failed_gate_run_exits_1_names_the_check_alerts_and_accept_refuses(dirs)
 
 def test_backfill_is_a_dagster_backfill_with_a_temporary_daemon(dirs, instance_of):
     """Three dates of `run_manifest+` (the manifest and one layer below: scans and the book): one
-    Dagster backfill, every partition succeeded, runs tagged with it and queued by the daemon."""
+    Dagster job backfill, every partition succeeded, one run of the selection per date, tagged with
+    the backfill and the command that holds the dates' locks, queued by the daemon."""
+    from portfolio_assets.backfills import COMMAND_TAG
+    from portfolio_assets.cli.selection import selection_keys
+
     home, lake = dirs
     r = cli("backfill", "--profile", "development", "--from", D0, "--to", D2, "--select", "run_manifest+",
             home=home, lake=lake)
@@ -225,14 +228,14 @@ def test_backfill_is_a_dagster_backfill_with_a_temporary_daemon(dirs, instance_o
     instance = instance_of(home)
     backfill = instance.get_backfill(backfill_id)
     assert backfill.status.value == "COMPLETED_SUCCESS"
+    assert not backfill.is_asset_backfill and backfill.partition_names == [D0, D1, D2]
     runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
     assert all(run.status.value == "SUCCESS" for run in runs)
-    # The book's chain runs as ranges (holdings' single-run backfill policy: one run for every date
-    # whose run_manifest is stored when the daemon looks), the rest one run per date.
-    ranged = [run for run in runs if "dagster/partition" not in run.tags]
-    assert ranged and all(run.asset_selection == {AssetKey("holdings")} for run in ranged)
-    assert sorted(p for run in ranged for p in run_partitions(run.tags, [D0, D1, D2])) == [D0, D1, D2]
-    assert {run.tags["dagster/partition"] for run in runs if run not in ranged} == {D0, D1, D2}
+    assert sorted(run.tags["dagster/partition"] for run in runs) == [D0, D1, D2]
+    wanted = set(selection_keys("run_manifest+"))
+    assert all(run.asset_selection == wanted for run in runs), [sorted(map(str, r.asset_selection or ())) for r in runs]
+    (command,) = {run.tags[COMMAND_TAG] for run in runs}  # host:pid of the command holding the locks
+    assert re.fullmatch(r"[^:]+:\d+", command), command
     for day in (D0, D1, D2):
         assert _count(instance, "equity_scan", day) == 1 and _count(instance, "holdings", day) == 1
     # The temporary daemon stopped and its heartbeats were wiped: the next command can tell at once
