@@ -54,10 +54,15 @@ def _launch_tags() -> dict[str, str]:
 LAUNCHER_TAG = "portfolio_assets/launcher"  # host:pid of the CLI process a run executes in (in-process runs)
 
 
-def _launcher_tag() -> dict[str, str]:
+def this_process() -> str:
+    """`host:pid` of this process (the launcher tag's value; a `backfill` command's `COMMAND_TAG`)."""
     import socket
 
-    return {LAUNCHER_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _launcher_tag() -> dict[str, str]:
+    return {LAUNCHER_TAG: this_process()}
 
 
 def launcher_gone(run: Any) -> int | None:

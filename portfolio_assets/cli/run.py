@@ -32,6 +32,7 @@ from portfolio_assets.cli.execution import (
     runbook_steps,
     start_step_selection,
     summarize_run,
+    this_process,
     where_outputs,
 )
 from portfolio_assets.cli.selection import _key, missing_upstream, missing_upstream_message, selection_keys
@@ -179,8 +180,6 @@ def _backfill(instance: Any, partitions: list[str], title: str, log: Path, comma
               what: str, launch: Callable[[dict[str, str]], str]) -> int:
     """Submit a backfill (`launch(tags)` returns its id), make sure a daemon runs it, and watch it to
     the end; Ctrl-C cancels it. Exit 0 when every partition succeeded."""
-    import socket
-
     from portfolio_assets import backfills
 
     print(f"backfill {len(partitions)} partition(s) x {what}, {title}; log: {log}")
@@ -188,7 +187,7 @@ def _backfill(instance: Any, partitions: list[str], title: str, log: Path, comma
     # starting when it starts, so its first iteration then finds this backfill instead of running
     # just before it exists (the first runs started ~30 s after the submission).
     # The runs carry this command's host:pid: it holds their dates' writer locks on their behalf.
-    tags = {**_launch_tags(), backfills.COMMAND_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+    tags = {**_launch_tags(), backfills.COMMAND_TAG: this_process()}
     backfill_id = launch(tags)
     print(f"backfill {backfill_id} submitted (the UI's backfills page shows it; Ctrl-C cancels it)")
     t0 = time.time()
