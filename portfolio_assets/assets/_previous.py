@@ -7,7 +7,9 @@ to be on disk when the step started.
 A writer of session P for asset A is a Dagster run in progress (starting, started or canceling)
 whose partition, or range, holds P and whose selection holds A, or a command holding P's writer
 lock. The lock of the command that launched this run does not count: a `backfill` command holds
-the writer locks of every date it backfills, on behalf of its own runs.
+the writer locks of every date it backfills, on behalf of its own runs. Neither does a run whose
+CLI process is gone (killed: Dagster still says started; `cli.execution.launcher_gone`), as for
+the writer lock's own check.
 """
 
 from __future__ import annotations
@@ -37,10 +39,13 @@ def session_writer(context: Any, lake: Lakehouse, key: AssetKey, session: str) -
     holder = lake.writer_lock_holder(session)
     if holder is not None and not _own_command(context, holder):
         return f"the command {holder}"
+    from portfolio_assets.cli.execution import launcher_gone
+
     records = context.instance.get_run_records(RunsFilter(statuses=ACTIVE))
     runs = [r.dagster_run.run_id for r in records if r.dagster_run.run_id != context.run.run_id
             and run_partitions(r.dagster_run.tags, [session])
-            and (r.dagster_run.asset_selection is None or key in r.dagster_run.asset_selection)]
+            and (r.dagster_run.asset_selection is None or key in r.dagster_run.asset_selection)
+            and launcher_gone(r.dagster_run) is None]
     return f"Dagster run(s) {', '.join(runs)}" if runs else None
 
 

@@ -254,17 +254,20 @@ def test_a_book_whose_previous_session_is_still_being_written_is_refused_naming_
     to a second here); still written then, it refuses naming the writer (the command holding the
     previous session's writer lock, or a Dagster run of it in progress, as the UI or a backfill
     launches) instead of starting from an empty book or blaming a gap. The lock of the command
-    that launched the run (a `backfill`, for its own runs) does not count; with nobody writing, the
-    first book is built."""
+    that launched the run (a `backfill`, for its own runs) does not count, nor does a run whose CLI
+    process is gone; with nobody writing, the first book is built."""
     import os
     import re
     import socket
+    import subprocess
+    import sys
 
     from dagster import DagsterRun, DagsterRunStatus
 
     from portfolio_assets import cli
     from portfolio_assets.assets import _previous
     from portfolio_assets.backfills import COMMAND_TAG
+    from portfolio_assets.cli.execution import LAUNCHER_TAG
 
     monkeypatch.setattr(_previous, "WRITER_WAIT_S", 1.0)
     prev, book = "2026-11-24", AssetSelection.assets("run_manifest", "holdings")
@@ -295,6 +298,12 @@ def test_a_book_whose_previous_session_is_still_being_written_is_refused_naming_
         cause), cause
 
     instance.report_run_canceled(instance.get_run_by_id(ui_run))
+    # A CLI run of the previous session whose process was killed still says STARTED: not a writer.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    instance.add_run(DagsterRun(job_name="daily_portfolio", run_id="bbbbbbbb-0000-4000-8000-000000000003",
+                                status=DagsterRunStatus.STARTED,
+                                tags={"dagster/partition": prev, LAUNCHER_TAG: f"{socket.gethostname()}:{gone.pid}"}))
     alone = run_graph(tmp_path, selection=book, instance=instance)
     assert alone.success, step_errors(alone)
     assert Lakehouse(tmp_path, "development").read_table("implementation", "holdings", PARTITION).empty
