@@ -78,22 +78,20 @@ def previous_target(context, settings: PortfolioSettings, previous: dict):
     `target_weights` (`previous_production`; empty when that session has none)."""
     sessions = previous_sessions(context, "previous")
     lake = settings.lakehouse()
-    still: dict[str, tuple[str, str, float]] = {}  # partition -> (session, writer, seconds waited)
+    refusal = None  # a previous session still being written after WRITER_WAIT_S: refused in the steps
     for partition, session in sessions.items():  # consecutive dates run at once: wait for their targets
         if session is None:
             continue
         writer, waited = wait_for_writer(context, lake, TARGET_KEY, session)
-        if writer is not None:  # still written after WRITER_WAIT_S: refused below, no more waits
-            still[partition] = (session, writer, waited)
+        if writer is not None:
+            refusal = (f"the previous target of {partition} is the target of {session}, still being written "
+                       f"({writer}) after {waited:.0f} s: run {partition} again once that has finished")
             break
         if waited:
             reread(lake, "allocation", TARGET_KEY, session, previous)
     with range_steps(context, settings, sessions, shifted=("previous",)) as steps:
-        if still:
-            partition, (session, writer, waited) = min(still.items())
-            raise ValueError(
-                f"the previous target of {partition} is the target of {session}, still being written ({writer}) "
-                f"after {waited:.0f} s: run {partition} again once that has finished")
+        if refusal is not None:
+            raise ValueError(refusal)
         tables = {}
         for partition, session in sessions.items():
             stored = previous.get(session) if session is not None else None
