@@ -26,9 +26,14 @@ from portfolio_assets.sources.base import BAR_COLUMNS, MarketData, SourceError
 
 FETCH_BUFFER_DAYS = 10  # calendar days before the first session, for the first return
 # The store is compacted (parts merged, newest bar kept: reads unchanged) once it holds more than
-# this many parts; parts fetched in the last 6 hours stay, so a run in progress keeps its first fetches.
+# this many parts; parts fetched in the last 6 hours stay, so a run in progress keeps its first
+# fetches (`compact_store`).
 COMPACT_ABOVE_PARTS = 256
 COMPACT_KEEP_RECENT_S = 6 * 3600.0
+# Parts of finished runs merge sooner (`compact_store` with `finished`): a run writes ~20 parts
+# (its first fetches and a part per repaired symbol), two runs at a time hold ~40.
+COMPACT_FINISHED_ABOVE_PARTS = 48
+COMPACT_MIN_PARTS = 16
 
 
 class BarsError(ValueError):
@@ -91,29 +96,51 @@ def fetch_into_cache(
     Uses the source's bounded-concurrency `fetch_many` when it has one. A source error for one
     symbol is raised (naming it) — never swallowed.
     """
-    fetched_at = dt.datetime.now(dt.UTC)
-    fetch_many = getattr(source, "fetch_many", None)
-    if callable(fetch_many) and attempt == 0:
-        results = fetch_many(symbols, start, end)
-    else:
-        fetched = Progress(say, f"fetch {start}..{end}", len(symbols), "symbols")
-        results = {}
-        for s in symbols:
-            results[s] = source.bars(s, start, end, attempt=attempt)
-            fetched.advance()
-    report = {}
-    cleaned: dict[str, pd.DataFrame] = {}
-    for symbol in symbols:
-        if symbol not in results:
-            raise SourceError(f"source {source.name!r} returned no answer for {symbol}")
-        cleaned[symbol], report[symbol] = clean_bars(symbol, results[symbol], end)
-    lake.write_prices(cleaned, source.name, fetched_at, start=start, end=end, attempt=attempt, scope=scope)
     store = lake.price_store()
-    if len(store.part_paths()) > COMPACT_ABOVE_PARTS:  # skipped when another process compacts
-        store.compact(keep_recent_s=COMPACT_KEEP_RECENT_S, blocking=False)
+    # The readers' lock from the fetch time to the write: no compaction runs in between, so none
+    # merges a part fetched after this one while this part is still to come (`PriceStore.compact`).
+    with store.shared_lock():
+        fetched_at = dt.datetime.now(dt.UTC)
+        fetch_many = getattr(source, "fetch_many", None)
+        if callable(fetch_many) and attempt == 0:
+            results = fetch_many(symbols, start, end)
+        else:
+            fetched = Progress(say, f"fetch {start}..{end}", len(symbols), "symbols")
+            results = {}
+            for s in symbols:
+                results[s] = source.bars(s, start, end, attempt=attempt)
+                fetched.advance()
+        report = {}
+        cleaned: dict[str, pd.DataFrame] = {}
+        for symbol in symbols:
+            if symbol not in results:
+                raise SourceError(f"source {source.name!r} returned no answer for {symbol}")
+            cleaned[symbol], report[symbol] = clean_bars(symbol, results[symbol], end)
+        lake.write_prices(cleaned, source.name, fetched_at, start=start, end=end, attempt=attempt, scope=scope)
+    compact_store(lake)
     if keep is not None:  # what the source delivered this time (before merging with the cache)
         keep.update(cleaned)
     return report
+
+
+def compact_store(lake: Lakehouse, finished: Callable[[str], bool] | None = None) -> int:
+    """Merge the price store's old parts when it holds many (`PriceStore.compact`; reads do not
+    change). Without `finished`, only parts older than `COMPACT_KEEP_RECENT_S` merge, once the
+    store holds more than `COMPACT_ABOVE_PARTS` parts. With `finished` (a scope -> whether its run
+    is over; the Dagster layer asks the run storage), so do the parts of finished runs, once more
+    than `COMPACT_FINISHED_ABOVE_PARTS` parts are stored and at least `COMPACT_MIN_PARTS` of them
+    can merge: a backfill then keeps the store to a few dozen parts. Skipped (0) when another
+    process holds the store's lock. Returns the number of parts merged away."""
+    store = lake.price_store()
+    count = len(store.part_paths())
+    if finished is None:
+        if count <= COMPACT_ABOVE_PARTS:
+            return 0
+        return store.compact(keep_recent_s=COMPACT_KEEP_RECENT_S, blocking=False)
+    if count <= COMPACT_FINISHED_ABOVE_PARTS:
+        return 0
+    return store.compact(keep_recent_s=COMPACT_KEEP_RECENT_S, blocking=False, finished=finished,
+                         min_parts=COMPACT_MIN_PARTS)
 
 
 def first_fetch(
@@ -238,6 +265,7 @@ def recover(
     say: Callable[[str], None] | None = None,
     *,
     view: dict[str, pd.DataFrame] | None = None,
+    scope: str | None = None,
 ) -> tuple[pd.DataFrame, RecoveryLog]:
     """Re-fetch every unhealthy symbol's window up to `attempts` times with exponential backoff.
 
@@ -263,7 +291,8 @@ def recover(
             error = ""
             repaired_bars: dict[str, pd.DataFrame] = {}
             try:
-                fetch_into_cache(source, lake, [symbol], fetch_start, as_of, attempt=attempt, keep=repaired_bars)
+                fetch_into_cache(source, lake, [symbol], fetch_start, as_of, attempt=attempt, keep=repaired_bars,
+                                 scope=scope)
             except (SourceError, BarsError, OSError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
             if view is not None:
@@ -315,7 +344,7 @@ def fetch_and_recover(
     view.update({s: overlay(stored[s], fresh[s]) for s in symbols})
     before = assess_all(lake, symbols, calendars, window, start, as_of, params, fetched=fresh)
     after, log = recover(source, lake, before, calendars, window, start, as_of, params, attempts, backoff_s, say,
-                         view=view)
+                         view=view, scope=scope)
     return before, after, log
 
 

@@ -45,7 +45,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +71,7 @@ PART_RE = re.compile(r"^part-(\d{20})-(\d+)-([0-9a-f]{16})\.parquet$")
 ROW_GROUP_ROWS = 1 << 16
 REF_RE = re.compile(r"^prices/([A-Za-z0-9_.!\-]+)@(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})$")
 META = "pa."
+COMPACTED = "compacted"  # the scope of a part compaction wrote (no run's fetch)
 
 
 class PriceStoreError(ValueError):
@@ -451,20 +452,34 @@ class PriceStore:
         return tuple(out)
 
     # ---- compaction --------------------------------------------------------------------------
-    def compact(self, *, keep_recent_s: float = 0.0, blocking: bool = True) -> int:
-        """Merge parts into one, keeping the row that stands per (symbol, time) and every row of a
-        bar with a repaired value (`_newest_rows`): no read changes.
-        Parts fetched within the last `keep_recent_s` seconds are kept as they are (a run still
-        in progress finds its first fetches; `fetch.first_fetch`). Returns the number of parts
-        merged away (0 when another process holds the lock and `blocking` is False)."""
+    def compact(self, *, keep_recent_s: float = 0.0, blocking: bool = True,
+                finished: Callable[[str], bool] | None = None, min_parts: int = 2) -> int:
+        """Merge the oldest parts into one, keeping the row that stands per (symbol, time) and every
+        row of a bar with a repaired value (`_newest_rows`): no read changes.
+
+        A part fetched within the last `keep_recent_s` seconds is kept as it is (a run still in
+        progress finds its first fetches there; `fetch.first_fetch`) unless its scope is one
+        `finished(scope)` says is over (that run never looks for its parts again); a compaction's
+        own part never is kept. The merge takes the parts fetched before the first part kept,
+        never one after it: a prefix of the fetch order, so the rule for repaired bars sees in the
+        merged part every row that mattered before. Fetches hold the readers' lock from their fetch time to their write
+        (`fetch.fetch_into_cache`), so no part older than a merged one appears afterwards.
+        Merges only when at least `min_parts` parts qualify. Returns the number of parts merged
+        away (0 when another process holds the lock and `blocking` is False)."""
         if keep_recent_s < 0:
             raise PriceStoreError(f"keep_recent_s must be >= 0, got {keep_recent_s}")
         with self._lock(fcntl.LOCK_EX, blocking=blocking) as got:
             if not got:
                 return 0
             cutoff = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=keep_recent_s)
-            parts = [p for p in self.parts() if keep_recent_s == 0 or p.fetched_at < cutoff]
-            if len(parts) < 2:
+            parts = []
+            for part in self.parts():  # oldest fetch first
+                over = part.scope == COMPACTED or (finished is not None and part.scope is not None
+                                                   and finished(part.scope))
+                if keep_recent_s > 0 and part.fetched_at >= cutoff and not over:
+                    break
+                parts.append(part)
+            if len(parts) < max(2, min_parts):
                 return 0
             paths = [p.path for p in parts]
             dataset = ds.dataset([str(p) for p in paths], schema=SCHEMA, format="parquet")
@@ -477,7 +492,7 @@ class PriceStore:
             table = table.take(order)
             table = _newest_rows(table, keep_repaired=True)
             newest = max(p.fetched_at for p in parts)
-            table = table.replace_schema_metadata({f"{META}attempt": "0", f"{META}scope": json.dumps("compacted"),
+            table = table.replace_schema_metadata({f"{META}attempt": "0", f"{META}scope": json.dumps(COMPACTED),
                                                    f"{META}symbols": json.dumps([])})
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from portfolio_assets import price_store as ps
-from portfolio_assets.fetch import first_fetch
+from portfolio_assets.fetch import fetch_into_cache, first_fetch
 from portfolio_assets.lakehouse import Lakehouse
 from portfolio_assets.ledger import price_fingerprint
 from portfolio_assets.price_store import PriceStore, PriceStoreError, price_ref
@@ -152,6 +152,56 @@ def test_compaction_merges_parts_without_changing_a_read(store: PriceStore) -> N
     later = store.write({"AMEX:SPY": bars("2026-11-05", 1, 7.0)}, "synthetic", pd.Timestamp.now(tz="UTC"))
     assert store.compact(keep_recent_s=3600) == 0  # one old part and a recent one: nothing to merge
     assert later in store.part_paths()
+
+
+def test_parts_of_finished_runs_merge_young_but_only_as_a_prefix_of_the_fetch_order(store: PriceStore) -> None:
+    """With `finished`, young parts of finished runs merge; the merge stops at the first part
+    of a run still going (later parts of finished runs wait for it), and a compaction's own part
+    never holds one back. Reads never change: run B's repair sits between run A's fault and run
+    C's re-delivery of it; merging A and C without B would keep C's faulty row as newest."""
+    now = pd.Timestamp.now(tz="UTC")
+    clean = bars("2026-11-01", 6)
+    bad = with_tick(clean, 3, 2500.0)
+    live = {"run-b"}
+
+    def finished(scope: str) -> bool:
+        return scope.split("@")[0] not in live
+
+    store.write({"AMEX:XLF": bad}, "synthetic", now - dt.timedelta(seconds=40), scope="run-a@2026-11-06")
+    store.write({"AMEX:SPY": clean}, "synthetic", now - dt.timedelta(seconds=30), scope="run-a@2026-11-06")
+    store.write({"AMEX:XLF": clean}, "synthetic", now - dt.timedelta(seconds=20), attempt=1,
+                scope="run-b@2026-11-06")
+    store.write({"AMEX:XLF": bad}, "synthetic", now - dt.timedelta(seconds=10), scope="run-c@2026-11-06")
+    before = store.read()
+    assert before.loc[before["symbol"] == "AMEX:XLF", "close"].iloc[3] == clean["close"].iloc[3]
+    assert store.compact(keep_recent_s=3600) == 0  # every part is young and no run is known finished
+    assert store.compact(keep_recent_s=3600, finished=finished, min_parts=3) == 0  # only run A's 2 parts qualify
+    assert store.compact(keep_recent_s=3600, finished=finished) == 2  # run A's; B holds C back
+    pd.testing.assert_frame_equal(store.read(), before)
+    assert [p.scope for p in store.parts()] == [ps.COMPACTED, "run-b@2026-11-06", "run-c@2026-11-06"]
+    live.clear()  # run B ends: the young compacted part does not hold anything back
+    assert store.compact(keep_recent_s=3600, finished=finished) == 3
+    pd.testing.assert_frame_equal(store.read(), before)
+    assert [p.scope for p in store.parts()] == [ps.COMPACTED]
+
+
+def test_a_fetch_in_progress_holds_compaction_off(tmp_path: Path) -> None:
+    """From a fetch's time stamp to its part's write, no compaction runs (else a part fetched
+    before a merged one could appear after the merge)."""
+    lake = Lakehouse(tmp_path, "demo")
+    store = lake.price_store()
+    store.write({"AMEX:SPY": bars("2026-11-01", 3)}, "synthetic", T0)
+    store.write({"AMEX:SPY": bars("2026-11-02", 3)}, "synthetic", T0 + dt.timedelta(hours=1))
+    seen: list[int] = []
+
+    class Compacting(CountingSource):
+        def bars(self, symbol: str, start: dt.date, end: dt.date, *, attempt: int = 0) -> pd.DataFrame:
+            seen.append(store.compact(blocking=False))
+            return super().bars(symbol, start, end, attempt=attempt)
+
+    fetch_into_cache(Compacting(), lake, ["AMEX:SPY"], dt.date(2026, 11, 1), dt.date(2026, 11, 20))
+    assert seen == [0] and len(store.part_paths()) == 3
+    assert store.compact(blocking=False) == 3
 
 
 def with_tick(frame: pd.DataFrame, row: int, close: float) -> pd.DataFrame:

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from dagster import AssetKey, AssetRecordsFilter, DataVersion, GraphDefinition, MetadataValue, Output
 
+from portfolio_assets.fetch import compact_store
 from portfolio_assets.io_manager import content_version, table_metadata
 from portfolio_assets.lakehouse import Lakehouse, publish_dir
 from portfolio_assets.ledger import Ledger, file_hash, signer_from_env
@@ -183,6 +184,25 @@ def emit_range(context: Any, steps: Mapping[str, Step], frames: Mapping[str, pd.
         step.record_table(key, versions[partition])
 
 
+SCOPE_SEP = "@"
+
+
+def scope_finished(instance: Any) -> Callable[[str], bool]:
+    """A price-store part's scope (`Step.fetch_scope`) -> whether Dagster's run storage holds its
+    run as finished (success, failure or canceled). A run the instance does not know is not
+    finished: its parts stay for `fetch.COMPACT_KEEP_RECENT_S`. One lookup per run."""
+    seen: dict[str, bool] = {}
+
+    def finished(scope: str) -> bool:
+        run_id = scope.split(SCOPE_SEP, 1)[0]
+        if run_id not in seen:
+            run = instance.get_run_by_id(run_id)
+            seen[run_id] = run is not None and run.is_finished
+        return seen[run_id]
+
+    return finished
+
+
 class Step:
     """One asset step for one partition: ledger records, outputs, metadata (module docstring)."""
 
@@ -215,6 +235,12 @@ class Step:
         self.metrics: dict[str, Any] = {}
         self.ledger = ledger_for(settings, self.partition)
 
+    @property
+    def fetch_scope(self) -> str:
+        """The scope the run's first fetches of this partition are shared in (`fetch.first_fetch`)
+        and its price-store parts are written under: `<run id>@<partition>` (`scope_finished`)."""
+        return f"{self.run_id}{SCOPE_SEP}{self.partition}"
+
     # ---- the ledger's intent/outcome pair -------------------------------------------------
     def __enter__(self) -> Step:
         if self.ledger is not None:
@@ -227,6 +253,9 @@ class Step:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None and isinstance(self.lake, RecordedCache) and self.lake.writes:
+            # The parts of finished runs merge (a backfill keeps the store small; reads unchanged).
+            compact_store(self.lake, finished=scope_finished(self.context.instance))
         if self.ledger is None:
             return
         payload: dict[str, Any] = {"params": jsonable(self.params), "outputs": self.outputs, "events": self.events}

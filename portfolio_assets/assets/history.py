@@ -20,7 +20,6 @@ from portfolio_assets.assets.universe import (
     bar_windows,
     calendars_of,
     fetch_returns,
-    fetch_scope,
     health_params,
     widest_starts,
 )
@@ -67,7 +66,7 @@ def market_bars(context, settings: PortfolioSettings, price_cache: PriceCache, r
         symbols = sorted(set(raw_pool["symbol"]) | {baseline})
         # The run's first fetch of every symbol's widest window: stored once, read back by every
         # asset of the run that needs a window inside it (`fetch.first_fetch`).
-        scope, widest = fetch_scope(step), widest_starts(step, symbols)
+        scope, widest = step.fetch_scope, widest_starts(step, symbols)
         delivered = first_fetch(source, step.lake, [s for s in symbols if s != baseline], start, end,
                                 scope=scope, widest=widest, say=context.log.info)
         delivered.update(first_fetch(source, step.lake, [baseline], *long, scope=scope, widest=widest,
@@ -110,7 +109,7 @@ def history_500d(context, settings: PortfolioSettings, price_cache: PriceCache, 
         before, healed, log = fetch_and_recover(
             step.settings.source(), step.lake, symbols, calendars, window, step.date,
             health_params(step, symbols), data.recovery_attempts, data.recovery_backoff_s, say=context.log.info,
-            scope=fetch_scope(step), widest=widest_starts(step, symbols), view=view,
+            scope=step.fetch_scope, widest=widest_starts(step, symbols), view=view,
         )
         panel = load_panel(step.lake, symbols, calendars, window, step.date, view=view)
         rets = simple_returns(panel).iloc[1:]

@@ -66,12 +66,6 @@ def bar_windows(cfg: Config, date: dt.date) -> tuple[tuple[dt.date, dt.date], tu
             window_bounds(sessions_window(date, n + history_sessions(cfg.regime) + 1)))
 
 
-def fetch_scope(step: Step) -> str | None:
-    """The scope a step's first fetches are shared in (its run and partition; None outside a run)."""
-    run_id = getattr(step, "run_id", None)
-    return f"{run_id}@{step.partition}" if run_id else None
-
-
 def widest_starts(step: Step, symbols: list[str]) -> dict[str, dt.date]:
     """Per symbol, the first day of the widest window any asset of the partition reads: the
     first fetch of a run fetches from there (`fetch.first_fetch`)."""
@@ -113,7 +107,7 @@ def fetch_returns(step: Step, symbols: list[str], n_sessions: int) -> tuple[pd.D
     view: dict[str, pd.DataFrame] = {}
     _, healed, log = fetch_and_recover(step.settings.source(), step.lake, symbols, calendars, window, step.date,
                                       health_params(step, symbols, min_days_floor=0), data.recovery_attempts,
-                                      data.recovery_backoff_s, scope=fetch_scope(step),
+                                      data.recovery_backoff_s, scope=step.fetch_scope,
                                       widest=widest_starts(step, symbols), view=view)
     if log.rows:
         step.event("prep_recovery", attempts=len(log.rows),
