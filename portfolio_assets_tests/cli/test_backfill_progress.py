@@ -3,6 +3,7 @@ run a backfill launches for a range's books (`holdings`, single-run backfill pol
 
 from __future__ import annotations
 
+import datetime as dt
 from enum import Enum
 from types import SimpleNamespace
 
@@ -95,3 +96,60 @@ def test_a_stopped_temporary_daemon_forgets_only_its_own_heartbeats(tmp_path):
     store = Beats({"BACKFILL": (now - 2, "ours")})
     BackfillDaemon(store, tmp_path)._forget_heartbeats(None)  # not knowing which id is ours: keep them
     assert not store.wiped
+
+
+class Watched:
+    """An instance whose backfill runs are all finished and whose backfill status turns terminal
+    only when its daemon has been restarted (or after `flips_after` status reads by itself)."""
+
+    def __init__(self, runs, flips_after: int | None = None):
+        self.runs = runs
+        self.reads = 0
+        self.flips_after = flips_after
+        self.restarts = 0
+
+    def get_run_records(self, filters):
+        return [SimpleNamespace(dagster_run=r, update_timestamp=dt.datetime(2026, 12, 4, 12)) for r in self.runs]
+
+    def get_backfill(self, backfill_id):
+        self.reads += 1
+        done = self.restarts > 0 or (self.flips_after is not None and self.reads > self.flips_after)
+        return SimpleNamespace(status=SimpleNamespace(value="COMPLETED_SUCCESS" if done else "REQUESTED"))
+
+
+class Daemon:
+    def __init__(self, instance: Watched, ours: bool):
+        self.instance, self.ours = instance, ours
+
+    def check_running(self) -> None:
+        pass
+
+    def restart(self) -> bool:
+        if self.ours:
+            self.instance.restarts += 1
+        return self.ours
+
+
+def test_a_finished_backfill_restarts_only_its_own_daemon_and_once(monkeypatch):
+    """Every run has finished but the backfill waits for the daemon's next 30-s iteration: the
+    command's own daemon is restarted once (its first iteration closes the backfill); a daemon
+    the command did not start is never touched, the command waits for it. A partition still
+    running or waiting restarts nothing."""
+    from portfolio_assets import backfills
+
+    monkeypatch.setattr(backfills, "STATUS_EVERY_S", 0.0)
+    finished = [run(f"day{i}", "SUCCESS", **{"dagster/partition": d}) for i, d in enumerate(DATES)]
+    said: list[str] = []
+    ours = Watched(finished)
+    progress = backfills.watch_backfill(ours, "bf1", DATES, said.append, Daemon(ours, True), poll_s=0.0)
+    assert progress.succeeded == DATES and ours.restarts == 1 and ours.reads == 2
+    assert "restarted the temporary daemon" in said[-1]
+
+    shared = Watched(finished, flips_after=3)
+    said.clear()
+    backfills.watch_backfill(shared, "bf2", DATES, said.append, Daemon(shared, False), poll_s=0.0)
+    assert shared.restarts == 0 and shared.reads == 4 and not any("restarted" in s for s in said)
+
+    waiting = Watched(finished[:2], flips_after=2)  # the last date has no run yet
+    backfills.watch_backfill(waiting, "bf3", DATES, said.append, Daemon(waiting, True), poll_s=0.0)
+    assert waiting.restarts == 0
