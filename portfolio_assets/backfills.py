@@ -214,6 +214,7 @@ class BackfillDaemon:
     log: Path
     started: subprocess.Popen | None = None
     started_at: float = 0.0
+    replaced: set[str] = field(default_factory=set)  # ids of the daemons `restart` stopped
 
     def __enter__(self) -> BackfillDaemon:
         if daemon_alive(self.instance):
@@ -248,6 +249,9 @@ class BackfillDaemon:
         proc = self.started
         if proc is None:
             return False
+        stopped = self._own_daemon_id()
+        if stopped is not None:
+            self.replaced.add(stopped)
         self._stop(proc)
         self._start()
         return True
@@ -269,10 +273,11 @@ class BackfillDaemon:
         """Once our daemon has exited, wipe the heartbeats when every recent one is its own (what
         `dagster-daemon wipe` does). A stopped daemon's last heartbeat otherwise looks alive for
         a while, and the next backfill command waits `HEARTBEAT_WAIT_S` (40 s) for a newer one
-        before starting its own daemon. A recent heartbeat of another daemon keeps them all."""
+        before starting its own daemon. The daemons `restart` stopped count as ours. A recent
+        heartbeat of another daemon keeps them all."""
         beats = self.instance.get_daemon_heartbeats().values()
         recent = [b for b in beats if time.time() - b.timestamp <= HEARTBEAT_FRESH_S]
-        if ours is not None and all(b.daemon_id == ours for b in recent):
+        if ours is not None and all(b.daemon_id == ours or b.daemon_id in self.replaced for b in recent):
             self.instance.wipe_daemon_heartbeats()
 
     def check_running(self) -> None:

@@ -96,6 +96,12 @@ def test_a_stopped_temporary_daemon_forgets_only_its_own_heartbeats(tmp_path):
     store = Beats({"BACKFILL": (now - 2, "ours")})
     BackfillDaemon(store, tmp_path)._forget_heartbeats(None)  # not knowing which id is ours: keep them
     assert not store.wiped
+    # A daemon our `restart` stopped is ours too: its last heartbeat does not keep the others.
+    store = Beats({"BACKFILL": (now - 2, "ours"), "SENSOR": (now - 20, "first")})
+    BackfillDaemon(store, tmp_path, started_at=now - 10)._forget_heartbeats("ours")
+    assert not store.wiped
+    BackfillDaemon(store, tmp_path, started_at=now - 10, replaced={"first"})._forget_heartbeats("ours")
+    assert store.wiped
 
 
 class Watched:
