@@ -244,8 +244,10 @@ class BackfillDaemon:
         """Stop the daemon we started and start a new one (False, doing nothing, when the daemon
         is not ours). Dagster's backfill daemon looks at backfills once every 30 s, from its start
         (a fixed interval no setting changes): a backfill whose runs have all finished is marked
-        complete at the next such iteration, up to 30 s later. A new daemon's first iteration
-        does it within seconds of its start."""
+        complete at the next such iteration, up to 30 s later, and an asset backfill's next wave
+        of runs waits for it too. A new daemon's first iteration does either within seconds of
+        its start. The stopped daemon finishes the iteration it is in (dagster-daemon lets its
+        threads end on SIGTERM)."""
         proc = self.started
         if proc is None:
             return False
@@ -376,11 +378,12 @@ def watch_backfill(instance: Any, backfill_id: str, partitions: list[str], say: 
             status = backfill.status.value if backfill is not None else "MISSING"
             if status in TERMINAL_BACKFILL:
                 return progress
-            # Every partition has its outcome and no run is going: only the daemon's bookkeeping
-            # is left. Our own daemon is restarted once (per set of finished runs) to do it now.
+            # No run is going and every partition has its outcome so far: what is left waits for
+            # the daemon's next look (marking the backfill complete, or an asset backfill's next
+            # wave). Our own daemon is restarted once per set of finished runs to do it now.
             settled = all(progress.state(p) in ("SUCCESS", "FAILURE", "CANCELED") for p in partitions)
             if settled and restarted_after != progress.finished_runs and daemon.restart():
                 restarted_after = progress.finished_runs
-                say(f"  [{time.monotonic() - t0:5.0f} s] every run has finished: restarted the temporary daemon "
-                    "to mark the backfill complete now (its backfill iteration runs every 30 s)")
+                say(f"  [{time.monotonic() - t0:5.0f} s] no run is going: restarted the temporary daemon, whose "
+                    "first iteration completes the backfill or launches its next runs now (it looks every 30 s)")
         time.sleep(poll_s)

@@ -166,13 +166,17 @@ class CommandDaemon:
 
     def ensure(self) -> Any:
         """The command's `BackfillDaemon`, entered on `stack` at the first call (starting a daemon
-        only when none is running) and reused afterwards."""
+        only when none is running) and reused afterwards. Called after each submission: a daemon
+        the command started is restarted at a later round, so that its first iteration finds the
+        new backfill at once instead of at its next 30-s iteration (`BackfillDaemon.restart`)."""
         from portfolio_assets import backfills
 
         if self.daemon is None:
             self.daemon = self.stack.enter_context(backfills.BackfillDaemon(self.instance, self.log))
             if self.daemon.started is not None:
                 print(f"no dagster-daemon running: started one for this backfill (pid {self.daemon.started.pid})")
+        elif self.daemon.restart():
+            print("restarted the temporary dagster-daemon: its first iteration takes up this round now")
         return self.daemon
 
 

@@ -149,7 +149,7 @@ def test_a_finished_backfill_restarts_only_its_own_daemon_and_once(monkeypatch):
     ours = Watched(finished)
     progress = backfills.watch_backfill(ours, "bf1", DATES, said.append, Daemon(ours, True), poll_s=0.0)
     assert progress.succeeded == DATES and ours.restarts == 1 and ours.reads == 2
-    assert "restarted the temporary daemon" in said[-1]
+    assert "no run is going: restarted the temporary daemon" in said[-1]
 
     shared = Watched(finished, flips_after=3)
     said.clear()

@@ -251,8 +251,9 @@ def test_backfill_is_a_dagster_backfill_with_a_temporary_daemon(dirs, instance_o
 
 def test_backfill_stale_rounds_share_one_temporary_daemon_started_after_the_first_submission(dirs, monkeypatch):
     """`backfill --stale` runs round after round: one temporary daemon for the whole command, started
-    after the first round's backfill is submitted (its first iteration finds it) and stopped after
-    the last round. A daemon per round waited up to 40 s at each new round for the stopped one's
+    after the first round's backfill is submitted (its first iteration finds it), restarted after
+    each later round's submission (the new daemon's first iteration finds it: no wait for the next
+    30-s iteration) and stopped after the last round. A daemon per round waited up to 40 s at each new round for the stopped one's
     heartbeat to go stale. Dagster's side (submission, the daemon, the runs) is replaced by fakes:
     what is tested is the command's order of events."""
     from portfolio_assets import backfills
@@ -271,6 +272,10 @@ def test_backfill_stale_rounds_share_one_temporary_daemon_started_after_the_firs
 
         def __exit__(self, *exc):
             events.append("daemon stopped")
+
+        def restart(self):
+            events.append("daemon restarted")
+            return True
 
     rounds = iter([[("reports", D1, "code version changed"), ("reports", D2, "code version changed")],
                    [("implementation_orders", D2, "parent reports changed")], []])
@@ -300,8 +305,8 @@ def test_backfill_stale_rounds_share_one_temporary_daemon_started_after_the_firs
     assert r.returncode == 0, out(r)
     assert events == [
         "stale?", f"submit stale, round 1: [('reports', ['{D1}', '{D2}'])]", "daemon started", "watch bf2",
-        "stale?", f"submit stale, round 2: [('implementation_orders', ['{D2}'])]", "watch bf6",
-        "stale?", "daemon stopped",
+        "stale?", f"submit stale, round 2: [('implementation_orders', ['{D2}'])]", "daemon restarted",
+        "watch bf6", "stale?", "daemon stopped",
     ]
     assert r.stdout.count("no dagster-daemon running: started one for this backfill") == 1
     assert f"nothing is stale in {D1}..{D2}" in r.stdout
