@@ -462,9 +462,9 @@ class PriceStore:
         `finished(scope)` says is over (that run never looks for its parts again); a compaction's
         own part never is kept. The merge takes the parts fetched before the first part kept,
         never one after it: a prefix of the fetch order, so the rule for repaired bars sees in the
-        merged part every row that mattered before. Fetches hold the readers' lock from their fetch time to their write
-        (`fetch.fetch_into_cache`), so no part older than a merged one appears afterwards.
-        Merges only when at least `min_parts` parts qualify. Returns the number of parts merged
+        merged part every row that mattered before. Fetches hold the readers' lock from their
+        fetch time to their write (`fetch.fetch_into_cache`), so no part older than a merged one
+        appears afterwards. Merges only when at least `min_parts` parts qualify. Returns the number of parts merged
         away (0 when another process holds the lock and `blocking` is False)."""
         if keep_recent_s < 0:
             raise PriceStoreError(f"keep_recent_s must be >= 0, got {keep_recent_s}")
