@@ -322,3 +322,49 @@ def test_a_window_is_fetched_once_per_scope_and_narrower_reads_match_the_source(
     # Another run fetches for itself.
     first_fetch(source, lake, ["AMEX:SPY"], dt.date(2026, 11, 1), end, scope="run-2@2026-11-25", widest=widest)
     assert source.calls[-1][0] == "AMEX:SPY" and len(source.calls) == 4
+
+
+def test_parts_of_finished_runs_merge_once_they_add_a_quarter_of_the_oldest_part(tmp_path: Path) -> None:
+    """`fetch.compact_store`: a merge rewrites the oldest (largest) part too, so the parts of
+    finished runs merge once more than 48 parts are stored and the newer ones hold >= 25% of the
+    oldest's bytes; past 256 parts they merge whatever their size. Runs still going hold theirs."""
+    from portfolio_assets import fetch
+
+    lake = Lakehouse(tmp_path, "demo")
+    store = lake.price_store()
+    now = pd.Timestamp.now(tz="UTC")
+    live: set[str] = set()
+
+    def finished(scope: str) -> bool:
+        return scope.split("@")[0] not in live
+
+    rng = np.random.default_rng(7)
+
+    def noisy(n_symbols: int, prefix: str) -> dict[str, pd.DataFrame]:  # bars that do not compress away
+        out = {}
+        for i in range(n_symbols):
+            frame = bars("2025-01-01", 500)
+            frame[["open", "high", "low", "close", "volume"]] = rng.uniform(1.0, 2.0, (500, 5))
+            out[f"NYSE:{prefix}{i:03d}"] = frame
+        return out
+
+    big = noisy(200, "B")
+    store.write(big, "synthetic", now - dt.timedelta(minutes=20), scope="run-0@2026-11-30")
+    for k in range(48):
+        store.write({f"NYSE:S{k:03d}": bars("2026-11-01", 5)}, "synthetic", now - dt.timedelta(seconds=600 - k),
+                    scope="run-1@2026-12-01")
+    assert fetch.compact_store(lake, finished) == 0  # 49 parts, but little new next to the oldest
+    assert sum(p.stat().st_size for p in store.part_paths()[1:]) < 0.25 * store.part_paths()[0].stat().st_size
+    more = noisy(60, "M")
+    store.write(more, "synthetic", now - dt.timedelta(seconds=60), scope="run-2@2026-12-02")
+    live.add("run-1")
+    assert fetch.compact_store(lake, finished) == 0  # run 1 still going holds its parts and all after
+    assert fetch.compact_store(lake) == 0  # without run statuses: only parts older than 6 h merge
+    live.clear()
+    before = store.read()
+    assert fetch.compact_store(lake, finished) == 50
+    pd.testing.assert_frame_equal(store.read(), before)
+    for k in range(257):
+        store.write({"NYSE:T": bars("2026-11-01", 1, float(k))}, "synthetic", now + dt.timedelta(seconds=k),
+                    scope="run-3@2026-12-03")
+    assert fetch.compact_store(lake, finished) == 258  # past 256 parts: whatever the new bytes
