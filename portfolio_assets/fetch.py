@@ -9,7 +9,6 @@ on what an earlier run left in the store); repairs are fetched and stored as bef
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping
@@ -138,16 +137,12 @@ def compact_store(lake: Lakehouse, finished: Callable[[str], bool] | None = None
     then keeps the store to a few dozen parts. Skipped (0) when another process holds the store's
     lock. Returns the number of parts merged away."""
     store = lake.price_store()
-    paths = store.part_paths()
-    if len(paths) > COMPACT_ABOVE_PARTS:  # too many parts to open at every read, whatever their size
+    sizes = [size for _, size, _, _ in store.signature()]  # oldest part first
+    if len(sizes) > COMPACT_ABOVE_PARTS:  # too many parts to open at every read, whatever their size
         return store.compact(keep_recent_s=COMPACT_KEEP_RECENT_S, blocking=False, finished=finished)
-    if finished is None or len(paths) <= COMPACT_FINISHED_ABOVE_PARTS:
+    if finished is None or len(sizes) <= COMPACT_FINISHED_ABOVE_PARTS:
         return 0
-    sizes = []
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):  # merged away since the listing
-            sizes.append(path.stat().st_size)
-    if not sizes or sum(sizes[1:]) < COMPACT_GROWTH * sizes[0]:
+    if sum(sizes[1:]) < COMPACT_GROWTH * sizes[0]:
         return 0
     return store.compact(keep_recent_s=COMPACT_KEEP_RECENT_S, blocking=False, finished=finished,
                          min_parts=COMPACT_MIN_PARTS)
