@@ -370,7 +370,8 @@ def watch_backfill(instance: Any, backfill_id: str, partitions: list[str], say: 
                 f"({done}/{total} runs finished; {state})")
         active = any(s not in TERMINAL_RUN for s in progress.statuses.values())
         # Reading the backfill costs ~0.3 s of CPU (Dagster deserializes its partitions with every
-        # holiday of the calendar): only when no run is active, at most every STATUS_EVERY_S.
+        # holiday of the calendar): only when no run is active, at most every STATUS_EVERY_S
+        # (every second once the daemon has been restarted, whose first iteration is imminent).
         every = 1.0 if restarted_after is not None else STATUS_EVERY_S
         if not active and time.monotonic() - status_read >= every:
             status_read = time.monotonic()
