@@ -26,10 +26,12 @@ run: install
 # 1096 s with -n 4 against 1266 s with -n 2 on a busy machine; 2026-12-04: 437-491 s with -n 4,
 # ~910-950 s of CPU in all with both cores 97% busy, and 671 s with -n 6; on a quiet machine
 # 502 s and 984 s of CPU: the suite is CPU-bound).
-# loadscope keeps a module's tests (and its module-scoped graph runs) on one worker.
+# loadscope keeps a module's tests (and its module-scoped graph runs) on one worker;
+# --no-loadscope-reorder hands the modules out in the conftest's LONGEST_FIRST order (xdist 3.x would
+# otherwise start with the modules that have the most tests).
 # Besides --durations, the run ends with the 10 tests that used the most CPU (portfolio_assets_tests/conftest.py).
 test: install
-	$(BIN)/python -m pytest -q -ra --durations=10 -n 4 --dist loadscope
+	$(BIN)/python -m pytest -q -ra --durations=10 -n 4 --dist loadscope --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check portfolio_assets portfolio_assets_tests benchmarks

@@ -407,7 +407,7 @@ class PriceStore:
         with no stored bar."""
         wanted = list(dict.fromkeys(symbols))
         long = self.read(wanted, start, end, paths=paths)
-        out = {s: _empty_bars() for s in wanted}
+        found: dict[str, pd.DataFrame] = {}
         if len(long):
             codes = long["symbol"].to_numpy()
             bounds = np.flatnonzero(codes[1:] != codes[:-1]) + 1
@@ -415,8 +415,10 @@ class PriceStore:
             stops = np.r_[bounds, len(long)]
             body = long.loc[:, list(PRICE_COLUMNS)]
             for a, b in zip(starts, stops, strict=True):
-                out[codes[a]] = body.iloc[a:b].reset_index(drop=True)
-        return out
+                found[codes[a]] = body.iloc[a:b].reset_index(drop=True)
+        # An empty frame only for the symbols with no bar (building one for every symbol first
+        # cost 0.36 s of a late backfill date's run).
+        return {s: found[s] if s in found else _empty_bars() for s in wanted}
 
     # ---- content hashes ----------------------------------------------------------------------
     def fingerprint(self, symbol: str, start: dt.date, end: dt.date) -> str:
@@ -633,12 +635,20 @@ def _hash_ranges(long: pd.DataFrame | Mapping[str, pd.DataFrame], ranges: Mappin
 _VERIFY_CACHE: dict[tuple, dict[str, pd.DataFrame]] = {}
 
 
-def _empty_bars() -> pd.DataFrame:
+def _empty_bars_template() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in PRICE_COLUMNS})
     frame["time"] = pd.Series(dtype="datetime64[ns, UTC]")
     frame["source"] = pd.Series(dtype="object")
     frame["fetched_at"] = pd.Series(dtype="datetime64[ns, UTC]")
     return frame
+
+
+_EMPTY_BARS = _empty_bars_template()
+
+
+def _empty_bars() -> pd.DataFrame:
+    """A new empty frame of `PRICE_COLUMNS` (a copy: callers may add to it)."""
+    return _EMPTY_BARS.copy()
 
 
 def _empty_long() -> pd.DataFrame:

@@ -319,15 +319,19 @@ def realdata(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # ---- the longest modules first -----------------------------------------------------------------------
-# The modules with the longest wall time, longest first. Most of it is waiting: for Dagster's
+# The modules with the longest wall time, longest first. Much of it is waiting: for Dagster's
 # backfill daemon, which looks at backfills every 30 s (the UI's and the CLI's backfills), for a UI
-# in a browser, for runs killed on purpose. `make test` runs pytest-xdist with `--dist loadscope`,
-# which hands out whole modules in collection order: listed first, each starts on its own worker
-# at once, and the CPU-bound modules fill the cores while they wait, instead of one of them
-# starting last and running on alone. (Measured 2026-12-03, one run each: 650 s before, 634 s
-# after, inside this machine's noise; the suite is CPU-bound, ~960 s of CPU on 2 cores. What the
-# order removes is the chance of a 2-minute daemon test starting near the end.)
-LONGEST_FIRST = ("cli/test_ui.py", "cli/test_cli.py", "test_reliability.py", "benchmarks/test_bench.py")
+# in a browser, for runs killed on purpose. `make test` runs pytest-xdist with `--dist loadscope
+# --no-loadscope-reorder`, which hands out whole modules in collection order: listed first, each
+# starts on its own worker at once, and the shorter modules fill the cores while they wait,
+# instead of one of them starting late and running on alone.
+# Without `--no-loadscope-reorder`, pytest-xdist 3.x hands out the modules with the most tests
+# first and this order does nothing: measured 2026-12-04, `test_reliability.py` started at 300 s
+# and ran alone for the last 40 s of a 482-s suite (per-worker timeline of `make test`).
+LONGEST_FIRST = ("cli/test_ui.py", "benchmarks/test_bench.py", "test_reliability.py", "assets/test_real_history.py",
+                 "cli/test_cli.py", "assets/test_trust_cases.py", "cli/test_readme_commands.py", "assets/test_graph.py",
+                 "assets/test_pit_and_signing.py", "test_determinism.py", "assets/test_staleness.py",
+                 "test_bad_inputs.py", "sources/test_tradingview_graph.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -342,7 +346,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # ---- progress on a busy machine ----------------------------------------------------------------------
-HEARTBEAT_S = float(os.environ.get("PA_TEST_HEARTBEAT_S", "60"))  # 0 turns the heartbeat off
+HEARTBEAT_S = float(os.environ.get("TESTS_HEARTBEAT_S", "60"))  # 0 turns the heartbeat off
 
 
 class _Heartbeat:
@@ -428,7 +432,7 @@ def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str])
 # so each phase's CPU time is measured too: this process's, plus that of the subprocesses it started
 # and waited for (the CLI runs, daemons, code servers: RUSAGE_CHILDREN). The controller prints the
 # CPU_TOP most expensive tests and the total after the durations table.
-CPU_TOP = 10
+CPU_TOP = int(os.environ.get("TESTS_CPU_TOP", "10"))  # more lines: TESTS_CPU_TOP=N
 _CPU: dict[str, float] = {}  # nodeid -> CPU seconds (controller)
 _CPU_MARK = pytest.StashKey[float]()  # CPU at the end of the item's previous phase (worker)
 

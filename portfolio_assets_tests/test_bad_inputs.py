@@ -489,9 +489,9 @@ OUTAGE_RUNNER = textwrap.dedent('''
 
 
     resources._source_cached = lambda *args: OutageSource(_real(*args))
-    from portfolio_assets.cli import main
+    from portfolio_assets.cli import run_program
 
-    sys.exit(main(sys.argv[1:]))
+    run_program(sys.argv[1:])  # leaves through os._exit, as the console script does (no exit -6 from Arrow)
 ''')
 
 

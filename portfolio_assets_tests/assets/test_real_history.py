@@ -35,7 +35,7 @@ STRESSED, CALM_LABELS = {"TURBULENT", "CRISIS"}, {"QUIET", "NORMAL"}
 
 # Calls the CLI's entry point once per date in this one process; prints a JSON line per run.
 DRIVER = """
-import contextlib, io, json, sys
+import contextlib, io, json, os, sys
 from portfolio_assets.cli import main
 for argv in json.loads(sys.argv[1]):
     out, err = io.StringIO(), io.StringIO()
@@ -46,6 +46,8 @@ for argv in json.loads(sys.argv[1]):
             code = exc.code if isinstance(exc.code, int) else 1
     print(json.dumps({"date": argv[argv.index("--date") + 1], "code": code, "stdout": out.getvalue(),
                       "stderr": err.getvalue()[-4000:]}), flush=True)
+sys.stderr.flush()
+os._exit(0)  # as `cli.run_program`: no interpreter teardown (Arrow's thread pool can abort it, exit -6)
 """
 
 
