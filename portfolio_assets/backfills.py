@@ -382,7 +382,7 @@ def watch_backfill(instance: Any, backfill_id: str, partitions: list[str], say: 
             # No run is going and every partition has its outcome so far: what is left waits for
             # the daemon's next look (marking the backfill complete, or an asset backfill's next
             # wave). Our own daemon is restarted once per set of finished runs to do it now.
-            settled = all(progress.state(p) in ("SUCCESS", "FAILURE", "CANCELED") for p in partitions)
+            settled = all(progress.state(p) in TERMINAL_RUN for p in partitions)
             if settled and restarted_after != progress.finished_runs and daemon.restart():
                 restarted_after = progress.finished_runs
                 say(f"  [{time.monotonic() - t0:5.0f} s] no run is going: restarted the temporary daemon, whose "
