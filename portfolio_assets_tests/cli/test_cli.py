@@ -17,7 +17,7 @@ import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, RunsFilter
 
 from portfolio_assets.manifest import PROJECT_ROOT
-from portfolio_assets_tests.conftest import DEV_DATE, PREV_DATE, run_cli_in_process
+from portfolio_assets_tests.conftest import DEV_DATE, PREV_DATE, run_cli, run_cli_in_process
 
 CLI = str(Path(sys.executable).with_name("portfolio-assets"))
 D0, D1, D2 = "2026-11-23", PREV_DATE, DEV_DATE  # D2: the session's shared development run (conftest)
@@ -31,8 +31,7 @@ def cli_env(home: Path, lake: Path, extra: dict[str, str] | None = None) -> dict
 
 def cli(*args: str, home: Path, lake: Path, extra: dict[str, str] | None = None,
         timeout: float | None = None):
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=cli_env(home, lake, extra),
-                          timeout=timeout, cwd=PROJECT_ROOT)
+    return run_cli(list(args), cli_env(home, lake, extra), timeout=timeout)
 
 
 def out(r: subprocess.CompletedProcess) -> str:
