@@ -8,8 +8,10 @@ fixture materializes `development` for `DEV_DATE` once into a temporary lakehous
     def test_something_else(dev_lakehouse_copy):  # a private copy you may change or re-run
         ...
 
-Runs go through the real CLI (`portfolio-assets run`) in a subprocess with the in-process
-executor, a temporary `PA_LAKEHOUSE` and `DAGSTER_HOME`, and none of the caller's `PA_*` settings.
+Runs go through the real CLI (`portfolio-assets run`) in a process of their own with the in-process
+executor, a temporary `PA_LAKEHOUSE` and `DAGSTER_HOME`, and none of the caller's `PA_*` settings;
+`run_cli` forks that process from a warm zygote (`forked_cli.py`) rather than starting a fresh
+interpreter, which saves ~1-2 s of CPU a call.
 Helpers (`run_cli`, `materialize_dev`, `table_hashes`, `partition_snapshot`, ...)
 are importable: ``from portfolio_assets_tests.conftest import materialize_dev``.
 """

@@ -107,6 +107,11 @@ def serve(path: str) -> None:
     """The zygote's loop: preload, then one forked handler per connection (reaped by the kernel)."""
     import importlib
 
+    # A fresh interpreter's signal state, whatever the starting thread had: nothing blocked (a mask is
+    # inherited across fork and exec: a blocked SIGTERM once kept the zygote from stopping),
+    # SIGTERM's default action.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for name in PRELOAD:
         importlib.import_module(name)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped without a wait
@@ -192,7 +197,7 @@ class Zygote:
     def stop(self) -> None:
         with self.lock:
             if self.proc is not None and self.proc.poll() is None:
-                self.proc.terminate()
+                self.proc.kill()  # it holds nothing to write: its handlers and CLI processes run on
                 self.proc.wait(timeout=30)
             self.proc = None
         import shutil
