@@ -26,7 +26,8 @@ run: install
 # 1096 s with -n 4 against 1266 s with -n 2 on a busy machine; 2026-12-04: 437-491 s with -n 4,
 # ~910-950 s of CPU in all with both cores 97% busy, and 671 s with -n 6; on a quiet machine
 # 502 s and 984 s of CPU: the suite is CPU-bound; with the module order below, 476 s with -n 4 and
-# 472 s with -n 5, within the noise).
+# 472 s with -n 5, within the noise; fifteenth sitting: the cores 99.6% busy from /proc/stat, and
+# 462-487 s with the tests' CLI calls forked from a warm zygote, portfolio_assets_tests/forked_cli.py).
 # loadscope keeps a module's tests (and its module-scoped graph runs) on one worker;
 # --no-loadscope-reorder hands the modules out in the conftest's LONGEST_FIRST order (xdist 3.x would
 # otherwise start with the modules that have the most tests).

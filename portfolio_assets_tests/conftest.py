@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -99,6 +100,7 @@ def graph_env(lakehouse: Path, dagster_home: Path, profile: str = DEV_PROFILE, *
 
 
 _ZYGOTE: Zygote | None = None
+_ZYGOTE_LOCK = threading.Lock()  # two threads' first calls (the parallel-partition test) make one zygote
 _FORKED_CPU = [0.0]  # CPU seconds of the CLI processes forked from the zygote (see `_cpu_seconds`)
 
 
@@ -109,15 +111,18 @@ def run_cli(args: list[str], env: Mapping[str, str], timeout: float | None = CLI
 
     The CLI runs in a process forked from this pytest process's zygote (`forked_cli.py`: the console
     script's `run_program`, without re-importing NumPy, pandas and Dagster, ~1.5 s of CPU a call),
-    unless `env` changes what those imports read (numerics settings): then, and for a script, a
+    unless `env` changes what the zygote fixed at its start (numerics settings, the string-hash
+    seed: `forked_cli.LOAD_TIME_ENV`): then, and for a script, a
     fresh interpreter."""
     global _ZYGOTE
     if python is None:
-        if _ZYGOTE is None:
-            _ZYGOTE = Zygote()
+        with _ZYGOTE_LOCK:
+            if _ZYGOTE is None:
+                _ZYGOTE = Zygote()
         if _ZYGOTE.compatible(env):
             proc, cpu = _ZYGOTE.run(args, env, PROJECT_ROOT, timeout)
-            _FORKED_CPU[0] += cpu
+            with _ZYGOTE_LOCK:
+                _FORKED_CPU[0] += cpu
             return proc
     cmd = [sys.executable, str(python), *args] if python is not None else [str(CLI), *args]
     return subprocess.run(cmd, env=dict(env), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)

@@ -36,8 +36,11 @@ EVERY_STEP = {"run_manifest", "bond_scan", "crypto_scan", "equity_scan", "forex_
 
 @pytest.fixture(scope="module")
 def second_fresh_run(tmp_path_factory):
-    """The same partition in another fresh lakehouse, by another process."""
-    return materialize_dev(tmp_path_factory.mktemp("second_fresh_run"))
+    """The same partition in another fresh lakehouse, by another process: a fresh interpreter with a
+    string-hash seed of its own (`conftest.run_cli` forks the other CLI calls from one zygote per
+    pytest process, which share its seed: a result that depended on the order of a set of strings
+    would go unseen between two of them)."""
+    return materialize_dev(tmp_path_factory.mktemp("second_fresh_run"), PYTHONHASHSEED="1")
 
 
 @pytest.fixture(scope="module")
