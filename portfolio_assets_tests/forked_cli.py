@@ -95,7 +95,14 @@ def _handle(conn: socket.socket, listener: socket.socket) -> None:
     request = json.loads(_recv_all(conn))
     pid = os.fork()
     if pid == 0:
-        _run_cli(request, (conn.fileno(), listener.fileno()))
+        try:  # `_run_cli` leaves through os._exit; what fails before its own handling (a missing
+            _run_cli(request, (conn.fileno(), listener.fileno()))  # cwd ...) must not go on as a handler
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(1)
     _send(conn, {"pid": pid})
     _, status, usage = os.wait4(pid, 0)
     _send(conn, {"returncode": os.waitstatus_to_exitcode(status), "cpu_s": usage.ru_utime + usage.ru_stime})
@@ -107,9 +114,9 @@ def serve(path: str) -> None:
     """The zygote's loop: preload, then one forked handler per connection (reaped by the kernel)."""
     import importlib
 
-    # A fresh interpreter's signal state, whatever the starting thread had: nothing blocked (a mask is
-    # inherited across fork and exec: a blocked SIGTERM once kept the zygote from stopping),
-    # SIGTERM's default action.
+    # A fresh interpreter's signal state, whatever the pytest process had: nothing blocked and SIGTERM
+    # at its default action (an ignored disposition and the mask survive fork and exec; a zygote once
+    # outlived `terminate` by 30 s in a suite run).
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for name in PRELOAD:
@@ -123,7 +130,10 @@ def serve(path: str) -> None:
     while True:
         conn, _ = listener.accept()
         if os.fork() == 0:
-            _handle(conn, listener)
+            try:  # a handler whose client left (a timeout) must end here, not become a second zygote
+                _handle(conn, listener)
+            finally:
+                os._exit(0)
         conn.close()
 
 

@@ -75,3 +75,19 @@ def test_run_cli_forks_only_what_it_may(tmp_path):
     native = conftest.run_cli(["--help"], {**env, "PA_NUMERICS": "native"})
     assert native.args[0] == str(CLI)
     assert (forked.returncode, forked.stdout) == (native.returncode, native.stdout)
+
+
+def test_a_call_past_its_timeout_is_killed_and_the_zygote_serves_the_next(zygote, tmp_path):
+    env = graph_env(tmp_path / "lake", tmp_path / "home")
+    with pytest.raises(subprocess.TimeoutExpired):
+        zygote.run(["run", "--profile", "development", "--date", "2026-11-25"], env, PROJECT_ROOT, timeout=0.5)
+    after, _ = zygote.run(["--help"], env, PROJECT_ROOT, timeout=600)
+    assert after.returncode == 0 and "usage: portfolio-assets" in after.stdout
+
+
+def test_a_call_that_cannot_start_fails_with_exit_1_and_the_zygote_serves_the_next(zygote, tmp_path):
+    env = graph_env(tmp_path / "lake", tmp_path / "home")
+    failed, _ = zygote.run(["--help"], env, tmp_path / "no-such-folder", timeout=600)
+    assert failed.returncode == 1 and failed.stdout == ""
+    after, _ = zygote.run(["--help"], env, PROJECT_ROOT, timeout=600)
+    assert after.returncode == 0
