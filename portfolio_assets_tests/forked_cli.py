@@ -155,6 +155,7 @@ class Zygote:
             if self.proc is not None and self.proc.poll() is None:
                 return
             self.env = dict(os.environ)
+            self.socket.unlink(missing_ok=True)  # a zygote that died left its socket: bind anew
             self.proc = subprocess.Popen([sys.executable, "-m", __name__, str(self.socket)], env=self.env,
                                          stdout=subprocess.PIPE, text=True,
                                          cwd=Path(__file__).resolve().parents[1])
