@@ -1,7 +1,8 @@
 """The operator's CLI: exit codes, messages, re-execution, Dagster backfills, accept (on `development`).
 
-Runs go through the real CLI in subprocesses against a temporary lakehouse and DAGSTER_HOME; the
-in-process executor keeps them fast (the executor is a manifest setting: PA_EXECUTOR__KIND).
+Runs go through the real CLI in processes of their own (`conftest.run_cli`: forked from a warm
+zygote) against a temporary lakehouse and DAGSTER_HOME; the in-process executor keeps them fast
+(the executor is a manifest setting: PA_EXECUTOR__KIND).
 """
 
 from __future__ import annotations
