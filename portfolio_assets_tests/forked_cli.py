@@ -8,10 +8,10 @@ environment and working directory, sends its stdout/stderr to files and runs
 `portfolio_assets.cli.run_program(ARGS)`: the console script's own function, exit code and output,
 in a process of its own (own pid, own Dagster instance objects, nothing shared with the test).
 
-What a fork does not re-do is the interpreter start and the import of the libraries above, so the
-calls that depend on them stay fresh processes (`conftest.run_cli` decides): an environment whose
-numerics settings (`PA_NUMERICS`, `OPENBLAS_CORETYPE`, `NPY_DISABLE_CPU_FEATURES`, thread counts)
-differ from the zygote's, a script run with `python`. The console script itself (interpreter start,
+What a fork does not re-do is the interpreter start and the import of the libraries above (and of
+`WARM`'s), so the calls that depend on them stay fresh processes (`conftest.run_cli` decides): an
+environment whose numerics settings (`PA_NUMERICS`, `OPENBLAS_CORETYPE`, `NPY_DISABLE_CPU_FEATURES`,
+thread counts) differ from the zygote's, a script run with `python`. The console script itself (interpreter start,
 entry point) is run by every test that starts it with `subprocess.Popen` (the killed runs, the
 second writer, the UI) and by `make run` in CI.
 
@@ -40,6 +40,13 @@ LOAD_TIME_ENV = ("PA_NUMERICS", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES",
                  "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED")
 PRELOAD = ("portfolio_assets", "numpy", "pandas", "pyarrow", "pyarrow.parquet", "dagster", "sqlalchemy", "yaml",
            "pydantic")
+# Imported next: what a graph run loads lazily besides (scipy's linear algebra and clustering, the
+# plots' matplotlib, the wavelets, Dagster's SQLite storage and its alembic migrations, the console's
+# rich). None of them reads the call's environment when imported; `portfolio_assets`' own modules are
+# left out because some read it (the partitions are built from the `PA_*` calendar settings).
+WARM = ("scipy.linalg", "scipy.sparse", "scipy.spatial", "scipy.special", "scipy.stats", "scipy.optimize",
+        "scipy.cluster.hierarchy", "matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg", "pywt",
+        "PIL.Image", "alembic", "rich", "pygments", "structlog", "fsspec", "upath", "clarabel")
 
 
 # ---- the zygote (runs as `python -m portfolio_assets_tests.forked_cli SOCKET`) ----------------------
@@ -119,8 +126,12 @@ def serve(path: str) -> None:
     # outlived `terminate` by 30 s in a suite run).
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    for name in PRELOAD:
+    for name in (*PRELOAD, *WARM):
         importlib.import_module(name)
+    from dagster import DagsterInstance
+
+    with DagsterInstance.local_temp():  # loads the SQLite storages every CLI call's instance uses
+        pass
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped without a wait
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
