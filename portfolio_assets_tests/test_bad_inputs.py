@@ -504,7 +504,7 @@ def outage_run(dev_lakehouse, tmp_path_factory):
     runner.write_text(OUTAGE_RUNNER)
     kept = partition_snapshot(run.root, DEV_DATE)
     lake = Lakehouse(run.lakehouse, run.profile)
-    cache = {s: lake.read_prices(s) for s in lake.cached_symbols()}
+    cache = lake.read_prices_many(lake.cached_symbols())
     proc = run_cli(["run", "--profile", run.profile, "--date", PREV_DATE], run.env(), timeout=RUN_TIMEOUT_S,
                    python=runner)
     return run, proc, kept, cache, runner
@@ -538,8 +538,9 @@ def test_source_failing_mid_run_leaves_the_stored_partition_and_the_cache_intact
     assert partition_snapshot(run.root, DEV_DATE) == kept
     lake = Lakehouse(run.lakehouse, run.profile)
     assert set(lake.cached_symbols()) == set(cache)
+    stored = lake.read_prices_many(list(cache))
     for symbol, old in cache.items():
-        new = lake.read_prices(symbol)
+        new = stored[symbol]
         assert set(pd.DatetimeIndex(old["time"])) <= set(pd.DatetimeIndex(new["time"])), symbol
     verify = run_cli(["verify-ledger", str(run.ledger(DEV_DATE))], run.env())
     assert verify.returncode == 0, describe(verify)

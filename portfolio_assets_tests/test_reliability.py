@@ -110,8 +110,9 @@ def _first_write(root: Path, path: Path, before: tuple[int, int] | None) -> Call
 
 
 def _price_cache(root: Path) -> dict[str, pd.DataFrame]:
+    """Every stored symbol's bars (one scan of the price store)."""
     lake = Lakehouse(root.parent, root.name)
-    return {s: lake.read_prices(s) for s in lake.cached_symbols()}
+    return lake.read_prices_many(lake.cached_symbols())
 
 
 @dataclass
