@@ -10,9 +10,9 @@ in a process of its own (own pid, own Dagster instance objects, nothing shared w
 
 What a fork does not re-do is the interpreter start and the import of the libraries above (and of
 `WARM`'s), so the calls that depend on them stay fresh processes (`conftest.run_cli` decides): an
-environment whose numerics settings (`PA_NUMERICS`, `OPENBLAS_CORETYPE`, `NPY_DISABLE_CPU_FEATURES`,
-thread counts) differ from the zygote's, a script run with `python`. The console script itself (interpreter start,
-entry point) is run by every test that starts it with `subprocess.Popen` (the killed runs, the
+environment whose settings read at import (`LOAD_TIME_ENV`: the numerics, BLAS and thread settings,
+matplotlib's backend and folder, scipy's array API switch, fsspec's `FSSPEC_*`) differ from the zygote's, a script run
+with `python`. The console script itself (interpreter start, entry point) is run by every test that starts it with `subprocess.Popen` (the killed runs, the
 second writer, the UI) and by `make run` in CI.
 
 Protocol (one Unix socket per zygote): the client sends one JSON request per connection; the zygote
@@ -34,19 +34,22 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-# Read by NumPy/OpenBLAS when they load (in the zygote): a call whose environment sets them
-# differently must start a fresh interpreter.
+# Read when the zygote's libraries load (NumPy/OpenBLAS, matplotlib, scipy): a call whose environment
+# sets them differently must start a fresh interpreter.
 LOAD_TIME_ENV = ("PA_NUMERICS", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", "OPENBLAS_NUM_THREADS",
-                 "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED")
+                 "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED", "MPLBACKEND", "MPLCONFIGDIR",
+                 "SCIPY_ARRAY_API")
+LOAD_TIME_PREFIXES = ("FSSPEC_",)  # fsspec (loaded with Dagster's storage) reads its whole family
 PRELOAD = ("portfolio_assets", "numpy", "pandas", "pyarrow", "pyarrow.parquet", "dagster", "sqlalchemy", "yaml",
            "pydantic")
 # Imported next: what a graph run loads lazily besides (scipy's linear algebra and clustering, the
 # plots' matplotlib, the wavelets, Dagster's SQLite storage and its alembic migrations, the console's
-# rich). None of them reads the call's environment when imported; `portfolio_assets`' own modules are
-# left out because some read it (the partitions are built from the `PA_*` calendar settings).
+# rich). What they read from the environment at import is in `LOAD_TIME_ENV`. `portfolio_assets`'
+# own modules are left to each call: some read the call's `PA_*` settings (the partitions are built
+# from the calendar settings).
 WARM = ("scipy.linalg", "scipy.sparse", "scipy.spatial", "scipy.special", "scipy.stats", "scipy.optimize",
         "scipy.cluster.hierarchy", "matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg", "pywt",
-        "PIL.Image", "alembic", "rich", "pygments", "structlog", "fsspec", "upath", "clarabel")
+        "PIL.Image", "alembic", "rich", "pygments", "structlog", "clarabel")
 
 
 # ---- the zygote (runs as `python -m portfolio_assets_tests.forked_cli SOCKET`) ----------------------
@@ -178,7 +181,11 @@ class Zygote:
     def compatible(self, env: Mapping[str, str]) -> bool:
         """Whether a process forked from the zygote computes as a fresh one with `env` would."""
         self.start()
-        return all(env.get(k) == self.env.get(k) for k in LOAD_TIME_ENV)
+
+        def loaded(e: Mapping[str, str]) -> dict[str, str]:
+            return {k: v for k, v in e.items() if k in LOAD_TIME_ENV or k.startswith(LOAD_TIME_PREFIXES)}
+
+        return loaded(env) == loaded(self.env)
 
     def run(self, args: list[str], env: Mapping[str, str], cwd: Path,
             timeout: float | None) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -61,6 +61,8 @@ def test_an_environment_that_changes_the_preloaded_libraries_is_not_forked(zygot
     for name in LOAD_TIME_ENV:
         changed = {**env, name: "native" if name == "PA_NUMERICS" else "7"}
         assert not zygote.compatible(changed), name
+    assert not zygote.compatible({**env, "FSSPEC_S3_ANON": "true"})  # a family read by fsspec at import
+    assert zygote.compatible({**env, "PA_LEDGER__SIGNING": "hmac"})  # read by the call, not at import
 
 
 def test_run_cli_forks_only_what_it_may(tmp_path):
