@@ -11,9 +11,10 @@ in a process of its own (own pid, own Dagster instance objects, nothing shared w
 What a fork does not re-do is the interpreter start and the import of the libraries above (and of
 `WARM`'s), so the calls that depend on them stay fresh processes (`conftest.run_cli` decides): an
 environment whose settings read at import (`LOAD_TIME_ENV`: the numerics, BLAS and thread settings,
-matplotlib's backend and folder, scipy's array API switch, fsspec's `FSSPEC_*`) differ from the zygote's, a script run
-with `python`. The console script itself (interpreter start, entry point) is run by every test that starts it with `subprocess.Popen` (the killed runs, the
-second writer, the UI) and by `make run` in CI.
+matplotlib's backend and folder, scipy's array API switch, fsspec's `FSSPEC_*`) differ from the
+zygote's, and a script run with `python`. The console script itself (interpreter start, entry
+point) is run by every test that starts it with `subprocess.Popen` (the killed runs, the second
+writer, the UI) and by `make run` in CI.
 
 Protocol (one Unix socket per zygote): the client sends one JSON request per connection; the zygote
 forks a handler for it, the handler forks the CLI process, sends `{"pid": P}`, waits for it
