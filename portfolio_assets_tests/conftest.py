@@ -111,8 +111,8 @@ def run_cli(args: list[str], env: Mapping[str, str], timeout: float | None = CLI
 
     The CLI runs in a process forked from this pytest process's zygote (`forked_cli.py`: the console
     script's `run_program`, without re-importing NumPy, pandas and Dagster, ~1.5 s of CPU a call),
-    unless `env` changes what the zygote fixed at its start (numerics settings, the string-hash
-    seed: `forked_cli.LOAD_TIME_ENV`): then, and for a script, a
+    unless `env` changes a setting its libraries read when they loaded (numerics, string-hash seed,
+    matplotlib, scipy, fsspec: `forked_cli.Zygote.compatible`); then, and for a script, it runs in a
     fresh interpreter."""
     global _ZYGOTE
     if python is None:
@@ -459,8 +459,8 @@ def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str])
 # (and, in the daemon tests, for Dagster's 30-s backfill ticks). What makes the suite slow is CPU,
 # so each phase's CPU time is measured too: this process's, plus that of the subprocesses it started
 # and waited for (the CLI runs, daemons, code servers: RUSAGE_CHILDREN; the CLI processes forked from
-# the zygote, which are not this process's children, as their handler measured them). The controller prints the
-# CPU_TOP most expensive tests and the total after the durations table.
+# the zygote, which are not this process's children, as their handler measured them). The controller
+# prints the CPU_TOP most expensive tests and the total after the durations table.
 CPU_TOP = int(os.environ.get("TESTS_CPU_TOP", "10"))  # more lines: TESTS_CPU_TOP=N
 _CPU: dict[str, float] = {}  # nodeid -> CPU seconds (controller)
 _CPU_MARK = pytest.StashKey[float]()  # CPU at the end of the item's previous phase (worker)
