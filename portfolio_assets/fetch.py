@@ -62,7 +62,7 @@ def clean_bars(symbol: str, bars: pd.DataFrame, as_of: dt.date) -> tuple[pd.Data
     if missing:
         raise BarsError(f"bars for {symbol}: missing columns {missing}")
     try:
-        times = pd.to_datetime(bars["time"], utc=True)
+        times = pd.to_datetime(bars["time"], utc=True, cache=False)
     except (ValueError, TypeError) as exc:
         raise BarsError(f"bars for {symbol}: unparseable timestamps ({exc})") from None
     if times.isna().any():
@@ -244,7 +244,7 @@ def assess_all(
     rows = []
     for symbol in symbols:
         if fetched is not None:
-            days = pd.to_datetime(fetched[symbol]["time"], utc=True).dt.tz_localize(None)
+            days = pd.to_datetime(fetched[symbol]["time"], utc=True, cache=False).dt.tz_localize(None)
             bars = fetched[symbol][(days >= pd.Timestamp(fetch_start)) & (days <= pd.Timestamp(as_of))]
         else:
             bars = cached[symbol]
@@ -377,7 +377,7 @@ def load_panel(
     else:
         frames = []
         for s in symbols:
-            days = pd.to_datetime(view[s]["time"], utc=True).dt.tz_localize(None)
+            days = pd.to_datetime(view[s]["time"], utc=True, cache=False).dt.tz_localize(None)
             keep = (days >= pd.Timestamp(start)) & (days <= pd.Timestamp(as_of))
             frames.append(view[s].loc[keep, ["time", "close"]].assign(symbol=s))
         long = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["symbol", "time", "close"])

@@ -130,7 +130,7 @@ def _utc_ns(symbol: str, times: pd.Series) -> np.ndarray:
         values = times.to_numpy(dtype="datetime64[ns]").view(np.int64)  # fast path: the usual bars
     else:
         try:
-            values = pd.to_datetime(times, utc=True).astype("datetime64[ns, UTC]").to_numpy(
+            values = pd.to_datetime(times, utc=True, cache=False).astype("datetime64[ns, UTC]").to_numpy(
                 dtype="datetime64[ns]").view(np.int64)
         except (TypeError, ValueError) as exc:
             raise PriceStoreError(f"bars for {symbol}: unparseable timestamps ({exc})") from None

@@ -85,7 +85,7 @@ class RecordedCache(Lakehouse):
 
         part = super().write_prices(bars, source, fetched_at, start=start, end=end, attempt=attempt, scope=scope)
         for symbol, frame in bars.items():
-            days = pd.to_datetime(frame["time"], utc=True)
+            days = pd.to_datetime(frame["time"], utc=True, cache=False)
             self.writes.append({
                 "symbol": symbol, "bars": len(frame), "source": source,
                 "first": days.min().date().isoformat() if len(frame) else None,

@@ -163,7 +163,7 @@ def _first_day(bars: Any) -> dt.date | None:
 
     if bars is None or len(bars) == 0:
         return None
-    return pd.to_datetime(bars["time"], utc=True).min().date()
+    return pd.to_datetime(bars["time"], utc=True, cache=False).min().date()
 
 
 def _date_range(date_from: str, date_to: str) -> list[str]:

@@ -221,7 +221,7 @@ def price_fingerprint(path: str | os.PathLike[str], upto: str) -> str:
     missing = [c for c in PRICE_FINGERPRINT_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"price file {path}: missing column(s) {missing}")
-    times = pd.to_datetime(frame["time"], utc=True)
+    times = pd.to_datetime(frame["time"], utc=True, cache=False)
     kept = frame.loc[times.dt.date <= date.fromisoformat(upto), list(PRICE_FINGERPRINT_COLUMNS)]
-    kept = kept.assign(time=pd.to_datetime(kept["time"], utc=True))
+    kept = kept.assign(time=pd.to_datetime(kept["time"], utc=True, cache=False))
     return frame_hash(kept.sort_values("time", kind="mergesort").reset_index(drop=True))

@@ -36,8 +36,8 @@ def bar_close_moments(labels: pd.DatetimeIndex, calendar: str) -> np.ndarray:
     labels = pd.DatetimeIndex(labels).tz_localize(None).normalize()
     if calendar in (CALENDAR_24_7, CALENDAR_24_5):
         return (labels + pd.Timedelta(days=1)).tz_localize("UTC").asi8
-    moments = _session_closes(calendar).reindex(labels)
-    return pd.to_datetime(moments.to_numpy(), utc=True).asi8
+    moments = _session_closes(calendar).reindex(labels)  # tz-aware UTC; NaT where no session
+    return pd.DatetimeIndex(moments).asi8  # not via .to_numpy(): that is an object array of Timestamps
 
 
 def _master_closes_with_previous(sessions: pd.DatetimeIndex, master: str) -> np.ndarray:
@@ -48,7 +48,7 @@ def _master_closes_with_previous(sessions: pd.DatetimeIndex, master: str) -> np.
         bad = pd.DatetimeIndex(sessions)[pos < 0][:3].date.tolist()
         raise ValueError(f"not {master} sessions: {bad}")
     pos = np.concatenate([[pos[0] - 1], pos]) if len(pos) else pos
-    return pd.to_datetime(closes.iloc[np.maximum(pos, 0)].to_numpy(), utc=True).asi8
+    return pd.DatetimeIndex(closes.iloc[np.maximum(pos, 0)]).asi8
 
 
 def align_closes(bars: pd.DataFrame, calendar: str, sessions: pd.DatetimeIndex, master: str = "XNYS") -> pd.Series:
@@ -60,7 +60,7 @@ def align_closes(bars: pd.DataFrame, calendar: str, sessions: pd.DatetimeIndex, 
     sessions = pd.DatetimeIndex(sessions, name="session")
     out = np.full(len(sessions), np.nan)
     if len(bars) and len(sessions):
-        labels = pd.DatetimeIndex(pd.to_datetime(bars["time"], utc=True)).tz_localize(None).normalize()
+        labels = pd.DatetimeIndex(pd.to_datetime(bars["time"], utc=True, cache=False)).tz_localize(None).normalize()
         moments = bar_close_moments(labels, calendar)
         close = bars["close"].to_numpy(dtype=float)
         ok = moments != np.iinfo(np.int64).min  # NaT: labelled on a day the exchange was closed
@@ -114,7 +114,7 @@ def align_panel_long(
     out = np.full((len(sessions), len(symbols)), np.nan)
     if len(long) and len(sessions):
         code = pd.Categorical(long["symbol"], categories=symbols).codes.astype(np.int64)
-        labels = pd.DatetimeIndex(pd.to_datetime(long["time"], utc=True)).tz_localize(None).normalize()
+        labels = pd.DatetimeIndex(pd.to_datetime(long["time"], utc=True, cache=False)).tz_localize(None).normalize()
         day = labels.asi8
         moments = np.full(len(long), np.iinfo(np.int64).min, dtype=np.int64)
         cal_of = np.array([calendars[s] for s in symbols], dtype=object)[code]
