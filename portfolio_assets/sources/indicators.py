@@ -164,12 +164,6 @@ def indicator_matrix(
     return out
 
 
-def bar_days(times: pd.Series) -> pd.Series:
-    """UTC calendar day (tz-naive midnight) of each bar timestamp."""
-    ts = pd.to_datetime(times, utc=True, cache=False)  # the cache probe iterates every element: slow
-    return ts.dt.tz_localize(None).dt.normalize()
-
-
 def scanner_fields(
     bars_by_symbol: Mapping[str, pd.DataFrame], as_of: dt.date, window: int = WINDOW
 ) -> pd.DataFrame:
@@ -181,13 +175,17 @@ def scanner_fields(
     before `as_of` are left out. Returns a frame indexed by symbol with `INDICATOR_COLUMNS` and
     `last_bar` (the UTC day of the last bar used).
     """
-    cutoff = pd.Timestamp(as_of)
+    # A bar's UTC day is <= as_of exactly when its time is before the next UTC midnight: one
+    # comparison per bar, then only the last `window` rows are taken (a long exported history is
+    # neither normalized nor copied whole on every scan).
+    limit = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
     kept: list[tuple[str, pd.DataFrame, pd.Timestamp]] = []
     for symbol, frame in bars_by_symbol.items():
-        days = bar_days(frame["time"])
-        tail = frame.loc[(days <= cutoff).to_numpy()].tail(window)
-        if len(tail):
-            kept.append((symbol, tail, days.loc[tail.index[-1]]))
+        times = pd.to_datetime(frame["time"], utc=True, cache=False)
+        rows = np.flatnonzero((times < limit).to_numpy())
+        rows = rows[max(len(rows) - window, 0):]
+        if len(rows):
+            kept.append((symbol, frame.iloc[rows], times.iloc[rows[-1]].tz_localize(None).normalize()))
     columns = [*INDICATOR_COLUMNS, "last_bar"]
     if not kept:
         return pd.DataFrame(columns=columns, index=pd.Index([], name="symbol"))

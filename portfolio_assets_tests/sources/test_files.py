@@ -322,3 +322,37 @@ def test_scanner_fields_uses_only_bars_up_to_as_of() -> None:
     pd.testing.assert_frame_equal(base, scanner_fields({"X:A": shocked}, as_of))
     direct = indicator_matrix(*(frame[k].to_numpy()[50:350, None] for k in ("high", "low", "close", "volume")))
     assert base.loc["X:A", "ADX"] == pytest.approx(direct["ADX"][0], rel=1e-12)
+
+
+def test_scanner_fields_cut_bars_at_the_end_of_the_utc_day() -> None:
+    """A bar counts for `as_of` when its UTC day is `as_of` or earlier: 23:59 UTC is in, the next
+    UTC midnight is out, a New York evening bar (after midnight UTC) is out, naive times are UTC;
+    `last_bar` is the UTC day of the last bar used, and `window` keeps only the last bars."""
+    as_of = dt.date(2024, 3, 8)
+    base = pd.date_range("2023-06-02", periods=400, freq="D", tz="UTC")  # past as_of
+    n = len(base[base.date <= as_of])  # whole days up to as_of
+    rng = np.random.default_rng(4)
+    h, lo, c, v = random_bars(rng, 402)
+
+    def bars(times: pd.DatetimeIndex | pd.Series) -> pd.DataFrame:
+        k = len(times)
+        return pd.DataFrame({"time": times, "high": h[:k], "low": lo[:k], "close": c[:k], "volume": v[:k]})
+
+    last_in = base[:n].append(pd.DatetimeIndex([pd.Timestamp("2024-03-08 23:59", tz="UTC")]))
+    frames = {
+        "X:IN": bars(last_in),  # n daily bars, then one more late on as_of
+        "X:OUT": bars(base[:n].append(pd.DatetimeIndex([pd.Timestamp("2024-03-09 00:00", tz="UTC")]))),
+        "X:NY": bars(base[:n].tz_convert("America/New_York").append(
+            pd.DatetimeIndex([pd.Timestamp("2024-03-08 20:00", tz="America/New_York")]))),  # 01:00 UTC on the 9th
+        "X:NAIVE": bars(last_in.tz_localize(None)),
+    }
+    got = scanner_fields(frames, as_of, window=5)
+    assert list(got.index) == ["X:IN", "X:OUT", "X:NY", "X:NAIVE"]
+    assert (got["last_bar"] == pd.Timestamp(as_of)).all()
+    assert got.loc["X:IN", "close"] == c[n] and got.loc["X:NAIVE", "close"] == c[n]  # the 23:59 bar
+    assert got.loc["X:OUT", "close"] == c[n - 1] and got.loc["X:NY", "close"] == c[n - 1]
+    assert got.loc["X:IN", "change"] == pytest.approx(100 * (c[n] / c[n - 1] - 1))
+    assert np.isnan(got.loc["X:IN", "Perf.W"])  # window=5: six bars would be needed
+    early = scanner_fields(frames, base[0].date() - dt.timedelta(days=1))
+    assert early.empty and list(early.columns) == [*INDICATOR_COLUMNS, "last_bar"]
+    assert scanner_fields(frames, as_of, window=0).empty
