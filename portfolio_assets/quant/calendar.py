@@ -35,9 +35,10 @@ def bar_close_moments(labels: pd.DatetimeIndex, calendar: str) -> np.ndarray:
     Bars labelled on a day without a session of an exchange calendar get NaT (then ignored)."""
     labels = pd.DatetimeIndex(labels).tz_localize(None).normalize()
     if calendar in (CALENDAR_24_7, CALENDAR_24_5):
-        return (labels + pd.Timedelta(days=1)).tz_localize("UTC").asi8
+        return (labels + pd.Timedelta(days=1)).tz_localize("UTC").as_unit("ns").asi8
     moments = _session_closes(calendar).reindex(labels)  # tz-aware UTC; NaT where no session
-    return pd.DatetimeIndex(moments).asi8  # not via .to_numpy(): that is an object array of Timestamps
+    # int64 ns read directly (`.to_numpy()` of a tz-aware Series is an object array of Timestamps)
+    return pd.DatetimeIndex(moments).as_unit("ns").asi8
 
 
 def _master_closes_with_previous(sessions: pd.DatetimeIndex, master: str) -> np.ndarray:
@@ -48,7 +49,7 @@ def _master_closes_with_previous(sessions: pd.DatetimeIndex, master: str) -> np.
         bad = pd.DatetimeIndex(sessions)[pos < 0][:3].date.tolist()
         raise ValueError(f"not {master} sessions: {bad}")
     pos = np.concatenate([[pos[0] - 1], pos]) if len(pos) else pos
-    return pd.DatetimeIndex(closes.iloc[np.maximum(pos, 0)]).asi8
+    return pd.DatetimeIndex(closes.iloc[np.maximum(pos, 0)]).as_unit("ns").asi8
 
 
 def align_closes(bars: pd.DataFrame, calendar: str, sessions: pd.DatetimeIndex, master: str = "XNYS") -> pd.Series:
@@ -115,7 +116,7 @@ def align_panel_long(
     if len(long) and len(sessions):
         code = pd.Categorical(long["symbol"], categories=symbols).codes.astype(np.int64)
         labels = pd.DatetimeIndex(pd.to_datetime(long["time"], utc=True, cache=False)).tz_localize(None).normalize()
-        day = labels.asi8
+        day = labels.as_unit("ns").asi8  # int64 ns whatever the column's unit (e.g. a us Parquet export)
         moments = np.full(len(long), np.iinfo(np.int64).min, dtype=np.int64)
         cal_of = np.array([calendars[s] for s in symbols], dtype=object)[code]
         for cal in pd.unique(cal_of):

@@ -115,3 +115,9 @@ def test_align_panel_long_equals_align_panel_on_mixed_calendars():
     pd.testing.assert_frame_equal(got, want)
     with pytest.raises(ValueError, match="without a calendar"):
         align_panel_long(long, {s: calendars[s] for s in symbols[1:]}, window)
+    # Bar times in another unit (a Parquet export written in microseconds, say) give the same panel.
+    for unit in ("us", "ms", "s"):
+        coarse = long.assign(time=long["time"].dt.as_unit(unit))
+        pd.testing.assert_frame_equal(align_panel_long(coarse, calendars, window), want)
+        one = {s: b.assign(time=b["time"].dt.as_unit(unit)) for s, b in bars.items()}
+        pd.testing.assert_frame_equal(align_panel(one, calendars, window), want)
