@@ -23,6 +23,7 @@ from portfolio_assets.price_store import overlay
 from portfolio_assets.progress import Progress
 from portfolio_assets.quant.health import HealthParams, assess_symbol
 from portfolio_assets.sources.base import BAR_COLUMNS, MarketData, SourceError
+from portfolio_assets.timestamps import utc_times
 
 FETCH_BUFFER_DAYS = 10  # calendar days before the first session, for the first return
 # The store is compacted (parts merged, newest bar kept: reads unchanged) once it holds more than
@@ -62,7 +63,7 @@ def clean_bars(symbol: str, bars: pd.DataFrame, as_of: dt.date) -> tuple[pd.Data
     if missing:
         raise BarsError(f"bars for {symbol}: missing columns {missing}")
     try:
-        times = pd.to_datetime(bars["time"], utc=True, cache=False)
+        times = utc_times(bars["time"])
     except (ValueError, TypeError) as exc:
         raise BarsError(f"bars for {symbol}: unparseable timestamps ({exc})") from None
     if times.isna().any():
@@ -244,7 +245,7 @@ def assess_all(
     rows = []
     for symbol in symbols:
         if fetched is not None:
-            days = pd.to_datetime(fetched[symbol]["time"], utc=True, cache=False).dt.tz_localize(None)
+            days = utc_times(fetched[symbol]["time"]).dt.tz_localize(None)
             bars = fetched[symbol][(days >= pd.Timestamp(fetch_start)) & (days <= pd.Timestamp(as_of))]
         else:
             bars = cached[symbol]
@@ -377,7 +378,7 @@ def load_panel(
     else:
         frames = []
         for s in symbols:
-            days = pd.to_datetime(view[s]["time"], utc=True, cache=False).dt.tz_localize(None)
+            days = utc_times(view[s]["time"]).dt.tz_localize(None)
             keep = (days >= pd.Timestamp(start)) & (days <= pd.Timestamp(as_of))
             frames.append(view[s].loc[keep, ["time", "close"]].assign(symbol=s))
         long = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["symbol", "time", "close"])

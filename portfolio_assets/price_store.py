@@ -57,6 +57,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from portfolio_assets.symbols import filename_symbol, symbol_filename, validate_symbol
+from portfolio_assets.timestamps import utc_times
 
 BAR_FIELDS = ("time", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = (*BAR_FIELDS, "source", "fetched_at")
@@ -130,7 +131,7 @@ def _utc_ns(symbol: str, times: pd.Series) -> np.ndarray:
         values = times.to_numpy(dtype="datetime64[ns]").view(np.int64)  # fast path: the usual bars
     else:
         try:
-            values = pd.to_datetime(times, utc=True, cache=False).astype("datetime64[ns, UTC]").to_numpy(
+            values = utc_times(times).astype("datetime64[ns, UTC]").to_numpy(
                 dtype="datetime64[ns]").view(np.int64)
         except (TypeError, ValueError) as exc:
             raise PriceStoreError(f"bars for {symbol}: unparseable timestamps ({exc})") from None

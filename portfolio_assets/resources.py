@@ -15,6 +15,7 @@ from dagster import ConfigurableResource
 from portfolio_assets.lakehouse import Lakehouse
 from portfolio_assets.manifest import ResolvedManifest, resolve
 from portfolio_assets.sources.base import MarketData
+from portfolio_assets.timestamps import utc_times
 
 
 @lru_cache(maxsize=8)
@@ -85,7 +86,7 @@ class RecordedCache(Lakehouse):
 
         part = super().write_prices(bars, source, fetched_at, start=start, end=end, attempt=attempt, scope=scope)
         for symbol, frame in bars.items():
-            days = pd.to_datetime(frame["time"], utc=True, cache=False)
+            days = utc_times(frame["time"])
             self.writes.append({
                 "symbol": symbol, "bars": len(frame), "source": source,
                 "first": days.min().date().isoformat() if len(frame) else None,

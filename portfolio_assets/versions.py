@@ -70,7 +70,7 @@ AREA_VERSIONS: dict[str, int] = {
 AREA_SOURCES: dict[str, tuple[str, ...]] = {
     "sources": ("sources", "symbols.py"),
     "prices": ("fetch.py", "price_store.py"),
-    "calendar": ("quant/calendar.py", "partitions.py", "session_tables.py"),
+    "calendar": ("quant/calendar.py", "partitions.py", "session_tables.py", "timestamps.py"),
     "health": ("quant/health.py",),
     "rawpool": ("quant/rawpool.py",),
     "selection": ("quant/selection.py", "quant/selection"),

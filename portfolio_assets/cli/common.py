@@ -159,11 +159,11 @@ def check_history(partition: str) -> None:
 
 
 def _first_day(bars: Any) -> dt.date | None:
-    import pandas as pd
+    from portfolio_assets.timestamps import utc_times
 
     if bars is None or len(bars) == 0:
         return None
-    return pd.to_datetime(bars["time"], utc=True, cache=False).min().date()
+    return utc_times(bars["time"]).min().date()
 
 
 def _date_range(date_from: str, date_to: str) -> list[str]:

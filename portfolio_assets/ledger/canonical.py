@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from portfolio_assets.ledger.schema import HASH_PREFIX, PRICE_FINGERPRINT_COLUMNS
+from portfolio_assets.timestamps import utc_times
 
 # --------------------------------------------------------------------------- canonical hashing
 
@@ -221,7 +222,7 @@ def price_fingerprint(path: str | os.PathLike[str], upto: str) -> str:
     missing = [c for c in PRICE_FINGERPRINT_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"price file {path}: missing column(s) {missing}")
-    times = pd.to_datetime(frame["time"], utc=True, cache=False)
+    times = utc_times(frame["time"])
     kept = frame.loc[times.dt.date <= date.fromisoformat(upto), list(PRICE_FINGERPRINT_COLUMNS)]
-    kept = kept.assign(time=pd.to_datetime(kept["time"], utc=True, cache=False))
+    kept = kept.assign(time=utc_times(kept["time"]))
     return frame_hash(kept.sort_values("time", kind="mergesort").reset_index(drop=True))

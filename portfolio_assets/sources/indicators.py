@@ -35,6 +35,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from portfolio_assets.timestamps import utc_times
+
 WINDOW = 300  # bars used per symbol: covers Perf.Y (253 bars) and the 200-bar moving averages
 PERF_PERIODS: tuple[tuple[str, int], ...] = (
     ("Perf.W", 5), ("Perf.1M", 21), ("Perf.3M", 63), ("Perf.6M", 126), ("Perf.Y", 252),
@@ -181,7 +183,7 @@ def scanner_fields(
     limit = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
     kept: list[tuple[str, pd.DataFrame, pd.Timestamp]] = []
     for symbol, frame in bars_by_symbol.items():
-        times = pd.to_datetime(frame["time"], utc=True, cache=False)
+        times = utc_times(frame["time"])
         rows = np.flatnonzero((times < limit).to_numpy())
         rows = rows[max(len(rows) - window, 0):]
         if len(rows):
