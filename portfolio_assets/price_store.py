@@ -57,7 +57,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from portfolio_assets.symbols import filename_symbol, symbol_filename, validate_symbol
-from portfolio_assets.timestamps import utc_times
+from portfolio_assets.timestamps import utc_days, utc_times
 
 BAR_FIELDS = ("time", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = (*BAR_FIELDS, "source", "fetched_at")
@@ -621,7 +621,7 @@ def _hash_ranges(long: pd.DataFrame | Mapping[str, pd.DataFrame], ranges: Mappin
     for symbol, (start, end) in ranges.items():
         bars = groups.get(symbol)
         if bars is not None:
-            day = bars["time"].dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
+            day = utc_days(bars["time"])
             bars = bars[(day >= pd.Timestamp(start)) & (day <= pd.Timestamp(end))]
         if bars is None or bars.empty:
             if skip_missing:

@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from portfolio_assets.timestamps import utc_times
+from portfolio_assets.timestamps import utc_days
 
 CALENDAR_24_7 = "24/7"
 CALENDAR_24_5 = "24/5"
@@ -63,7 +63,7 @@ def align_closes(bars: pd.DataFrame, calendar: str, sessions: pd.DatetimeIndex, 
     sessions = pd.DatetimeIndex(sessions, name="session")
     out = np.full(len(sessions), np.nan)
     if len(bars) and len(sessions):
-        labels = pd.DatetimeIndex(utc_times(bars["time"])).tz_localize(None).normalize()
+        labels = utc_days(bars["time"])
         moments = bar_close_moments(labels, calendar)
         close = bars["close"].to_numpy(dtype=float)
         ok = moments != np.iinfo(np.int64).min  # NaT: labelled on a day the exchange was closed
@@ -117,8 +117,7 @@ def align_panel_long(
     out = np.full((len(sessions), len(symbols)), np.nan)
     if len(long) and len(sessions):
         code = pd.Categorical(long["symbol"], categories=symbols).codes.astype(np.int64)
-        labels = pd.DatetimeIndex(utc_times(long["time"])).tz_localize(None).normalize()
-        day = labels.as_unit("ns").asi8  # int64 ns whatever the column's unit (e.g. a us Parquet export)
+        day = utc_days(long["time"]).asi8
         moments = np.full(len(long), np.iinfo(np.int64).min, dtype=np.int64)
         cal_of = np.array([calendars[s] for s in symbols], dtype=object)[code]
         for cal in pd.unique(cal_of):

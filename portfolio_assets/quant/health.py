@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from portfolio_assets.quant.calendar import CALENDAR_24_5, CALENDAR_24_7, bar_close_moments
-from portfolio_assets.timestamps import utc_times
+from portfolio_assets.timestamps import utc_days
 
 STATUSES = ("OK", "MISSING", "STALE", "GAPS", "INSUFFICIENT", "BAD_TICKS")
 PRIORITY = ("MISSING", "BAD_TICKS", "STALE", "GAPS", "INSUFFICIENT")
@@ -70,7 +70,7 @@ def assess_symbol(
                               "first_bar": None, "last_bar": None, "n_gap_days": 0, "gap_ranges": "",
                               "n_bad_ticks": 0, "bad_tick_days": "", "stale_days": 0}
     issues: list[str] = []
-    labels = pd.DatetimeIndex(utc_times(bars["time"])).tz_localize(None).normalize() if len(bars) else pd.DatetimeIndex([])
+    labels = utc_days(bars["time"]) if len(bars) else pd.DatetimeIndex([])
     in_window = (labels >= window_start) & (labels <= as_of)
     bars, labels = bars[np.asarray(in_window)], labels[in_window]
     if not len(bars):
