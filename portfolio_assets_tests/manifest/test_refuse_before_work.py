@@ -180,6 +180,14 @@ def test_an_unknown_cli_key_is_refused_with_the_nearest_valid_key(key, message):
     assert refused({key: 3}) == f"command line: --set {key}=3: {message}"
 
 
+def test_a_long_value_is_shown_clipped_to_80_characters_in_the_message():
+    value = "/" + "d" * 99  # e.g. a deep folder: the message keeps its first 79 characters and "…"
+    shown = value[:79] + "…"
+    assert len(shown) == 80
+    assert refused(set_items(f"source.settings.pathh={value}")) == (f"command line: --set source.settings.pathh={shown}: unknown setting "
+                              "source.settings.pathh; did you mean --set source.settings.path=...?")
+
+
 def test_free_form_mappings_accept_keys_below_them():
     assert unknown_setting(m.Config, "optimization.fallback_chain.hrp") is None
     assert unknown_setting(m.Config, "discovery.scanners.equity") is None
