@@ -178,6 +178,24 @@ def publish_dir(target: Path, build: Callable[[Path], T]) -> T:
     return result
 
 
+def _sql_string(text: str) -> str:
+    """`text` as an SQL string literal (a quote is doubled: a root such as `/home/o'brien/lake`)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _duckdb_literal(folder: Path) -> str:
+    """`folder` as the literal start of a DuckDB glob: `*`, `?` and `[` are written as the
+    one-character classes `[*]`, `[?]`, `[[]`, so a folder named `a?b` matches itself only (as
+    written, it also matched a sibling `a*b`, whose tables the view would have read). DuckDB
+    reads a backslash as a path separator and has no escape for it: such a root is refused with
+    `ValueError`, naming the folder, rather than giving views of another folder or none."""
+    text = str(folder)
+    if "\\" in text:
+        raise ValueError(f"the lakehouse folder {text} contains a backslash, which DuckDB's file globs cannot "
+                         "match; use a lakehouse root without one for SQL views")
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
 class Lakehouse:
     """One profile's storage root. All paths are validated and stay inside the root."""
 
@@ -326,7 +344,8 @@ class Lakehouse:
 
     # ---- DuckDB ----------------------------------------------------------------------------
     def table_globs(self) -> dict[str, str]:
-        """View name -> Parquet glob for every stored asset table (and `prices`)."""
+        """View name -> DuckDB glob for every stored asset table (and `prices`): the folder's path
+        with DuckDB's wildcards written as literals (`_duckdb_literal`), then the file pattern."""
         out: dict[str, str] = {}
         if self.root.exists():
             for folder in sorted(self.root.glob("*/*")):
@@ -334,9 +353,9 @@ class Lakehouse:
                         and folder.parent.name not in ("reports", "ledger", "state", "prices", "files")
                         and not folder.parent.name.startswith("_")):
                     if any(folder.glob("*.parquet")):
-                        out[folder.name] = str(folder / "*.parquet")
+                        out[folder.name] = f"{_duckdb_literal(folder)}/*.parquet"
             if self.price_store().has_parts():
-                out["prices"] = str(self.price_store().parts_dir / PART_GLOB)
+                out["prices"] = f"{_duckdb_literal(self.price_store().parts_dir)}/{PART_GLOB}"
         return out
 
     def duckdb(self, database: str = ":memory:"):
@@ -350,7 +369,7 @@ class Lakehouse:
 
         con = duckdb.connect(database)
         for name, glob in self.table_globs().items():
-            source = f"read_parquet('{glob}', filename=true, union_by_name=true)"
+            source = f"read_parquet({_sql_string(glob)}, filename=true, union_by_name=true)"
             columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
             hidden = {"filename", "partition"} | {c for c in columns if re.fullmatch(r"__index_level_\d+__", c)}
             # `prices` lists every stored row (several fetches of one bar are all listed, with `fetched_at`)

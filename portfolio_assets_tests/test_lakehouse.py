@@ -156,6 +156,32 @@ def test_duckdb_views_hide_index_columns_and_keep_one_partition_column(lake):
     assert [c[0] for c in con.execute("DESCRIBE raw_pool").fetchall()] == ["partition", "a", "b"]
 
 
+@pytest.mark.parametrize("folder", ["o'brien lake", "a[1]b", "a*b", "a?b", "lake {1}"])
+def test_duckdb_views_of_a_root_with_quotes_or_wildcards_read_that_root_only(tmp_path, folder):
+    """A quote used to break the SQL; `*`, `?` and `[` were DuckDB wildcards, so a root `a*b` also
+    read its sibling `a?b`'s tables and `a[1]b` found none. Every sibling holds a different table."""
+    names = ["o'brien lake", "a[1]b", "a*b", "a?b", "lake {1}", "a1b", "aXb"]
+    for i, name in enumerate(names):
+        Lakehouse(tmp_path / name, "demo").write_table("universe", "raw_pool", "2024-07-05", frame(10.0 * i))
+        Lakehouse(tmp_path / name, "demo").write_prices(
+            {"NYSE:XOM": pd.DataFrame({"time": pd.to_datetime(["2024-07-05"], utc=True), "open": [1.0 + i],
+                                       "high": [1.0 + i], "low": [1.0 + i], "close": [1.0 + i], "volume": [1.0]})},
+            "test", dt.datetime(2024, 7, 6, tzinfo=dt.UTC))
+    con = Lakehouse(tmp_path / folder, "demo").duckdb()
+    i = names.index(folder)
+    assert con.execute("SELECT partition, sum(a) FROM raw_pool GROUP BY 1").fetchall() == [("2024-07-05", 20.0 * i + 1)]
+    assert con.execute("SELECT symbol, close FROM prices").fetchall() == [("NYSE:XOM", 1.0 + i)]
+
+
+def test_duckdb_views_refuse_a_root_with_a_backslash(tmp_path):
+    lake = Lakehouse(tmp_path / "a\\b", "demo")
+    lake.write_table("universe", "raw_pool", "2024-07-05", frame(1.0))
+    with pytest.raises(ValueError) as err:
+        lake.duckdb()
+    assert str(err.value) == (f"the lakehouse folder {lake.root / 'universe' / 'raw_pool'} contains a backslash, "
+                              "which DuckDB's file globs cannot match; use a lakehouse root without one for SQL views")
+
+
 def test_no_pickle_anywhere_in_the_package():
     root = PROJECT_ROOT / "portfolio_assets"
     offenders = [p for p in root.rglob("*.py") if "import pickle" in p.read_text() or "pickle.load" in p.read_text()]
