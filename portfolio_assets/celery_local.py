@@ -93,6 +93,16 @@ def _celery_app(broker: str) -> object:
     return make_app({"broker": broker, "backend": broker})
 
 
+def write_worker_config(path: Path, broker: str, backend: str | None = None) -> Path:
+    """The `-y` config of `dagster-celery worker start`: the broker and the result backend (the
+    broker when None). Written by the YAML library, so a URL with a quote or a backslash (in a
+    password) stays the one string it was."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({"execution": {"config": {"broker": broker, "backend": backend or broker}}}))
+    return path
+
+
 @contextlib.contextmanager
 def celery_workers(broker: str, n: int, workdir: Path, backend: str | None = None) -> Iterator[list[str]]:
     """`n` workers (`dagster-celery worker start`, one process each) on `broker`; yields their names
@@ -110,8 +120,7 @@ def celery_workers(broker: str, n: int, workdir: Path, backend: str | None = Non
     if home:
         Path(home).mkdir(parents=True, exist_ok=True)
         DagsterInstance.from_config(home).dispose()
-    config = workdir / "celery.yaml"
-    config.write_text(f'execution:\n  config:\n    broker: "{broker}"\n    backend: "{backend or broker}"\n')
+    config = write_worker_config(workdir / "celery.yaml", broker, backend)
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
     host = socket.gethostname()

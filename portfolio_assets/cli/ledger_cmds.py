@@ -122,9 +122,17 @@ def _path_binding(path: Path) -> tuple[str | None, str | None]:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Run the blocking gate checks for a partition; non-zero on any failure (never implement then)."""
+    from portfolio_assets.lakehouse import Lakehouse
+
     resolved = _setup_env(args)
     partition = _partition_date(args.date)
     check_preconditions(resolved)
+    if not Lakehouse(profile=resolved.profile).partition_files(partition):
+        # a date never materialized (a typo, or today before the day's run): refused before a run that
+        # could only fail, step by step, and alert every sink of the profile
+        raise ValueError(f"nothing to audit: partition {partition} of profile {resolved.profile!r} has no stored "
+                         f"table; materialize it first (portfolio-assets run --profile {resolved.profile} "
+                         f"--date {partition}); nothing was run")
     with partition_lock([partition], f"audit --date {partition}"):
         code = summarize_run(execute(partition, None, job="audit"), partition)
     problems = clearance(partition)
