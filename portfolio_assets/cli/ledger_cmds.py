@@ -120,19 +120,24 @@ def _path_binding(path: Path) -> tuple[str | None, str | None]:
     return None, None
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
-    """Run the blocking gate checks for a partition; non-zero on any failure (never implement then)."""
+def _require_stored(profile: str, partition: str, command: str) -> None:
+    """`ValueError` (exit 2) when `partition` has no stored table: `audit` and `recover` of a date
+    never materialized (a typo, or today before the day's run) are refused before a run that could
+    only fail step by step and send error alerts to every sink of the profile."""
     from portfolio_assets.lakehouse import Lakehouse
 
+    if not Lakehouse(profile=profile).partition_files(partition):
+        raise ValueError(f"nothing to {command}: partition {partition} of profile {profile!r} has no stored table; "
+                         f"materialize it first (portfolio-assets run --profile {profile} --date {partition}); "
+                         "nothing was run")
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Run the blocking gate checks for a partition; non-zero on any failure (never implement then)."""
     resolved = _setup_env(args)
     partition = _partition_date(args.date)
     check_preconditions(resolved)
-    if not Lakehouse(profile=resolved.profile).partition_files(partition):
-        # a date never materialized (a typo, or today before the day's run): refused before a run that
-        # could only fail, step by step, and alert every sink of the profile
-        raise ValueError(f"nothing to audit: partition {partition} of profile {resolved.profile!r} has no stored "
-                         f"table; materialize it first (portfolio-assets run --profile {resolved.profile} "
-                         f"--date {partition}); nothing was run")
+    _require_stored(resolved.profile, partition, "audit")
     with partition_lock([partition], f"audit --date {partition}"):
         code = summarize_run(execute(partition, None, job="audit"), partition)
     problems = clearance(partition)
@@ -148,6 +153,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     resolved = _setup_env(args)
     partition = _partition_date(args.date)
     check_preconditions(resolved)
+    _require_stored(resolved.profile, partition, "recover")
     keys = [k for k in selection_keys("history_500d*") if k.to_user_string() != "executions"]
     with partition_lock([partition], f"recover --date {partition}"):
         code = summarize_run(execute(partition, keys, {"portfolio_assets/recover": "true"}), partition)

@@ -197,14 +197,15 @@ def test_run_then_reexecute_from_step_12_status_verify_audit_and_accept(dev_run_
     assert _count(instance, "executions", D2) == 1
 
 
-def test_audit_of_a_partition_never_materialized_exits_2_before_any_run(dirs, instance_of):
+@pytest.mark.parametrize("command", ["audit", "recover"])
+def test_audit_or_recover_of_a_partition_never_materialized_exits_2_before_any_run(dirs, instance_of, command):
     """A date with no stored table (a typo, or today before the day's run) is refused before a run:
-    the audit job could only fail step by step there and send error alerts to every sink."""
+    the run could only fail step by step there and send error alerts to every sink."""
     home, lake = dirs
-    audit = cli("audit", "--profile", "development", "--date", D0, home=home, lake=lake)
-    assert audit.returncode == 2, out(audit)
-    assert audit.stderr.strip() == (
-        f"portfolio-assets: nothing to audit: partition {D0} of profile 'development' has no stored table; "
+    proc = cli(command, "--profile", "development", "--date", D0, home=home, lake=lake)
+    assert proc.returncode == 2, out(proc)
+    assert proc.stderr.strip() == (
+        f"portfolio-assets: nothing to {command}: partition {D0} of profile 'development' has no stored table; "
         f"materialize it first (portfolio-assets run --profile development --date {D0}); nothing was run")
     assert instance_of(home).get_runs_count() == 0
     assert not (lake / "development" / "ledger").exists() and not (lake / "development" / "alerts").exists()
