@@ -135,11 +135,20 @@ def check_history(partition: str) -> None:
     """Refuse, before any run, a date the source cannot serve with enough history: the baseline's
     bars must cover the 500-session history window (+1 session for the first return). The regime's
     warm-up before that window is read as far as the source has it (`market_regime` records how many
-    baseline sessions it used; a short warm-up leaves the 3-year reference undefined, not wrong)."""
+    baseline sessions it used; a short warm-up leaves the 3-year reference undefined, not wrong).
+
+    With the `files` source, whose bars never grow after the export, the baseline's newest bar must
+    also be at most `source.settings.max_staleness_days` before the date: an export that ends earlier
+    lists every symbol as delisted on it (a run without --date on last month's export used to fail
+    at `raw_pool` with "every scan is empty"). A shorter lag is the health gate's to judge
+    (`data.staleness_sessions`). Live sources are not held to this check: a bar a day late is the
+    gate's to judge and their repair fetches' to heal."""
     from portfolio_assets.fetch import window_bounds
     from portfolio_assets.partitions import sessions_window
     from portfolio_assets.resources import PortfolioSettings
     from portfolio_assets.sources.base import SourceError
+    from portfolio_assets.sources.settings import FilesSettings
+    from portfolio_assets.timestamps import utc_times
 
     settings = PortfolioSettings()
     cfg = settings.resolved().config
@@ -156,6 +165,14 @@ def check_history(partition: str) -> None:
         raise ValueError(
             f"partition {partition} needs {sessions} sessions of history from {window[0].date()}; the source "
             f"({cfg.source.kind}) serves {baseline} from {first or 'no date at all'}")
+    if isinstance(cfg.source.settings, FilesSettings):
+        days = cfg.source.settings.max_staleness_days
+        last = utc_times(bars["time"]).max().date()
+        if (dt.date.fromisoformat(partition) - last).days > days:
+            raise ValueError(
+                f"partition {partition}: the files source's bars of {baseline} end on {last}, more than {days} days "
+                f"before it (source.settings.max_staleness_days), so every symbol of the export would count as "
+                f"delisted: pick a --date on or before {last + dt.timedelta(days=days)}, or export newer bars")
 
 
 def _first_day(bars: Any) -> dt.date | None:

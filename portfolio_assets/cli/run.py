@@ -120,7 +120,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if args.stale and args.select:
         raise ValueError("--stale re-materializes what Dagster reports stale: drop --select")
     keys = selection_keys(args.select)  # a bad selection is refused before the source is read
-    check_history(dates[0])
+    for day in dict.fromkeys((dates[0], dates[-1])):  # enough history at the start, data up to the end
+        check_history(day)
     check_preconditions(resolved)
     with (partition_lock(dates, f"backfill {dates[0]}..{dates[-1]}"), DagsterInstance.get() as instance,
           contextlib.ExitStack() as stack):

@@ -34,6 +34,44 @@ def test_run_on_the_files_source_gets_past_the_manifest(realdata: Path, env: dic
     assert proc.stderr.strip() == f"portfolio-assets: partition {WEEKEND} is not a XNYS trading session", describe(proc)
 
 
+@pytest.mark.parametrize(("command", "dates"), [("run", ["--date", "2023-03-01"]),
+                                                ("backfill", ["--from", "2022-12-27", "--to", "2023-03-01"])])
+def test_a_date_after_the_export_ends_exits_2_before_any_work(realdata: Path, env: dict, command: str,
+                                                               dates: list[str]) -> None:
+    """The export ends on 2022-12-28: on 2023-03-01 every symbol would count as delisted (its last bar
+    older than max_staleness_days = 10), and the run used to fail at raw_pool with "every scan is
+    empty". Refused before any run, naming the last bar and the last date it serves; for a backfill
+    the range's end decides."""
+    from portfolio_assets_tests.realdata import BASELINE
+
+    proc = run_cli([command, "--profile", "demo", *dates, "--set", "source.kind=files",
+                    "--set", f"source.settings.path={realdata}", "--set", f"selection.baseline={BASELINE}"], env)
+    assert proc.returncode == 2, describe(proc)
+    assert proc.stderr.strip() == (
+        f"portfolio-assets: partition 2023-03-01: the files source's bars of {BASELINE} end on 2022-12-28, more "
+        "than 10 days before it (source.settings.max_staleness_days), so every symbol of the export would count as "
+        "delisted: pick a --date on or before 2023-01-07, or export newer bars")
+    assert not Path(env["PA_LAKEHOUSE"]).exists()  # nothing was written
+
+
+def test_a_date_within_max_staleness_days_of_the_last_bar_passes_the_check(realdata: Path, env: dict) -> None:
+    """2023-01-06 is 9 days after the last bar: past the history check, the run stops at the next
+    one (a signing profile without a key), still before any work; 2023-01-09 (12 days) does not.
+    (A run of 2023-01-06 would go on to fail the health gate: the baseline lags it by more than
+    data.staleness_sessions; that lag is the gate's to judge.)"""
+    from portfolio_assets_tests.realdata import BASELINE
+
+    base = ["run", "--profile", "demo", "--set", "source.kind=files", "--set", f"source.settings.path={realdata}",
+            "--set", f"selection.baseline={BASELINE}", "--set", "ledger.signing=hmac"]
+    env = {k: v for k, v in env.items() if k not in ("PA_LEDGER_HMAC_KEY", "PA_LEDGER_ED25519_KEY")}
+    served = run_cli([*base, "--date", "2023-01-06"], env)
+    assert served.returncode == 2 and "signs its ledger (hmac) but no key is set" in served.stderr, describe(served)
+    ended = run_cli([*base, "--date", "2023-01-09"], env)
+    assert ended.returncode == 2 and "bars of SP:SPX end on 2022-12-28, more than 10 days" in ended.stderr, \
+        describe(ended)
+    assert not Path(env["PA_LAKEHOUSE"]).exists()
+
+
 def test_run_with_a_bad_source_setting_exits_2_before_any_work(env: dict) -> None:
     # a short fixed value: the message shows at most 80 characters of it, so a value built from a
     # temporary folder made this assertion depend on the length of TMPDIR
