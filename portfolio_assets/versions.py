@@ -107,7 +107,7 @@ ASSETS: dict[str, tuple[int, tuple[str, ...]]] = {
     "risk_buckets": (1, ("convention", "clustering", "reports", "numerics")),
     "market_regime": (1, (*_FETCHED, "regimes", "moments", "reports", "numerics")),
     "holdings": (1, ("orders", "numerics")),
-    "target_weights": (1, ("convention", "engines", "moments", "numerics")),
+    "target_weights": (2, ("convention", "engines", "moments", "numerics")),  # 2: no bucket 0 for raw-pool-only symbols
     "tournament": (1, (*_FETCHED, "rawpool", "selection", "clustering", "convention", "regimes", "engines",
                        "moments", "weights_audit", "backtest", "numerics")),
     "previous_target": (1, ("reports",)),

@@ -40,7 +40,8 @@ def raw_pool_streams(raw_pool_history: pd.DataFrame, raw_pool: pd.DataFrame) -> 
     }, owners=OWNERS, kinds={"python", "parquet", "clarabel"}, description=(
         "Step 11. Every engine's weights on the last `backtest.train` sessions of the synthetic-long "
         "streams (market, raw_pool_ew, equal_weight, inverse_vol, min_variance, risk_parity, hrp, "
-        "herc, max_sharpe, barbell) with bucket, direction, `weight` and signed `net_weight`; the "
+        "herc, max_sharpe, barbell) with bucket (empty for a raw-pool symbol outside the selection, "
+        "held only by raw_pool_ew), direction, `weight` and signed `net_weight`; the "
         "manifest's production engine is flagged. Fully invested, per-asset cap, bucket cap; the "
         "turnover penalty starts from the book (`holdings`); every fallback is recorded.")),
     ins=after("history_500d"),
@@ -61,7 +62,11 @@ def target_weights(context, settings: PortfolioSettings, history_500d__returns: 
         buckets = risk_buckets.set_index("symbol")["bucket"]
         regime = str(market_regime["label"].iloc[-1])
         raw = raw_pool_streams(raw_pool_history, raw_pool).reindex(streams.index)
-        enriched = enriched_universe.set_index("symbol")
+        # asset class and sector of a selected symbol: the enriched universe's (with provenance); of a
+        # raw-pool symbol outside the selection (held only by raw_pool_ew): its raw-pool scan row's
+        enriched = enriched_universe.set_index("symbol")[["asset_class", "sector"]]
+        pool = raw_pool.groupby("symbol")[["asset_class", "sector"]].first()
+        classes = pd.concat([enriched, pool.drop(enriched.index, errors="ignore")])
         prev = holdings.set_index("symbol")["weight"] if len(holdings) else None  # an empty book: no penalty anchor
         params = engine_params(cfg)
         step.params.update(engines=cfg.optimization.engines, production=cfg.optimization.production_engine,
@@ -77,12 +82,12 @@ def target_weights(context, settings: PortfolioSettings, history_500d__returns: 
             w = res.weights[res.weights > 0]
             dirs = all_directions.reindex(w.index).fillna("long")
             frames.append(pd.DataFrame({
-                "engine": engine, "symbol": w.index, "bucket": buckets.reindex(w.index).fillna(0).astype(int).to_numpy(),
+                "engine": engine, "symbol": w.index, "bucket": buckets.reindex(w.index).astype("Int64").array,
                 "direction": dirs.to_numpy(), "weight": w.to_numpy(),
                 "net_weight": publish_net_weights(w, dirs).to_numpy(),
                 "is_production": engine == cfg.optimization.production_engine, "engine_used": res.engine_used,
-                "asset_class": enriched["asset_class"].reindex(w.index).to_numpy(),
-                "sector": enriched["sector"].reindex(w.index).to_numpy(),
+                "asset_class": classes["asset_class"].reindex(w.index).to_numpy(),
+                "sector": classes["sector"].reindex(w.index).to_numpy(),
             }))
             caps = res.caps
             diags.append({"engine": engine, "engine_used": res.engine_used,

@@ -69,6 +69,28 @@ def test_whole_graph_materializes_with_every_gate_passing(full_run):
     assert (lh.reports_dir(PARTITION) / "index.html").exists()
 
 
+def test_a_weight_has_its_risk_bucket_or_none_and_its_asset_class(full_run):
+    """A symbol's bucket in `target_weights` is its `risk_buckets` bucket; a raw-pool symbol outside
+    the selection (held only by raw_pool_ew) has none (it used to read bucket 0, which no bucket is),
+    and its asset class and sector come from its raw-pool row (they used to be empty)."""
+    lake, _ = full_run
+    lh = Lakehouse(lake, "development")
+    weights = lh.read_table("allocation", "target_weights", PARTITION)
+    buckets = lh.read_table("risk", "risk_buckets", PARTITION).set_index("symbol")["bucket"]
+    pool = lh.read_table("universe", "raw_pool", PARTITION).groupby("symbol")[["asset_class", "sector"]].first()
+    assert str(weights["bucket"].dtype) == "Int64" and buckets.min() >= 1
+    outside = weights[~weights["symbol"].isin(buckets.index)]
+    assert len(outside) > 0 and set(outside["engine"]) == {"raw_pool_ew"}
+    assert outside["bucket"].isna().all()
+    inside = weights[weights["symbol"].isin(buckets.index)]
+    assert (inside["bucket"].to_numpy() == buckets.reindex(inside["symbol"]).to_numpy()).all()
+    assert (outside["asset_class"].to_numpy() == pool["asset_class"].reindex(outside["symbol"]).to_numpy()).all()
+    assert outside["asset_class"].notna().all()
+    text = (lh.reports_dir(PARTITION) / "weights.md").read_text()
+    assert "Bucket —: a raw-pool symbol outside the selection, held only by `raw_pool_ew`." in text
+    assert f"| — | {sorted(outside['symbol'])[0]} |" in text and "\n| 0 |" not in text
+
+
 def test_recovery_ran_for_real_on_injected_faults(full_run):
     lake, _ = full_run
     health = Lakehouse(lake, "development").read_table("history", "history_500d", PARTITION, "health")

@@ -286,6 +286,9 @@ def _selection_audit(inputs: ReportInputs) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+NO_BUCKET = "—"  # the bucket column of a symbol with no risk bucket
+
+
 def _production_weights(weights: pd.DataFrame) -> pd.DataFrame:
     prod = weights[weights["is_production"].astype(bool)]
     cols = [c for c in ("symbol", "bucket", "direction", "asset_class", "sector", "weight", "net_weight",
@@ -310,12 +313,19 @@ def _weights(inputs: ReportInputs) -> str:
         parts.append("Fallbacks taken for today's weights: "
                      + "; ".join(f"{r.engine} → {r.engine_used}" for r in used.itertuples()) + ".")
     if not w.empty:
+        unbucketed = w["bucket"].isna()
+        # buckets in numeric order, then "—": a raw-pool symbol outside the selection (raw_pool_ew's only)
+        w = w.assign(_order=w["bucket"].astype("Float64").fillna(float("inf"))).sort_values(["_order", "symbol"])
+        w = w.assign(bucket=[NO_BUCKET if pd.isna(b) else str(int(b)) for b in w["bucket"]])
         pivot = w.pivot_table(index=["bucket", "symbol", "direction"], columns="engine", values="net_weight",
-                              aggfunc="sum", fill_value=0.0)
+                              aggfunc="sum", fill_value=0.0, sort=False)
         engines = [inputs.production_engine] + sorted(c for c in pivot.columns if c != inputs.production_engine)
-        buckets = w.pivot_table(index="bucket", columns="engine", values="weight", aggfunc="sum", fill_value=0.0)
+        buckets = w.pivot_table(index="bucket", columns="engine", values="weight", aggfunc="sum", fill_value=0.0,
+                                sort=False)
         parts += [
             "## Every engine (net weights, by bucket)",
+            *([f"Bucket {NO_BUCKET}: a raw-pool symbol outside the selection, held only by `raw_pool_ew`."]
+              if unbucketed.any() else []),
             md_table(tidy_cells(pivot[[e for e in engines if e in pivot.columns]].reset_index())),
             "## Weight per risk bucket and engine",
             "Sum of `weight` per bucket (the bucket cap applies to these sums).",
