@@ -155,7 +155,10 @@ def health_gate(context, settings: PortfolioSettings, health: pd.DataFrame) -> A
     strict = settings.resolved().config.data.strict_health
     bad = health[health["status"] != "OK"]
     severity = AssetCheckSeverity.ERROR if strict else AssetCheckSeverity.WARN
-    listing = ", ".join(f"{r.symbol} {r.status}" for r in bad.itertuples())
+    # each symbol with what its health row found (the day of a bad tick, the last bar of a stale one,
+    # ...), so the message says where to look, e.g. an unadjusted split: "X (BAD_TICKS: 1 bar(s), first D)"
+    listing = ", ".join(f"{r.symbol} ({r.issues})" if r.issues else f"{r.symbol} {r.status}"
+                        for r in bad.itertuples())
     description = (
         f"all {len(health)} symbols OK" if bad.empty
         else f"{len(bad)} unhealthy symbol(s) after recovery: {listing}"

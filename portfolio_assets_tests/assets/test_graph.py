@@ -164,6 +164,9 @@ def test_non_strict_health_drops_and_records_unhealthy_symbols(tmp_path):
     health = lh.read_table("history", "history_500d", PARTITION, "health")
     bad = set(health.loc[health["status"] != "OK", "symbol"])
     assert bad
+    # the gate's message names each symbol with its health row's finding (status first, then where)
+    for row in health[health["status"] != "OK"].itertuples():
+        assert row.issues.startswith(row.status) and f"{row.symbol} ({row.issues})" in gate.description
     buckets = set(lh.read_table("risk", "risk_buckets", PARTITION)["symbol"])
     assert not (bad & buckets)
     records = [json.loads(x) for x in lh.ledger_path(PARTITION).read_text().splitlines()]
