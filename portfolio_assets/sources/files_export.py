@@ -97,11 +97,19 @@ def read_universe_csv(path: Path) -> pd.DataFrame:
 
 def _dates(index: pd.Index) -> pd.DatetimeIndex:
     """The closes' dates (timezone dropped), unique and increasing, else a ValueError naming one."""
-    try:
-        days = pd.DatetimeIndex(pd.to_datetime(index, format="ISO8601") if not isinstance(
-            index, pd.DatetimeIndex) else index)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"closes: the first column must hold dates (YYYY-MM-DD): {exc}") from None
+    if isinstance(index, pd.DatetimeIndex):
+        days = index
+    else:
+        try:
+            days = pd.DatetimeIndex(pd.to_datetime(index, format="ISO8601", errors="coerce"))
+        except (ValueError, TypeError) as exc:  # e.g. values of mixed time zones
+            raise ValueError(f"closes: the first column must hold dates (YYYY-MM-DD): {exc}") from None
+        given = pd.Series(index, dtype=object)
+        unparsed = (days.isna() & given.notna().to_numpy() & (given.astype(str).str.strip() != "").to_numpy())
+        if unparsed.any():  # named here: pandas' own message advises its API's `format=` arguments
+            first = int(np.flatnonzero(unparsed)[0])
+            raise ValueError(f"closes: the first column must hold dates (YYYY-MM-DD); row {first + 1} has "
+                             f"{given.iloc[first]!r} (convert the export's dates to ISO 8601)")
     if days.tz is not None:
         days = days.tz_localize(None)
     if days.hasnans:

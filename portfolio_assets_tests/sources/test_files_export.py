@@ -62,6 +62,12 @@ def test_universe_is_written_as_given_and_the_export_is_byte_identical_when_repe
      "closes: dates must increase; 2024-01-03 follows 2024-01-04"),
     (_closes().set_axis(pd.to_datetime(["2024-01-02", "2024-01-03", "2024-01-03", "2024-01-05"])), None,
      "closes: duplicate date 2024-01-03"),
+    # a US spreadsheet's dates, as read from a CSV (strings): named, without pandas' advice on its API
+    (_closes().set_axis(pd.Index(["2024-01-02", "01/03/2024", "2024-01-04", "2024-01-05"], dtype=object)), None,
+     "closes: the first column must hold dates (YYYY-MM-DD); row 2 has '01/03/2024' (convert the export's "
+     "dates to ISO 8601)"),
+    (_closes().set_axis(pd.Index(["2024-01-02", "", "2024-01-04", "2024-01-05"], dtype=object)), None,
+     "closes: a row has no date"),
     (_closes(), pd.DataFrame({"symbol": ["NASDAQ:AAA", "NYSE:BBB"], "asset_class": "equity"}),
      "universe: must list exactly the symbols of the closes; missing ['SP:SPX'], without closes []"),
     (_closes(), pd.DataFrame({"symbol": ["NASDAQ:AAA", "NYSE:BBB", "SP:SPX"], "asset_class": ["equity", "stock", "etf"]}),
