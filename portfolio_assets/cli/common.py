@@ -157,7 +157,11 @@ def check_history(partition: str) -> None:
     start, end = window_bounds(window)
     baseline = cfg.selection.baseline
     try:
-        bars = settings.source().bars(baseline, start, end)
+        source = settings.source()  # opening it checks what it can up front (the files source: its layout)
+    except SourceError as exc:
+        raise ValueError(f"the {cfg.source.kind} source: {exc}") from None
+    try:
+        bars = source.bars(baseline, start, end)
     except SourceError as exc:
         raise ValueError(f"partition {partition}: the source cannot serve the baseline {baseline}: {exc}") from None
     first = _first_day(bars)

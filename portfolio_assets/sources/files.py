@@ -45,6 +45,7 @@ error, unset = the current UTC date; `max_staleness_days`).
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -242,7 +243,25 @@ class FilesSource:
         self.max_staleness_days = self.settings.max_staleness_days
         universe_file = self.path / "universe.csv"
         self._universe = read_universe(universe_file) if universe_file.exists() else None
+        if self._universe is not None:
+            self._check_bar_files(list(self._universe.index))
         self._cache: dict[Path, tuple[int, int, pd.DataFrame]] = {}
+
+    def _check_bar_files(self, symbols: list[str]) -> None:
+        """SourceError unless every universe symbol has exactly one bars file: found when the source
+        is opened (before any run), not by the scan of a run that has started. One listing of `bars/`."""
+        folder = self.path / "bars"
+        names = set(os.listdir(folder)) if folder.is_dir() else set()
+        stems = {s: symbol_filename(s) for s in symbols}
+        missing = [s for s in symbols if f"{stems[s]}.csv" not in names and f"{stems[s]}.parquet" not in names]
+        both = [s for s in symbols if f"{stems[s]}.csv" in names and f"{stems[s]}.parquet" in names]
+        if missing:
+            raise SourceError(f"universe.csv lists {len(missing)} symbol(s) with no bars file in {folder}: "
+                              f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} (expected e.g. "
+                              f"{stems[missing[0]]}.csv or .parquet)")
+        if both:
+            raise SourceError(f"ambiguous bars for {len(both)} symbol(s) in {folder}: {', '.join(both[:3])}"
+                              f"{' ...' if len(both) > 3 else ''} (both a .csv and a .parquet file)")
 
     @property
     def universe(self) -> pd.DataFrame | None:

@@ -72,6 +72,25 @@ def test_a_date_within_max_staleness_days_of_the_last_bar_passes_the_check(reald
     assert not Path(env["PA_LAKEHOUSE"]).exists()
 
 
+def test_a_universe_symbol_without_bars_exits_2_before_any_work(realdata: Path, env: dict, tmp_path: Path) -> None:
+    """The export's layout is checked when the source opens: the run used to start and fail at its
+    equity scan, alerting every sink."""
+    import shutil
+
+    from portfolio_assets_tests.realdata import BASELINE
+
+    data = shutil.copytree(realdata, tmp_path / "data")
+    with open(data / "universe.csv", "a") as fh:
+        fh.write("NYSE:FOO,equity,,Foo Corp.,USD\n")
+    proc = run_cli(["run", "--profile", "demo", "--date", "2021-06-14", "--set", "source.kind=files",
+                    "--set", f"source.settings.path={data}", "--set", f"selection.baseline={BASELINE}"], env)
+    assert proc.returncode == 2, describe(proc)
+    assert proc.stderr.strip() == (
+        f"portfolio-assets: the files source: universe.csv lists 1 symbol(s) with no bars file in {(data / 'bars').resolve()}: "
+        "NYSE:FOO (expected e.g. NYSE__FOO.csv or .parquet)")
+    assert not Path(env["PA_LAKEHOUSE"]).exists()
+
+
 def test_run_with_a_bad_source_setting_exits_2_before_any_work(env: dict) -> None:
     # a short fixed value: the message shows at most 80 characters of it, so a value built from a
     # temporary folder made this assertion depend on the length of TMPDIR

@@ -183,6 +183,25 @@ def test_future_timestamps_relative_to_today(tmp_path: Path) -> None:
         "NYSE:ABC", dt.date(2024, 1, 1), dt.date(2024, 1, 31))) == 3
 
 
+def test_a_universe_symbol_without_exactly_one_bars_file_is_refused_when_the_source_opens(tmp_path: Path) -> None:
+    """Found before any run (it used to fail a run at its scan step)."""
+    for symbol in ("NYSE:ABC", "NYSE:DEF"):
+        write_bars(tmp_path, symbol, GOOD_CSV)
+    (tmp_path / "universe.csv").write_text("symbol,asset_class\nNYSE:ABC,equity\nNYSE:DEF,equity\n"
+                                           "NYSE:XYZ,equity\nNASDAQ:QQ.A,equity\n")
+    with pytest.raises(SourceError) as err:
+        FilesSource({"path": tmp_path})
+    assert str(err.value) == (f"universe.csv lists 2 symbol(s) with no bars file in {tmp_path.resolve() / 'bars'}: "
+                              "NYSE:XYZ, NASDAQ:QQ.A (expected e.g. NYSE__XYZ.csv or .parquet)")
+    (tmp_path / "universe.csv").write_text("symbol,asset_class\nNYSE:ABC,equity\nNYSE:DEF,equity\n")
+    assert list(FilesSource({"path": tmp_path}).universe.index) == ["NYSE:ABC", "NYSE:DEF"]
+    pd.read_csv(tmp_path / "bars" / "NYSE__DEF.csv").to_parquet(tmp_path / "bars" / "NYSE__DEF.parquet")
+    with pytest.raises(SourceError) as err:
+        FilesSource({"path": tmp_path})
+    assert str(err.value) == (f"ambiguous bars for 1 symbol(s) in {tmp_path.resolve() / 'bars'}: NYSE:DEF "
+                              "(both a .csv and a .parquet file)")
+
+
 def test_missing_ambiguous_and_invalid_symbols(tmp_path: Path) -> None:
     write_bars(tmp_path, "NYSE:ABC", GOOD_CSV)
     source = FilesSource({"path": tmp_path})
