@@ -229,6 +229,9 @@ def validate_universe(raw: pd.DataFrame, where: Path | str) -> pd.DataFrame:
     return out
 
 
+BAR_SUFFIXES = (".parquet", ".csv")  # the bars file of a symbol: exactly one of these
+
+
 class FilesSource:
     """`MarketData` over a directory of exported bar files (format in the module docstring)."""
 
@@ -252,13 +255,13 @@ class FilesSource:
         is opened (before any run), not by the scan of a run that has started. One listing of `bars/`."""
         folder = self.path / "bars"
         names = set(os.listdir(folder)) if folder.is_dir() else set()
-        stems = {s: symbol_filename(s) for s in symbols}
-        missing = [s for s in symbols if f"{stems[s]}.csv" not in names and f"{stems[s]}.parquet" not in names]
-        both = [s for s in symbols if f"{stems[s]}.csv" in names and f"{stems[s]}.parquet" in names]
+        found = {s: [ext for ext in BAR_SUFFIXES if f"{symbol_filename(s)}{ext}" in names] for s in symbols}
+        missing = [s for s in symbols if not found[s]]
+        both = [s for s in symbols if len(found[s]) > 1]
         if missing:
             raise SourceError(f"universe.csv lists {len(missing)} symbol(s) with no bars file in {folder}: "
                               f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} (expected e.g. "
-                              f"{stems[missing[0]]}.csv or .parquet)")
+                              f"{symbol_filename(missing[0])}.csv or .parquet)")
         if both:
             raise SourceError(f"ambiguous bars for {len(both)} symbol(s) in {folder}: {', '.join(both[:3])}"
                               f"{' ...' if len(both) > 3 else ''} (both a .csv and a .parquet file)")
@@ -271,7 +274,7 @@ class FilesSource:
     def bar_file(self, symbol: str) -> Path:
         """The bars file of `symbol`; SourceError if there is none or both a .parquet and a .csv."""
         stem = symbol_filename(symbol)
-        candidates = [self.path / "bars" / f"{stem}{ext}" for ext in (".parquet", ".csv")]
+        candidates = [self.path / "bars" / f"{stem}{ext}" for ext in BAR_SUFFIXES]
         found = [p for p in candidates if p.is_file()]
         if not found:
             raise SourceError(f"no bars file for {symbol} (looked for {candidates[0]} and {candidates[1]})")
