@@ -195,6 +195,14 @@ def validate_universe(raw: pd.DataFrame, where: Path | str) -> pd.DataFrame:
     Errors are `BarFileError`s naming `where`, the 1-based row and the problem."""
     if "symbol" not in raw.columns:
         raise BarFileError(f"{where}: missing column 'symbol' (found {list(raw.columns)})")
+    known = ("symbol", *UNIVERSE_COLUMNS)
+    unknown = [str(c) for c in raw.columns if c not in known]
+    if unknown:  # never ignored: a misspelt 'Sector' would have left every sector unknown
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0].strip().lower(), known, n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise BarFileError(f"{where}: unknown column {unknown[0]!r}{hint}; the columns are {', '.join(known)}")
     raw = raw.apply(lambda col: col.astype(str).str.strip()).replace("", np.nan)
     for i, symbol in enumerate(raw["symbol"], start=1):
         try:

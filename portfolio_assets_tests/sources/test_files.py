@@ -230,6 +230,11 @@ def test_missing_ambiguous_and_invalid_symbols(tmp_path: Path) -> None:
     ("symbol,asset_class\nNYSE:ABC,stock\n", r"row 1: asset_class 'stock' is not one of"),
     ("symbol,direction\nNYSE:ABC,up\n", r"row 1: direction 'up' is not 'long' or 'short'"),
     ("symbol,calendar\nNYSE:ABC,MOON\n", r"row 1: unknown calendar 'MOON'"),
+    # a column is never ignored: a misspelt one would have left its field unknown for every symbol
+    ("symbol,Sector\nNYSE:ABC,Energy\n", r"unknown column 'Sector' \(did you mean 'sector'\?\); the columns are "
+                                          r"symbol, asset_class, calendar, sector, industry, description, currency, "
+                                          r"direction$"),
+    ("symbol,isin\nNYSE:ABC,US0000000000\n", r"unknown column 'isin'; the columns are symbol, asset_class,"),
 ])
 def test_malformed_universe(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "universe.csv").write_text(text)
