@@ -6,7 +6,8 @@ Layout of `settings["path"]`::
                                           ':' written as '__', e.g. bars/NASDAQ__AAPL.csv)
     universe.csv                          (optional; needed by scan())
 
-Bar files have the columns `time, open, high, low, close, volume` (other columns are ignored):
+Bar files have exactly the columns `time, open, high, low, close, volume` (any other column is
+refused: beside an `adj_close`, `close` would most likely be the unadjusted price):
 
 - `time`: ISO-8601 strings ("2024-01-02", "2024-01-02T14:30:00Z", "2024-01-02T09:30:00-05:00") or,
   in Parquet, timestamps (tz-naive ones are taken as UTC). A bar's day is the UTC date of its time;
@@ -17,7 +18,7 @@ Bar files have the columns `time, open, high, low, close, volume` (other columns
 - volume: a finite number >= 0, or empty (unknown, kept as NaN; see "Unknown volume" below).
 
 A file that breaks any rule is rejected as a whole with a `BarFileError` naming the file, the first
-offending row (1-based data row: CSV line = row + 1) and the problem: missing columns, unparseable
+offending row (1-based data row: CSV line = row + 1) and the problem: missing or unknown columns, unparseable
 or missing timestamps, duplicate days, unsorted rows, future timestamps, missing (NaN), infinite or
 non-positive prices, inconsistent OHLC, infinite or negative volume. Nothing is sorted, dropped or repaired
 silently. `attempt` is accepted and ignored: files do not heal.
@@ -25,7 +26,8 @@ silently. `attempt` is accepted and ignored: files do not heal.
 `universe.csv` columns: `symbol` (required) and optionally `asset_class` (equity | etf | bond_etf |
 crypto | forex | futures), `calendar` (an exchange_calendars name, "24/7" or "24/5"; default by
 asset class: XNYS for equity/etf/bond_etf, 24/7 crypto, 24/5 forex), `sector`, `industry`,
-`description`, `currency`, `direction` (long | short; empty = either). Extra columns are ignored.
+`description`, `currency`, `direction` (long | short; empty = either). Any other column is refused,
+naming the nearest valid one (a misspelt `Sector` would have left every sector unknown).
 
 `scan(family, as_of, preset)` lists the universe symbols of the family (equity = equity + etf,
 bond = bond_etf, ...) that have a bar at or before `as_of` and whose last such bar is at most
@@ -128,6 +130,13 @@ def read_bar_file(file: Path, today: dt.date) -> pd.DataFrame:
     if missing:
         raise BarFileError(f"{file}: missing columns {missing} (found {list(raw.columns)}; "
                            f"required {list(BAR_COLUMNS)})")
+    unknown = [str(c) for c in raw.columns if c not in BAR_COLUMNS]
+    if unknown:  # never ignored: beside an `adj_close`, `close` is most likely the unadjusted price
+        adjusted = [c for c in unknown if "adj" in c.lower()]
+        hint = (f"; `close` is the price used: write the adjusted close ({adjusted[0]!r}) into it"
+                if adjusted else "")
+        raise BarFileError(f"{file}: unknown column(s) {unknown} (a bars file has exactly "
+                           f"{list(BAR_COLUMNS)}){hint}")
     raw = raw.reset_index(drop=True)
     days = _parse_times(raw["time"], file)
     values = days.to_numpy()

@@ -160,6 +160,15 @@ MALFORMED = [
     ("non-numeric volume", _replace_line(3, "2024-01-04,11,12,10.5,11.5,lots"), r"row 3: volume is not a number"),
     ("epoch timestamps", GOOD_CSV.replace("2024-01-02", "1704153600").replace("2024-01-03", "1704240000")
      .replace("2024-01-04", "1704326400"), r"column 'time' has type int64"),
+    # a column is never ignored: beside an adjusted close, `close` is most likely the unadjusted price
+    ("adjusted close beside close", GOOD_CSV.replace(",volume", ",adj_close,volume", 1)
+     .replace(",1000", ",5.0,1000").replace(",1200", ",5.5,1200").replace(",900", ",5.7,900"),
+     r"unknown column\(s\) \['adj_close'\] \(a bars file has exactly \['time', 'open', 'high', 'low', 'close', "
+     r"'volume'\]\); `close` is the price used: write the adjusted close \('adj_close'\) into it$"),
+    ("another column", GOOD_CSV.replace(",volume", ",volume,dividends", 1).replace(",1000", ",1000,0")
+     .replace(",1200", ",1200,0").replace(",900", ",900,0.5"),
+     r"unknown column\(s\) \['dividends'\] \(a bars file has exactly \['time', 'open', 'high', 'low', 'close', "
+     r"'volume'\]\)$"),
 ]
 
 
