@@ -31,6 +31,7 @@ from portfolio_assets.reports.markdown import health_markdown
 from portfolio_assets.resources import PortfolioSettings, PriceCache
 
 KINDS = {"python", "parquet"}
+GATE_LISTED = 10  # unhealthy symbols the health gate's message names (`history_500d__health` has them all)
 
 
 def regime_warmup(cfg) -> int:
@@ -136,6 +137,20 @@ def history_500d(context, settings: PortfolioSettings, price_cache: PriceCache, 
         )
 
 
+def health_gate_description(health: pd.DataFrame, strict: bool) -> str:
+    """The health gate's message: each unhealthy symbol (the first `GATE_LISTED`) with what its
+    health row found (the day of a bad tick, the last bar of a stale one, ...), so it says where to
+    look, e.g. for an unadjusted split "NYSE:XOM (BAD_TICKS: 1 bar(s), first 2020-08-31)"."""
+    bad = health[health["status"] != "OK"]
+    if bad.empty:
+        return f"all {len(health)} symbols OK"
+    named = [f"{r.symbol} ({r.issues})" if r.issues else f"{r.symbol} {r.status}" for r in bad.itertuples()]
+    listing = ", ".join(named[:GATE_LISTED]) + (
+        f", and {len(named) - GATE_LISTED} more (all in history_500d__health)" if len(named) > GATE_LISTED else "")
+    return (f"{len(bad)} unhealthy symbol(s) after recovery: {listing}"
+            + ("" if strict else " (non-strict: dropped downstream)"))
+
+
 @asset_check(
     asset="history_500d",
     blocking=True,
@@ -155,15 +170,7 @@ def health_gate(context, settings: PortfolioSettings, health: pd.DataFrame) -> A
     strict = settings.resolved().config.data.strict_health
     bad = health[health["status"] != "OK"]
     severity = AssetCheckSeverity.ERROR if strict else AssetCheckSeverity.WARN
-    # each symbol with what its health row found (the day of a bad tick, the last bar of a stale one,
-    # ...), so the message says where to look, e.g. an unadjusted split: "X (BAD_TICKS: 1 bar(s), first D)"
-    listing = ", ".join(f"{r.symbol} ({r.issues})" if r.issues else f"{r.symbol} {r.status}"
-                        for r in bad.itertuples())
-    description = (
-        f"all {len(health)} symbols OK" if bad.empty
-        else f"{len(bad)} unhealthy symbol(s) after recovery: {listing}"
-        + ("" if strict else " (non-strict: dropped downstream)")
-    )
+    description = health_gate_description(health, strict)
     if not bad.empty and strict:
         from portfolio_assets.assets.implementation import withdraw_orders
 
