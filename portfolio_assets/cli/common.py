@@ -113,10 +113,30 @@ def _init_instance_storage(home: Path) -> None:
             marker.touch()
 
 
+def _pin_relative_source_paths(settings: Any, overrides: dict[str, Any]) -> dict[str, Any] | None:
+    """`overrides` with each relative path of the source's settings (`path`, `stored_scans`) made
+    absolute against this command's working directory, where it was checked; None when there is
+    none. The processes a command starts (a backfill's code server and daemon, the UI's) run in the
+    project folder, so a relative `--set source.settings.path=data` (or `PA_SOURCE__SETTINGS__PATH`)
+    named another folder there, and their code location failed to load."""
+    relative = {name: value for name in ("path", "stored_scans")
+                if isinstance(value := getattr(settings, name, None), Path) and not value.expanduser().is_absolute()}
+    if not relative:
+        return None
+    pinned = {k: v for k, v in overrides.items() if k.removeprefix("source.settings.") not in relative}
+    # applied last, after a whole `source.settings={...}` given on the command line
+    pinned.update({f"source.settings.{name}": str(Path.cwd() / value.expanduser()) for name, value in relative.items()})
+    return pinned
+
+
 def _setup_env(args: argparse.Namespace) -> Any:
     """Resolve the profile once (clear errors before any Dagster work) and export it to steps."""
     overrides = parse_cli_overrides(getattr(args, "set", None) or [])
     resolved = resolve(args.profile, cli_overrides=overrides)
+    pinned = _pin_relative_source_paths(resolved.config.source.settings, overrides)
+    if pinned is not None:
+        overrides = pinned
+        resolved = resolve(args.profile, cli_overrides=overrides)
     os.environ["PA_PROFILE"] = resolved.profile
     os.environ["PA_CLI_OVERRIDES"] = json.dumps(overrides, sort_keys=True)
     dagster_home()
