@@ -72,6 +72,12 @@ def _bin(name: str) -> str:
     return str(exe) if exe.exists() else name
 
 
+def _see(log: Path | None) -> str:
+    """Where a failed request's details are: the code server's log (e.g. why the code location did
+    not load, which Dagster reports only as a missing partition set)."""
+    return f"; see {log}" if log else ""
+
+
 def graphql(query: str, variables: dict[str, Any] | None = None, log: Path | None = None,
             workspace: Path = WORKSPACE) -> dict[str, Any]:
     """Run one GraphQL document against `workspace` on DAGSTER_HOME's instance; its `data`.
@@ -86,7 +92,7 @@ def graphql(query: str, variables: dict[str, Any] | None = None, log: Path | Non
         with (log.open("ab") if log else open(os.devnull, "wb")) as sink:
             proc = subprocess.run(cmd, cwd=PROJECT_ROOT, stdout=sink, stderr=sink, env=dict(os.environ))
         if proc.returncode != 0 or not out.exists():
-            raise GraphQLError(f"dagster-graphql exited {proc.returncode}" + (f"; see {log}" if log else ""))
+            raise GraphQLError(f"dagster-graphql exited {proc.returncode}" + _see(log))
         body = json.loads(out.read_text())
     if body.get("errors"):
         raise GraphQLError("; ".join(str(e.get("message")) for e in body["errors"]))
@@ -127,7 +133,7 @@ def launch_backfill(assets_by_partitions: dict[str, list[str]], tags: dict[str, 
     }
     answer = graphql(LAUNCH_BACKFILL, {"params": params}, log)["launchPartitionBackfill"]
     if answer["__typename"] != "LaunchBackfillSuccess":
-        raise GraphQLError(f"{answer['__typename']}: {answer.get('message')}")
+        raise GraphQLError(f"{answer['__typename']}: {answer.get('message')}" + _see(log))
     return answer["backfillId"]
 
 
@@ -150,7 +156,7 @@ def launch_job_backfill(job: str, partitions: list[str], asset_keys: list[str] |
         params["assetSelection"] = [{"path": [key]} for key in sorted(asset_keys)]
     answer = graphql(LAUNCH_BACKFILL, {"params": params}, log)["launchPartitionBackfill"]
     if answer["__typename"] != "LaunchBackfillSuccess":
-        raise GraphQLError(f"{answer['__typename']}: {answer.get('message')}")
+        raise GraphQLError(f"{answer['__typename']}: {answer.get('message')}" + _see(log))
     return answer["backfillId"]
 
 
