@@ -15,6 +15,7 @@ from typing import Any
 
 from portfolio_assets.constants import WRITER_LOCK  # noqa: F401 (re-exported by cli)
 from portfolio_assets.manifest import PROJECT_ROOT, parse_cli_overrides, resolve
+from portfolio_assets.manifest.base import lakehouse_base_path
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_IN_PROGRESS, EXIT_SIGNATURES_UNCHECKED = 0, 1, 2, 3, 4
 DAGSTER_YAML = PROJECT_ROOT / "configs" / "dagster.yaml"
@@ -139,6 +140,11 @@ def _setup_env(args: argparse.Namespace) -> Any:
         resolved = resolve(args.profile, cli_overrides=overrides)
     os.environ["PA_PROFILE"] = resolved.profile
     os.environ["PA_CLI_OVERRIDES"] = json.dumps(overrides, sort_keys=True)
+    if os.environ.get("PA_LAKEHOUSE"):
+        # the processes a command starts (a backfill's code server and daemon, the UI's) run in the
+        # project folder: a relative PA_LAKEHOUSE=lake made their runs write <project>/lake while this
+        # command locked and read ./lake
+        os.environ["PA_LAKEHOUSE"] = str(lakehouse_base_path(os.environ["PA_LAKEHOUSE"]))
     dagster_home()
     return resolved
 

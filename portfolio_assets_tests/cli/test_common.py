@@ -48,3 +48,13 @@ def test_a_relative_path_from_the_environment_is_pinned_too(isolated: Path, monk
 def test_an_absolute_path_is_exported_as_given(isolated: Path):
     assert _exported("source.kind=files", f"source.settings.path={isolated / 'data'}") == {
         "source.kind": "files", "source.settings.path": str(isolated / "data")}
+
+
+@pytest.mark.parametrize("given", ["lake", "./lake", "file://{cwd}/lake"])
+def test_a_relative_or_url_lakehouse_reaches_other_processes_as_an_absolute_path(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch, given: str):
+    """A backfill's runs used to write `<project>/lake` while the command locked and read `./lake`
+    (seen: one backfill split one partition across both folders)."""
+    monkeypatch.setenv("PA_LAKEHOUSE", given.format(cwd=isolated))
+    _exported()
+    assert os.environ["PA_LAKEHOUSE"] == str(isolated / "lake")
