@@ -140,11 +140,14 @@ def _setup_env(args: argparse.Namespace) -> Any:
         resolved = resolve(args.profile, cli_overrides=overrides)
     os.environ["PA_PROFILE"] = resolved.profile
     os.environ["PA_CLI_OVERRIDES"] = json.dumps(overrides, sort_keys=True)
+    # the processes a command starts (a backfill's code server and daemon, the UI's) run in the
+    # project folder: a relative PA_LAKEHOUSE=lake made their runs write <project>/lake while this
+    # command locked and read ./lake; a relative PA_MANIFEST named another file there
     if os.environ.get("PA_LAKEHOUSE"):
-        # the processes a command starts (a backfill's code server and daemon, the UI's) run in the
-        # project folder: a relative PA_LAKEHOUSE=lake made their runs write <project>/lake while this
-        # command locked and read ./lake
         os.environ["PA_LAKEHOUSE"] = str(lakehouse_base_path(os.environ["PA_LAKEHOUSE"]))
+    for name in ("PA_MANIFEST", "PA_CACHE_DIR"):
+        if os.environ.get(name):
+            os.environ[name] = str(Path(os.environ[name]).expanduser().resolve())
     dagster_home()
     return resolved
 

@@ -58,3 +58,13 @@ def test_a_relative_or_url_lakehouse_reaches_other_processes_as_an_absolute_path
     monkeypatch.setenv("PA_LAKEHOUSE", given.format(cwd=isolated))
     _exported()
     assert os.environ["PA_LAKEHOUSE"] == str(isolated / "lake")
+
+
+def test_a_relative_manifest_reaches_other_processes_as_an_absolute_path(isolated: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch):
+    from portfolio_assets.manifest import DEFAULT_MANIFEST
+
+    (isolated / "my.json").write_bytes(DEFAULT_MANIFEST.read_bytes())
+    monkeypatch.setenv("PA_MANIFEST", "my.json")
+    _exported()
+    assert os.environ["PA_MANIFEST"] == str(isolated / "my.json")
