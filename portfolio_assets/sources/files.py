@@ -207,10 +207,10 @@ def validate_universe(raw: pd.DataFrame, where: Path | str) -> pd.DataFrame:
     known = ("symbol", *UNIVERSE_COLUMNS)
     unknown = [str(c) for c in raw.columns if c not in known]
     if unknown:  # never ignored: a misspelt 'Sector' would have left every sector unknown
-        import difflib
+        from portfolio_assets.manifest_input import nearest  # the manifest's "did you mean"
 
-        close = difflib.get_close_matches(unknown[0].strip().lower(), known, n=1, cutoff=0.75)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = nearest(unknown[0].strip().lower(), known)
+        hint = f" (did you mean {close!r}?)" if close else ""
         raise BarFileError(f"{where}: unknown column {unknown[0]!r}{hint}; the columns are {', '.join(known)}")
     raw = raw.apply(lambda col: col.astype(str).str.strip()).replace("", np.nan)
     for i, symbol in enumerate(raw["symbol"], start=1):
