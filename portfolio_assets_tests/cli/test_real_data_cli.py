@@ -13,6 +13,7 @@ import pytest
 
 from portfolio_assets.sources.files import FilesSource
 from portfolio_assets_tests.conftest import describe, graph_env, run_cli
+from portfolio_assets_tests.realdata import BASELINE
 
 WEEKEND = "2021-06-13"  # a Sunday: refused whatever the partitions' range
 
@@ -42,8 +43,6 @@ def test_a_date_after_the_export_ends_exits_2_before_any_work(realdata: Path, en
     older than max_staleness_days = 10), and the run used to fail at raw_pool with "every scan is
     empty". Refused before any run, naming the last bar and the last date it serves; for a backfill
     the range's end decides."""
-    from portfolio_assets_tests.realdata import BASELINE
-
     proc = run_cli([command, "--profile", "demo", *dates, "--set", "source.kind=files",
                     "--set", f"source.settings.path={realdata}", "--set", f"selection.baseline={BASELINE}"], env)
     assert proc.returncode == 2, describe(proc)
@@ -59,8 +58,6 @@ def test_a_date_within_max_staleness_days_of_the_last_bar_passes_the_check(reald
     one (a signing profile without a key), still before any work; 2023-01-09 (12 days) does not.
     (A run of 2023-01-06 would go on to fail the health gate: the baseline lags it by more than
     data.staleness_sessions; that lag is the gate's to judge.)"""
-    from portfolio_assets_tests.realdata import BASELINE
-
     base = ["run", "--profile", "demo", "--set", "source.kind=files", "--set", f"source.settings.path={realdata}",
             "--set", f"selection.baseline={BASELINE}", "--set", "ledger.signing=hmac"]
     env = {k: v for k, v in env.items() if k not in ("PA_LEDGER_HMAC_KEY", "PA_LEDGER_ED25519_KEY")}
@@ -76,8 +73,6 @@ def test_a_universe_symbol_without_bars_exits_2_before_any_work(realdata: Path, 
     """The export's layout is checked when the source opens: the run used to start and fail at its
     equity scan, alerting every sink."""
     import shutil
-
-    from portfolio_assets_tests.realdata import BASELINE
 
     data = shutil.copytree(realdata, tmp_path / "data")
     with open(data / "universe.csv", "a") as fh:
