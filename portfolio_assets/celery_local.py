@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 READY_TIMEOUT_S = 300.0  # generous: a busy 2-core machine imports dagster slowly
@@ -104,9 +104,12 @@ def write_worker_config(path: Path, broker: str, backend: str | None = None) -> 
 
 
 @contextlib.contextmanager
-def celery_workers(broker: str, n: int, workdir: Path, backend: str | None = None) -> Iterator[list[str]]:
+def celery_workers(broker: str, n: int, workdir: Path, backend: str | None = None,
+                   worker_env: Sequence[Mapping[str, str]] | None = None) -> Iterator[list[str]]:
     """`n` workers (`dagster-celery worker start`, one process each) on `broker`; yields their names
-    once every one answers a ping.
+    once every one answers a ping. `worker_env[i]` adds to worker i's environment (e.g. its own
+    `PA_CACHE_DIR`, so that it keeps its own working copy of an `s3://` lakehouse, as a worker on
+    another host would).
 
     Each worker opens the Dagster instance of its `DAGSTER_HOME` as it starts. On a fresh home, two
     processes creating its SQLite storages at the same moment can both stamp Alembic's version
@@ -127,14 +130,16 @@ def celery_workers(broker: str, n: int, workdir: Path, backend: str | None = Non
     bases = [f"pa{i}-{os.getpid()}" for i in range(1, n + 1)]  # the CLI appends "@<host>"
     names = [f"{base}@{host}" for base in bases]
     procs: list[tuple[subprocess.Popen, Path]] = []
+    if worker_env is not None and len(worker_env) != n:
+        raise ValueError(f"worker_env has {len(worker_env)} entries for {n} workers")
     try:
-        for base in bases:
+        for i, base in enumerate(bases):
             log = workdir / f"{base}.log"
             with log.open("w") as fh:
                 procs.append((subprocess.Popen(
                     [str(Path(bindir) / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
                      "-y", str(config), "-n", base, "-l", "WARNING", "--", "--concurrency=1"],
-                    env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True), log))
+                    env={**env, **(worker_env[i] if worker_env else {})}, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True), log))
         app = _celery_app(broker)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:

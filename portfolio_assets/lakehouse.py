@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from portfolio_assets.constants import WRITER_LOCK
+from portfolio_assets.lake_mirror import attach, mirror_of
 from portfolio_assets.manifest import PROFILE_RE
 from portfolio_assets.manifest.base import lakehouse_base_path
 from portfolio_assets.price_store import PART_GLOB, PriceStore
@@ -48,6 +49,9 @@ from portfolio_assets.price_store import PRICE_COLUMNS as PRICE_COLUMNS  # re-ex
 from portfolio_assets.symbols import symbol_filename, validate_symbol
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+LOCK_LEASE_S = 900.0
+"""On an object-store lakehouse, how long a `file_lock` holder keeps the folder's lease before
+another host may take it over (alert delivery, the longest holder, retries sinks for minutes)."""
 T = TypeVar("T")
 
 
@@ -86,12 +90,18 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    mirrored = mirror_of(path)
     try:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        if mirrored is not None:  # an object-store lakehouse: in the bucket before it is in place here
+            mirror, key = mirrored
+            etag = mirror.upload(tmp, key)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+        if mirrored is not None:
+            mirror.record(key, etag)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -137,10 +147,15 @@ def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on `<path>.lock` (safe across processes on one host)."""
     lock_path = path.with_name(path.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
+    mirrored = mirror_of(path)
     with open(lock_path, "a+") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
-            yield
+            if mirrored is None:
+                yield
+            else:  # and across hosts: the folder's lease, pulled on entry and pushed on exit
+                with mirrored[0].critical(path, hold_s=LOCK_LEASE_S):
+                    yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
@@ -157,6 +172,7 @@ def publish_dir(target: Path, build: Callable[[Path], T]) -> T:
     versions = target.parent / f".{target.name}.versions"
     versions.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ-"), dir=versions))
+    link = target.parent / f".{target.name}.link-{stage.name}"
     try:
         result = build(stage)
         for path in sorted(stage.rglob("*")):
@@ -165,16 +181,24 @@ def publish_dir(target: Path, build: Callable[[Path], T]) -> T:
                     os.fsync(fh.fileno())
         if target.exists() and not target.is_symlink():
             os.replace(target, versions / f"legacy-{stage.name}")
-        link = target.parent / f".{target.name}.link-{stage.name}"
-        os.symlink(os.path.relpath(stage, target.parent), link)
+        relative = os.path.relpath(stage, target.parent)
+        os.symlink(relative, link)
+        mirrored = mirror_of(target)
+        if mirrored is not None:  # in the bucket first: the version's files, then its pointer (lake_mirror)
+            mirrored[0].push_tree(stage)
+            mirrored[0].put_link(target, relative)
         os.replace(link, target)
         _fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
         raise
     for old in versions.iterdir():
         if old != stage:
             shutil.rmtree(old, ignore_errors=True)
+    if mirrored is not None:
+        mirrored[0].push_tree(versions)  # deletes the old versions' objects
     return result
 
 
@@ -197,15 +221,22 @@ def _duckdb_literal(folder: Path) -> str:
 
 
 class Lakehouse:
-    """One profile's storage root. All paths are validated and stay inside the root."""
+    """One profile's storage root. All paths are validated and stay inside the root.
 
-    def __init__(self, root: Path | str | None = None, profile: str = "demo"):
+    On an object-store lakehouse (`s3://`, `lake_mirror`) the root is this host's working copy."""
+
+    def __init__(self, root: Path | str | None = None, profile: str = "demo", *, pull: bool = True):
         if not isinstance(profile, str) or not PROFILE_RE.fullmatch(profile):
             raise UnsafePathError(f"invalid profile name {profile!r}")
         base = lakehouse_base_path(str(root) if root else os.environ.get("PA_LAKEHOUSE"))
         self.base = base
         self.root = (base / profile).resolve()
         self.profile = profile
+        self.mirror = attach(base)
+        """The object store behind this working copy (`lake_mirror`), None for a local lakehouse;
+        opening pulls the profile's changes from it unless `pull` is False (`PortfolioSettings`)."""
+        if self.mirror is not None and pull:
+            self.mirror.pull(f"{profile}/")
 
     def _named(self, path: Path) -> Path:
         """`path` as named (links not followed), after checking it resolves inside the root."""

@@ -253,6 +253,10 @@ class PriceStore:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
+    def exclusive(self, blocking: bool = True) -> contextlib.AbstractContextManager[bool]:
+        """The writers' lock (what compaction holds): yields whether it was taken (always, when blocking)."""
+        return self._lock(fcntl.LOCK_EX, blocking)
+
     @contextlib.contextmanager
     def shared_lock(self) -> Iterator[None]:
         """Hold the readers' lock (no compaction while it is held)."""
@@ -504,8 +508,11 @@ class PriceStore:
             from portfolio_assets.lakehouse import atomic_write_bytes
 
             atomic_write_bytes(self.parts_dir / name, sink.getvalue().to_pybytes())
+            from portfolio_assets.lake_mirror import removed
+
             for path in paths:
                 path.unlink()
+                removed(path)
             return len(paths)
 
 

@@ -10,10 +10,11 @@ from functools import lru_cache
 from typing import Any
 
 import pandas as pd
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 
 from portfolio_assets.lakehouse import Lakehouse
 from portfolio_assets.manifest import ResolvedManifest, resolve
+from portfolio_assets.manifest.base import is_object_store
 from portfolio_assets.sources.base import MarketData
 from portfolio_assets.timestamps import utc_times
 
@@ -56,10 +57,19 @@ class PortfolioSettings(ConfigurableResource):
         manifest, `PA_*` environment)."""
         return _resolve_cached(self.profile, self.manifest_path, _env_key())
 
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """On an object-store lakehouse (`s3://`), bring this host's working copy up to date once,
+        as Dagster initializes the resource for a run (in-process executor) or a step process
+        (multiprocess, celery): everything a step reads from other hosts was finished before it
+        started, so that one pull is enough (`lake_mirror`); its own writes go to the bucket as
+        they are made."""
+        if is_object_store(self.lakehouse_root or os.environ.get("PA_LAKEHOUSE")):
+            Lakehouse(self.lakehouse_root, self.resolved().profile)
+
     def lakehouse(self) -> Lakehouse:
         """The resolved profile's lakehouse under `lakehouse_root` (else `PA_LAKEHOUSE`, else
-        `<project>/lakehouse`)."""
-        return Lakehouse(self.lakehouse_root, self.resolved().profile)
+        `<project>/lakehouse`); not pulled again (`setup_for_execution` did)."""
+        return Lakehouse(self.lakehouse_root, self.resolved().profile, pull=False)
 
     def source(self) -> MarketData:
         """The profile's market-data source (`source.kind` with its settings), one instance per process
@@ -74,7 +84,7 @@ class RecordedCache(Lakehouse):
     only writer of `prices/`) adds, per symbol, the bars written and their content hash."""
 
     def __init__(self, root: Any, profile: str):
-        super().__init__(root, profile)
+        super().__init__(root, profile, pull=False)
         self.writes: list[dict[str, Any]] = []
 
     def write_prices(self, bars: dict[str, pd.DataFrame], source: str, fetched_at: dt.datetime, *,

@@ -119,10 +119,14 @@ CLI_CASES = {
     "holiday_date": (["run", "--date", "2026-11-26"], None, {},
                      "partition 2026-11-26 is not a XNYS trading session"),
     "not_a_date": (["run", "--date", "2026-13-01"], None, {}, "partition key '2026-13-01' is not a date YYYY-MM-DD"),
-    "object_store_lakehouse": (["run", "--date", DEV_DATE], None, {"PA_LAKEHOUSE": "s3://bucket/lake"},
-                               "environment: PA_LAKEHOUSE: 's3://bucket/lake' is a s3:// URL; the lakehouse root "
-                               "must be a local path or a file:// URL (it relies on POSIX renames, symbolic links "
-                               "and flock): mount the storage at the same path on every host (docs/deployment.md)"),
+    "other_url_lakehouse": (["run", "--date", DEV_DATE], None, {"PA_LAKEHOUSE": "gs://bucket/lake"},
+                            "environment: PA_LAKEHOUSE: 'gs://bucket/lake' is a gs:// URL; the lakehouse root must "
+                            "be a local path, a file:// URL or an s3:// URL (the object-store layer relies on S3's "
+                            "conditional writes), or mount the storage at the same path on every host "
+                            "(docs/deployment.md)"),
+    "s3_bucket_name": (["run", "--date", DEV_DATE], None, {"PA_LAKEHOUSE": "s3://Lake_Bucket/x"},
+                       "environment: PA_LAKEHOUSE: 's3://Lake_Bucket/x': 'Lake_Bucket' is not an S3 bucket name "
+                       "(3-63 lower-case letters, digits, '.', '-')"),
 }
 
 

@@ -29,7 +29,7 @@ CASES = {
     "usage_error": (["run", "--no-such-option"], {}),
     "unknown_profile": (["status", "--profile", "nope"], {}),
     # read from the call's environment, not the zygote's
-    "env_setting": (["run", "--date", "2026-11-25"], {"PA_LAKEHOUSE": "s3://bucket/lake"}),
+    "env_setting": (["run", "--date", "2026-11-25"], {"PA_LAKEHOUSE": "gs://bucket/lake"}),
     "holiday": (["run", "--date", "2026-11-26"], {}),
 }
 

@@ -204,16 +204,16 @@ def test_the_root_is_a_path_or_a_file_url(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("url, problem", [
-    ("s3://bucket/lake", "is a s3:// URL; the lakehouse root must be a local path or a file:// URL (it relies on "
-                         "POSIX renames, symbolic links and flock): mount the storage at the same path on every "
-                         "host (docs/deployment.md)"),
-    ("GS://bucket", "is a GS:// URL; the lakehouse root must be a local path or a file:// URL"),
+    ("gs://bucket/lake", "is a gs:// URL; the lakehouse root must be a local path, a file:// URL or an s3:// URL "
+                         "(the object-store layer relies on S3's conditional writes), or mount the storage at the "
+                         "same path on every host (docs/deployment.md)"),
+    ("GS://bucket", "is a GS:// URL; the lakehouse root must be a local path, a file:// URL or an s3:// URL"),
     ("file://otherhost/lake", "is not a local file:// URL (file:///absolute/path)"),
     ("file:///lake?x=1", "is not a local file:// URL (file:///absolute/path)"),
 ])
-def test_an_object_store_url_is_refused_not_taken_for_a_folder(url, problem, tmp_path, monkeypatch):
-    """`s3://bucket/lake` used to become the relative folder `./s3:/bucket/lake`: now it is refused,
-    and nothing is created."""
+def test_a_url_other_than_s3_or_file_is_refused_not_taken_for_a_folder(url, problem, tmp_path, monkeypatch):
+    """`gs://bucket/lake` would become the relative folder `./gs:/bucket/lake`: it is refused, and
+    nothing is created (`s3://` is the object-store lakehouse, test_lake_mirror.py)."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError) as err:
         Lakehouse(url, "demo")

@@ -15,7 +15,7 @@ from typing import Any
 
 from portfolio_assets.constants import WRITER_LOCK  # noqa: F401 (re-exported by cli)
 from portfolio_assets.manifest import PROJECT_ROOT, parse_cli_overrides, resolve
-from portfolio_assets.manifest.base import lakehouse_base_path
+from portfolio_assets.manifest.base import is_object_store, lakehouse_base_path
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_IN_PROGRESS, EXIT_SIGNATURES_UNCHECKED = 0, 1, 2, 3, 4
 DAGSTER_YAML = PROJECT_ROOT / "configs" / "dagster.yaml"
@@ -143,8 +143,17 @@ def _setup_env(args: argparse.Namespace) -> Any:
     # the processes a command starts (a backfill's code server and daemon, the UI's) run in the
     # project folder: a relative PA_LAKEHOUSE=lake made their runs write <project>/lake while this
     # command locked and read ./lake; a relative PA_MANIFEST named another file there
-    if os.environ.get("PA_LAKEHOUSE"):
+    if os.environ.get("PA_LAKEHOUSE") and not is_object_store(os.environ["PA_LAKEHOUSE"]):
         os.environ["PA_LAKEHOUSE"] = str(lakehouse_base_path(os.environ["PA_LAKEHOUSE"]))
+    elif is_object_store(os.environ.get("PA_LAKEHOUSE")):  # reachable, before any work
+        from portfolio_assets.lake_mirror import MirrorError, attach
+
+        mirror = attach(lakehouse_base_path(os.environ["PA_LAKEHOUSE"]))
+        try:
+            assert mirror is not None
+            mirror.check()
+        except MirrorError as exc:
+            raise ValueError(f"PA_LAKEHOUSE: {exc}; nothing was run") from None
     for name in ("PA_MANIFEST", "PA_CACHE_DIR"):
         if os.environ.get(name):
             os.environ[name] = str(Path(os.environ[name]).expanduser().resolve())

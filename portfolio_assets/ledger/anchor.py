@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from portfolio_assets.ledger.canonical import canonical_json
+from portfolio_assets.ledger.lock import pull_ledger
 from portfolio_assets.ledger.schema import ANCHOR_NAME, LedgerError
 
 
@@ -30,11 +31,18 @@ def anchor_digest(anchor: Mapping[str, Any]) -> bytes:
 
 
 def read_anchor(ledger_path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The anchor (``HEAD.json``) of a ledger, None if there is none.
+    """The anchor (``HEAD.json``) of a ledger, None if there is none. On an object-store lakehouse
+    the ledger's folder is pulled first, under its lease (`lock.pull_ledger`).
 
     Raises:
         LedgerError: the file is not a JSON object with the anchor's fields.
     """
+    pull_ledger(Path(ledger_path))
+    return load_anchor(ledger_path)
+
+
+def load_anchor(ledger_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """`read_anchor` of the local file as it is (for a writer holding the ledger's lock)."""
     path = anchor_path(ledger_path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from portfolio_assets.ledger.anchor import anchor_digest, anchor_path, read_anchor
+from portfolio_assets.ledger.anchor import anchor_digest, anchor_path, load_anchor
 from portfolio_assets.ledger.canonical import canonical_json, canonical_plain
 from portfolio_assets.ledger.lock import _exclusive_write_lock, _fsync_dir, _shared_read_lock
 from portfolio_assets.ledger.pairing import _Pairing
@@ -173,7 +173,7 @@ class Ledger:
         record's seq and hash, the latest seal's, the profile; signed like the records."""
         path = anchor_path(self.path)
         try:
-            previous = read_anchor(self.path) if record["kind"] != "genesis" else None
+            previous = load_anchor(self.path) if record["kind"] != "genesis" else None
         except LedgerError:
             previous = None  # rewritten from the chain's own record below
         payload = record["payload"]

@@ -7,9 +7,10 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from portfolio_assets.lake_mirror import mirror_of
 from portfolio_assets.lakehouse import _fsync_dir as _fsync_dir  # noqa: PLC0414 (re-export)
 from portfolio_assets.ledger.schema import LedgerError
 
@@ -45,10 +46,23 @@ def _flock_within(fd: int, mode: int, wait_s: float, path: Path) -> None:
             time.sleep(0.05)
 
 
+def pull_ledger(path: Path) -> None:
+    """On an object-store lakehouse, bring the ledger's folder (chain, anchor, archives) up to date
+    under its lease, so they are as one writer left them (`lake_mirror`); nothing on a local one.
+    Never called by a writer holding the lease (it is not re-entrant)."""
+    mirrored = mirror_of(path)
+    if mirrored is not None:
+        with _leased(mirrored[0].critical(path, hold_s=WRITE_LOCK_WAIT_S, write=False), path):
+            pass
+
+
 @contextmanager
 def _shared_read_lock(path: Path) -> Iterator[None]:
     """Hold a shared lock on the sidecar (if it exists) so a reader never sees a half-written line;
-    `LedgerLocked` when a writer keeps it for more than `READ_LOCK_WAIT_S`."""
+    `LedgerLocked` when a writer keeps it for more than `READ_LOCK_WAIT_S`. On an object-store
+    lakehouse the ledger's folder is first pulled under its lease (`lake_mirror`): the chain and
+    its anchor as one writer left them."""
+    pull_ledger(path)
     try:
         fd = os.open(_lock_path(path), os.O_RDONLY)
     except OSError:
@@ -69,6 +83,23 @@ def _exclusive_write_lock(path: Path) -> Iterator[None]:
     fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         _flock_within(fd, fcntl.LOCK_EX, WRITE_LOCK_WAIT_S, path)
-        yield
+        mirrored = mirror_of(path)
+        if mirrored is None:
+            yield
+        else:  # across hosts too: the folder's lease, pulled exactly on entry, pushed on exit
+            with _leased(mirrored[0].critical(path, hold_s=WRITE_LOCK_WAIT_S), path):
+                yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextmanager
+def _leased(section: AbstractContextManager[None], path: Path) -> Iterator[None]:
+    """`section` (a lease of an object-store lakehouse), its `LeaseBusy` reported as `LedgerLocked`."""
+    from portfolio_assets.lake_mirror import LeaseBusy
+
+    try:
+        with section:
+            yield
+    except LeaseBusy as exc:
+        raise LedgerLocked(f"{path}: {exc} (another host is writing the ledger, or stopped while it did)") from None

@@ -25,7 +25,7 @@ ENV_PREFIX = "PA_"
 NON_OVERRIDE_ENV: Final[Mapping[str, str]] = MappingProxyType({
     "PA_PROFILE": "the profile when --profile is not given",
     "PA_MANIFEST": "the manifest file (default configs/manifest.json)",
-    "PA_LAKEHOUSE": "the lakehouse root: a path or file:// URL (default <project>/lakehouse)",
+    "PA_LAKEHOUSE": "the lakehouse root: a path, a file:// URL or s3://bucket/prefix (default <project>/lakehouse)",
     "PA_CLI_OVERRIDES": "the CLI's --set overrides as JSON, for the step processes (set by the CLI)",
     "PA_CACHE_DIR": "where exchange-calendar session tables are cached (session_tables.py)",
     "PA_NUMERICS": "native lifts the pin of the floating-point kernels (numerics.py)",
@@ -58,26 +58,38 @@ URL_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 def lakehouse_base_path(text: str | None) -> Path:
     """The lakehouse root named by `text` (`PA_LAKEHOUSE` or a resource's `lakehouse_root`), resolved:
-    a local path or a `file://` URL; unset or empty is `<project>/lakehouse`.
+    a local path or a `file://` URL; unset or empty is `<project>/lakehouse`. An `s3://bucket/prefix`
+    URL names this host's working copy of that object-store lakehouse (`lake_mirror`), which the
+    `Lakehouse` keeps in step with the bucket.
 
-    Any other URL (`s3://`, `gs://`, ...) is refused with a `ValueError` rather than taken for a
-    relative folder named `s3:`: the lakehouse publishes with POSIX renames and symbolic-link swaps
-    and serializes writers with `flock`, which object stores do not offer. Several hosts share one
-    lakehouse by mounting the same file system at the same path (docs/deployment.md)."""
+    Any other URL (`gs://`, `http://`, ...) is refused with a `ValueError` rather than taken for a
+    relative folder named `gs:`: the object-store layer needs S3's conditional writes for its
+    leases. Several hosts share a lakehouse through `s3://` or by mounting the same file system at
+    the same path (docs/deployment.md)."""
     if not text:
         return DEFAULT_LAKEHOUSE.resolve()
     scheme = URL_SCHEME_RE.match(text)
     if scheme is None:
         return Path(text).expanduser().resolve()
+    if scheme.group(1).lower() == "s3":
+        from portfolio_assets.lake_mirror import working_copy
+
+        return working_copy(text)
     if scheme.group(1).lower() != "file":
         raise ValueError(
-            f"{text!r} is a {scheme.group(1)}:// URL; the lakehouse root must be a local path or a file:// URL "
-            "(it relies on POSIX renames, symbolic links and flock): mount the storage at the same path on "
-            "every host (docs/deployment.md)")
+            f"{text!r} is a {scheme.group(1)}:// URL; the lakehouse root must be a local path, a file:// URL or an "
+            "s3:// URL (the object-store layer relies on S3's conditional writes), or mount the storage at the same "
+            "path on every host (docs/deployment.md)")
     parts = urlsplit(text)
     if parts.netloc not in ("", "localhost") or parts.query or parts.fragment or not parts.path:
         raise ValueError(f"{text!r} is not a local file:// URL (file:///absolute/path)")
     return Path(unquote(parts.path)).resolve()
+
+
+def is_object_store(text: str | None) -> bool:
+    """Whether `text` (`PA_LAKEHOUSE`) names an object-store lakehouse (`s3://...`)."""
+    scheme = URL_SCHEME_RE.match(text or "")
+    return scheme is not None and scheme.group(1).lower() == "s3"
 
 
 class _Section(BaseModel):
