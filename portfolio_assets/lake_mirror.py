@@ -240,13 +240,15 @@ class Mirror:
                                (prefix, prefix + "\uffff")).fetchall()
         return {k: (e, st) for k, e, st in rows}
 
-    def _record(self, key: str, etag: str | None) -> None:
+    def _record(self, key: str, etag: str | None, stamp: str | None = None) -> None:
+        """Index `key` as synced at `etag`, with the local file's stamp (or `stamp`: a pointer's
+        target); without an ETag or a local file, drop it."""
         path = self.local / key
         with contextlib.closing(self._db()) as con:
-            if etag is None or not path.is_file():
+            if etag is None or (stamp is None and not path.is_file()):
                 con.execute("DELETE FROM synced WHERE key = ?", (key,))
             else:
-                con.execute("INSERT OR REPLACE INTO synced VALUES (?, ?, ?)", (key, etag, _stamp(path)))
+                con.execute("INSERT OR REPLACE INTO synced VALUES (?, ?, ?)", (key, etag, stamp or _stamp(path)))
 
     def _remote(self, key: str) -> str:
         return f"{self.remote}/{key}"
@@ -320,13 +322,20 @@ class Mirror:
         """Whether the local `path` is the object of ETag `etag` as synced (and unchanged since)."""
         return mine is not None and mine[0] == etag and _stamp(path) == mine[1]
 
-    def _place_link(self, key: str) -> None:
-        """Make the local link of the pointer object `key` point where the object says."""
-        target = self.fs.cat_file(self._remote(key)).decode().strip()
+    def _place_link(self, key: str, etag: str | None, mine: tuple[str, str] | None) -> None:
+        """Make the local link of the pointer object `key` point where the object says (read only
+        when its ETag changed since this host synced it, or the link is not what it was)."""
         link = self.local / key[: -len(LINK_SUFFIX)]
+        if mine is not None and mine[0] == etag and link.is_symlink() and os.readlink(link) == mine[1]:
+            return
+        try:
+            target = self.fs.cat_file(self._remote(key)).decode().strip()
+        except FileNotFoundError:
+            return  # deleted meanwhile: the next pull sees it gone
         if Path(target).is_absolute() or ".." in Path(target).parts:
             raise MirrorError(f"{self.url}: pointer {key} names {target!r}, outside its folder")
         if link.is_symlink() and os.readlink(link) == target:
+            self._record(key, etag, target)
             return
         if link.exists() and not link.is_symlink():
             raise MirrorError(f"{link} is a folder where {self.url} has a pointer ({key}); remove the working copy "
@@ -337,6 +346,7 @@ class Mirror:
             tmp.unlink()
         os.symlink(target, tmp)
         os.replace(tmp, link)
+        self._record(key, etag, target)
 
     # ---- folders -------------------------------------------------------------------------------
     def pull(self, prefix: str, *, exact: bool = False) -> int:
@@ -350,16 +360,18 @@ class Mirror:
         got = 0
         links = []
         for key, info in sorted(listing.items()):
+            if key.startswith("/") or ".." in key.split("/"):
+                raise MirrorError(f"{self.url}: the object {key!r} would land outside the working copy {self.local}")
             if _private(key) or (not exact and _leased(key)):
                 continue
             if key.endswith(LINK_SUFFIX):
-                links.append(key)
+                links.append((key, info.get("ETag")))
                 continue
             etag = info.get("ETag")
             if not self._same(known.get(key), etag, self.local / key):
                 got += self._download(key, etag)
-        for key in links:
-            self._place_link(key)
+        for key, etag in links:
+            self._place_link(key, etag, known.get(key))
         gone = [key for key in known if key not in listing and (exact or not _leased(key))]
         parts = [key for key in gone if "/prices/parts/" in key]
         if parts:  # compacted away elsewhere: removed here only while no local reader holds the store
@@ -414,10 +426,13 @@ class Mirror:
     def put_link(self, link: Path, target: str | None = None) -> None:
         """Write the pointer object of the symbolic link `link`: `target` (default: where it points now)."""
         key = self.key(link) + LINK_SUFFIX
+        target = target or os.readlink(link)
         try:
-            self.fs.pipe_file(self._remote(key), (target or os.readlink(link)).encode())
+            response = self.fs.pipe_file(self._remote(key), target.encode())
         except OSError as exc:
             raise MirrorError(f"could not publish {key} to {self.url}: {exc}") from exc
+        etag = response.get("ETag") if isinstance(response, dict) else None
+        self._record(key, etag or self.fs.info(self._remote(key))["ETag"], target)
 
     # ---- leases --------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -97,6 +97,8 @@ def test_a_table_written_on_one_host_is_read_on_another_and_a_rewrite_reaches_it
 
 
 def test_a_second_opening_downloads_only_what_changed(tmp_path, url):
+    from portfolio_assets.lakehouse import publish_dir
+
     with host(tmp_path, "a"):
         a = lake(url)
         for d in ("2026-11-23", "2026-11-24", "2026-11-25"):
@@ -105,9 +107,17 @@ def test_a_second_opening_downloads_only_what_changed(tmp_path, url):
         b = lake(url)
         assert b.mirror.pull("demo/") == 0  # the opening pulled all three already
     with host(tmp_path, "a"):
-        lake(url).write_table("weights", "target_weights", "2026-11-24", frame(5))
+        a = lake(url)
+        a.write_table("weights", "target_weights", "2026-11-24", frame(5))
+        publish_dir(a.reports_dir("2026-11-24"), lambda stage: (stage / "index.md").write_text("x"))
     with host(tmp_path, "b"):
-        assert b.mirror.pull("demo/") == 1
+        assert b.mirror.pull("demo/") == 2  # the table and the folder's file; its pointer is read too
+        reads = []
+        cat_file = b.mirror.fs.cat_file
+        b.mirror.fs.cat_file = lambda path, *args, **kw: reads.append(path) or cat_file(path, *args, **kw)
+        assert b.mirror.pull("demo/") == 0
+        assert reads == []  # nothing changed: no object read, the pointer neither
+        assert (b.reports_dir("2026-11-24") / "index.md").read_text() == "x"
 
 
 def test_a_published_folder_reaches_the_other_host_whole_and_its_old_version_is_gone(tmp_path, url):
@@ -294,6 +304,17 @@ def test_a_bucket_the_host_cannot_list_is_refused_before_any_work(where, s3, tmp
     assert proc.stderr.startswith(expected), proc.stderr
     assert proc.stderr.endswith("; nothing was run\n")
     assert not (tmp_path / "home" / "profiles").exists()  # no Dagster instance was opened
+
+
+def test_an_object_key_that_would_leave_the_working_copy_is_refused(tmp_path, url):
+    import s3fs
+
+    from portfolio_assets.lake_mirror import MirrorError
+
+    s3fs.S3FileSystem(skip_instance_cache=True).pipe_file(f"{url.removeprefix('s3://')}/demo/x/../../../escape", b"1")
+    with host(tmp_path, "a"), pytest.raises(MirrorError, match=r"the object 'demo/x/\.\./\.\./\.\./escape' would land outside"):
+        lake(url)
+    assert not (tmp_path / "host-a" / "escape").exists()
 
 
 def test_one_url_with_or_without_a_trailing_slash_is_one_working_copy(tmp_path):
