@@ -136,8 +136,9 @@ def last_lines(log: Path, n: int = 1) -> str:
     return " / ".join(lines[-n:])[:300]
 
 
-def cli_run_section(rec: Recorder, run: GraphRun, root: Path) -> None:
-    """(a) `make run`-equivalent wall time vs the in-process compute of the same partition."""
+def cli_run_section(rec: Recorder, run: GraphRun, root: Path, object_store: bool = False) -> None:
+    """(a) `make run`-equivalent wall time vs the in-process compute of the same partition; with
+    `object_store`, then the same CLI run on an `s3://` lakehouse against it (`object_store.py`)."""
     from dagster import DagsterInstance
 
     home, log = root / "cli_home", root / "cli_run.log"
@@ -163,6 +164,10 @@ def cli_run_section(rec: Recorder, run: GraphRun, root: Path) -> None:
     rec.add(Row("run", "CLI run vs its own steps' sum (its event log)", f"{len(own)} steps", seconds=wall,
                 ref_seconds=sum(own.values()) or None,
                 note="the rest is start-up (imports, manifest, source) and Dagster between steps"))
+    if object_store:
+        from benchmarks.object_store import s3_run_row
+
+        s3_run_row(rec, run, root / "s3", wall, root / "cli_lakehouse")
 
 
 def tournament_inputs(run: GraphRun) -> tuple[pd.DataFrame, pd.Series, str]:

@@ -5,7 +5,8 @@ Sections (`--sections`, comma-separated; default all):
 - `graph`: one in-process materialization of the partition; a row per step from Dagster's event
   log (`graph.py`). Run first whenever `run`, `tournament`, `hrp` or `celery` is requested: they
   read its result, lakehouse and instance.
-- `run`: the CLI run (`make run` without the install) vs the in-process compute (`graph.py`).
+- `run`: the CLI run (`make run` without the install) vs the in-process compute (`graph.py`);
+  without `--quick`, the same CLI run on an `s3://` lakehouse against it (`object_store.py`).
 - `tournament`, `hrp`, `correlation`: ours vs skfolio, riskfolio-lib, pandas (`references.py`).
 - `scale`: scan to selected universe at 5,000 and 20,000 symbols (`scale.py`).
 - `backfill`: 20 development dates through the CLI (`backfill.py`).
@@ -145,7 +146,7 @@ def run_bench(plan: BenchPlan, root: Path, echo: bool = True) -> list[Row]:
                     rec.add(Row(section, "not run", note="the graph section failed (see its row)"))
                     continue
                 steps: dict[str, Callable[[], object]] = {
-                    "run": lambda: graph.cli_run_section(rec, run, root / "cli"),
+                    "run": lambda: graph.cli_run_section(rec, run, root / "cli", object_store=not plan.quick),
                     "tournament": lambda: references.compare_tournament(rec, run),
                     "hrp": lambda: references.compare_hrp(rec, run, repeat=plan.hrp_repeat),
                     "celery": lambda: executors.celery_section(rec, run, root / "executors"),
