@@ -196,19 +196,22 @@ class Mirror:
         self.remote = f"{bucket}/{prefix}".rstrip("/")
         self.local = Path(local)
         self._fs: Any = None
+        self._fs_pid = 0
         self._index_ready = False
 
     # ---- plumbing ------------------------------------------------------------------------------
     @property
     def fs(self) -> Any:
-        """The s3fs file system (created on first use; no listing cache: every listing is fresh)."""
-        if self._fs is None:
+        """The s3fs file system (created on first use in each process: s3fs refuses to be used
+        after a fork, as a celery pool or a forking executor would; no listing cache)."""
+        if self._fs is None or self._fs_pid != os.getpid():
             try:
                 import s3fs
             except ImportError as exc:
                 raise MirrorError(f"PA_LAKEHOUSE={self.url} needs s3fs: pip install 'portfolio_assets[s3]'") from exc
             self._fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, config_kwargs={
                 "connect_timeout": 10, "read_timeout": 60, "retries": {"max_attempts": 4, "mode": "standard"}})
+            self._fs_pid = os.getpid()
         return self._fs
 
     def check(self) -> None:

@@ -96,6 +96,26 @@ def test_a_table_written_on_one_host_is_read_on_another_and_a_rewrite_reaches_it
         pd.testing.assert_frame_equal(lake(url).read_table("weights", "target_weights", "2026-11-25"), frame(4, 1.0))
 
 
+def _read_in_child(url: str, out) -> None:
+    out.put(len(lake(url).read_table("weights", "target_weights", "2026-11-25")))
+
+
+def test_a_working_copy_opened_before_a_fork_is_used_in_the_child(tmp_path, url):
+    """s3fs refuses use after a fork ("not fork-safe"); a celery pool or a forking executor forks
+    processes that inherit the opened working copy, so each process makes its own client."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with host(tmp_path, "a"):
+        lake(url).write_table("weights", "target_weights", "2026-11-25", frame(3))
+        out = ctx.Queue()
+        child = ctx.Process(target=_read_in_child, args=(url, out))
+        child.start()
+        child.join(120)
+        assert child.exitcode == 0
+        assert out.get(timeout=5) == 3
+
+
 def test_a_second_opening_downloads_only_what_changed(tmp_path, url):
     from portfolio_assets.lakehouse import publish_dir
 
