@@ -12,10 +12,13 @@ run in the bench's own process). `portfolio_assets_tests/benchmarks/test_bench.p
 notes: the bench's executor runs are also the suite's executor tests.
 
 Then the whole daily graph: `portfolio-assets run` with `executor.kind: celery` on a fresh
-lakehouse and `DAGSTER_HOME`, on two fresh workers started with the run's settings in their
-environment (docs/deployment.md), against the `graph` section's in-process materialization of the
-same partition (also on a fresh lakehouse): its wall time as the ratio, and its tables compared by
-content hash (all but `run_manifest`, which records the executor).
+`s3://` lakehouse (moto's S3 server on localhost, `object_store.moto_s3`) and `DAGSTER_HOME`, on two
+fresh workers started with the run's settings in their environment (docs/deployment.md), each with
+its own `PA_CACHE_DIR` and so its own working copy of the bucket, as on two hosts that share only
+the bucket, the broker and Dagster's instance; against the `graph` section's in-process
+materialization of the same partition (on a local folder): its wall time as the ratio, and the
+tables the bucket holds compared by content hash (all but `run_manifest`, which records the
+executor).
 """
 
 from __future__ import annotations
@@ -152,39 +155,61 @@ def executor_section(rec: Recorder, run: GraphRun, root: Path, workers: int = 2)
 
 def whole_graph_on_celery(rec: Recorder, run: GraphRun, root: Path, workers: int = 2) -> None:
     """The daily graph through the CLI on `workers` celery workers (module docstring)."""
+    from benchmarks.object_store import moto_s3
     from portfolio_assets.celery_local import celery_workers, free_port, local_redis, redis_server_path
 
-    stage = f"daily graph: CLI run on celery ({workers} workers) vs in-process materialize"
+    stage = f"daily graph: CLI run on celery ({workers} workers)"
     if redis_server_path() is None:
         rec.add(Row("celery", stage, run.profile, note="not run: redis-server is not installed (Debian package redis-server)"))
         return
-    port, lake = free_port(), root / "lakehouse"
-    env = {**cli_env(lake, root / "dagster_home", run.profile), "PA_EXECUTOR__KIND": '"celery"',
-           "PA_EXECUTOR__CELERY__BROKER": f'"redis://127.0.0.1:{port}/0"'}
-    settings = {k: v for k, v in env.items() if k.startswith("PA_") or k == "DAGSTER_HOME"}
-    with environment(PA_CLI_OVERRIDES=None, **settings), contextlib.ExitStack() as stack:
-        try:
-            broker = stack.enter_context(local_redis(root / "redis", port))
-            stack.enter_context(celery_workers(broker, workers, root / "celery_workers"))
-        except Exception as exc:
-            rec.add(Row("celery", stage, run.profile, note=_error(exc)))
-            return
-        code, wall = cli(["run", "--profile", run.profile, "--date", run.partition], env, root / "cli_run.log")
-    if code != 0:
-        rec.add(Row("celery", stage, run.partition, seconds=wall,
-                    note=f"FAILED exit {code}: {last_lines(root / 'cli_run.log', 2)}"))
+    try:
+        import moto  # noqa: F401
+        import s3fs  # noqa: F401
+    except ImportError as exc:
+        rec.add(Row("celery", stage, run.profile, note=f"not run: {exc.name} is not installed (extras test, bench)"))
         return
-    ours, ref = (table_hashes(where / run.profile, run.partition) for where in (lake, run.lakehouse))
+    stage += ", each its own working copy of an s3:// lakehouse, vs in-process materialize"
+    port, url = free_port(), "s3://pa-bench/celery"
+    hosts = [root / f"host-w{i}" for i in range(1, workers + 1)]
+    with moto_s3("pa-bench") as (aws, _):
+        env = {**cli_env(root / "unused", root / "dagster_home", run.profile), **aws, "PA_LAKEHOUSE": url,
+               "PA_CACHE_DIR": str(root / "host-cli"), "PA_EXECUTOR__KIND": '"celery"',
+               "PA_EXECUTOR__CELERY__BROKER": f'"redis://127.0.0.1:{port}/0"'}
+        settings = {k: v for k, v in env.items() if k.startswith(("PA_", "AWS_")) or k == "DAGSTER_HOME"}
+        with environment(PA_CLI_OVERRIDES=None, **settings), contextlib.ExitStack() as stack:
+            try:
+                broker = stack.enter_context(local_redis(root / "redis", port))
+                stack.enter_context(celery_workers(broker, workers, root / "celery_workers",
+                                                   worker_env=[{"PA_CACHE_DIR": str(h)} for h in hosts]))
+            except Exception as exc:
+                rec.add(Row("celery", stage, run.profile, note=_error(exc)))
+                return
+            code, wall = cli(["run", "--profile", run.profile, "--date", run.partition], env, root / "cli_run.log")
+        if code != 0:
+            rec.add(Row("celery", stage, run.partition, seconds=wall,
+                        note=f"FAILED exit {code}: {last_lines(root / 'cli_run.log', 2)}"))
+            return
+        from portfolio_assets.lakehouse import Lakehouse
+        from portfolio_assets.ledger import verify_ledger
+
+        with environment(PA_CACHE_DIR=str(root / "host-reader")):  # what the bucket holds, in a fresh copy
+            lake = Lakehouse(url, run.profile)
+            stored = lake.root
+            report = verify_ledger(lake.ledger_path(run.partition), root=stored, partition=run.partition)
+            ledger = "the bucket's ledger verifies" if report.ok else f"FAILED the bucket's ledger: {report}"
+    ours, ref = table_hashes(stored, run.partition), table_hashes(run.lakehouse / run.profile, run.partition)
     manifest = f"run/run_manifest/{run.partition}.parquet"
     differ = sorted(k for k in ours.keys() | ref.keys() if k != manifest and ours.get(k) != ref.get(k))
     same = f"the same {len(ref) - 1} tables (all but run_manifest)" if not differ else f"FAILED tables differ: {differ}"
+    copies = sum(any(h.glob(f"lakes/*/{run.profile}/*/*/{run.partition}.parquet")) for h in hosts)
     try:
         run_pid, pids = cli_run_pids(root / "dagster_home" / "profiles" / run.profile, root / "cli_run.log")
         where = where_steps_ran(pids, run_pid, "the run's")
     except Exception as exc:
         where = _error(exc)
     rec.add(Row("celery", stage, run.partition, seconds=wall, ref_seconds=run.wall_s,
-                note=f"{same}; {where}; fresh lakehouse, workers started first; ref = section graph's materialize"))
+                note=f"{same}; {where}; {copies} of {workers} workers' working copies hold tables; {ledger}; moto's S3 on "
+                     "localhost, fresh bucket, workers started first; ref = section graph's materialize"))
 
 
 def celery_section(rec: Recorder, run: GraphRun, root: Path) -> None:

@@ -126,7 +126,11 @@ class LakehouseIOManager(ConfigurableIOManager):
             upstream = context.upstream_output
             if upstream is None:
                 raise ValueError(f"{context.name}: no upstream output to load")
-            return pd.read_parquet(self._intermediate(upstream))
+            path = self._intermediate(upstream)
+            lake = self.settings.lakehouse()
+            if lake.mirror is not None:  # an object-store lakehouse: this run's values, written on any host
+                lake.mirror.pull(lake.mirror.key(path.parent) + "/")
+            return pd.read_parquet(path)
         key = context.asset_key.to_user_string()
         partitions = list(context.asset_partition_keys) if context.has_asset_partitions else []
         if (context.definition_metadata or {}).get("by_partition"):

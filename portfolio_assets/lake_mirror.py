@@ -26,6 +26,8 @@ changes both ways at the moments they matter:
   whose holder died expires (`expires` in its body) and is taken over with `If-Match: <its ETag>`,
   so two waiting hosts cannot both take it. These folders (`ledger/`, `alerts/`) are synced only
   under their lease, never by the pull of an opening lakehouse.
+* **Values between ops** (`_intermediate/<run id>/`) are pulled by the IO manager for the run that
+  reads them, not by the pull of an opening lakehouse.
 
 What each host last synced (key, ETag, size and modification time of the local file) is in
 `<working copy>/.mirror/index.sqlite`. Only `s3://` is supported: the leases need S3's
@@ -58,6 +60,10 @@ URL_FILE = "url"
 META_DIR = ".mirror"
 LEASED_FOLDERS = ("ledger", "alerts")
 """Top-level folders of a profile that are synced only under their lease (module docstring)."""
+ON_DEMAND_FOLDERS = ("_intermediate",)
+"""Top-level folders the profile-wide pull leaves alone: the values a run's ops pass each other,
+`_intermediate/<run id>/`, pulled by the IO manager for the run that reads them (every past run's
+would otherwise travel to every new host)."""
 LEASE_WAIT_S = 60.0
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -182,9 +188,13 @@ def _private(key: str) -> bool:
             or name == "catalog.duckdb" or ".link-" in name)
 
 
-def _leased(key: str) -> bool:
+def _apart(key: str, prefix: str) -> bool:
+    """Whether a pull of `prefix` (outside a lease) leaves `key` alone: a leased folder, or an
+    on-demand one the prefix does not name."""
     parts = key.split("/")
-    return len(parts) > 1 and parts[1] in LEASED_FOLDERS
+    if len(parts) < 3:
+        return False
+    return parts[1] in LEASED_FOLDERS or (parts[1] in ON_DEMAND_FOLDERS and not prefix.startswith(f"{parts[0]}/{parts[1]}/"))
 
 
 class Mirror:
@@ -365,7 +375,7 @@ class Mirror:
         for key, info in sorted(listing.items()):
             if key.startswith("/") or ".." in key.split("/"):
                 raise MirrorError(f"{self.url}: the object {key!r} would land outside the working copy {self.local}")
-            if _private(key) or (not exact and _leased(key)):
+            if _private(key) or (not exact and _apart(key, prefix)):
                 continue
             if key.endswith(LINK_SUFFIX):
                 links.append((key, info.get("ETag")))
@@ -375,7 +385,7 @@ class Mirror:
                 got += self._download(key, etag)
         for key, etag in links:
             self._place_link(key, etag, known.get(key))
-        gone = [key for key in known if key not in listing and (exact or not _leased(key))]
+        gone = [key for key in known if key not in listing and (exact or not _apart(key, prefix))]
         parts = [key for key in gone if "/prices/parts/" in key]
         if parts:  # compacted away elsewhere: removed here only while no local reader holds the store
             from portfolio_assets.price_store import PriceStore

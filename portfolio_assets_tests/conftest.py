@@ -355,7 +355,6 @@ def realdata(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # first and this order does nothing: measured 2026-12-04, `test_reliability.py` started at 300 s
 # and ran alone for the last 40 s of a 482-s suite (per-worker timeline of `make test`).
 LONGEST_FIRST = ("cli/test_ui.py", "benchmarks/test_bench.py", "test_reliability.py", "assets/test_real_history.py",
-                 "test_lake_mirror.py",
                  "cli/test_cli.py", "assets/test_trust_cases.py", "cli/test_readme_commands.py", "assets/test_graph.py",
                  "assets/test_pit_and_signing.py", "test_determinism.py", "assets/test_staleness.py",
                  "test_bad_inputs.py", "sources/test_tradingview_graph.py")

@@ -2,7 +2,9 @@
 one S3 bucket served by moto's server (conditional writes included), in this process.
 
 A "host" is a `PA_CACHE_DIR`: the working copy lives under it, so two cache folders share nothing
-but the bucket, as two machines would."""
+but the bucket, as two machines would. The whole daily graph on two celery workers, each with its
+own working copy, is the bench's celery row (`benchmarks/executors.py`), asserted by
+`benchmarks/test_bench.py::test_the_daily_graph_on_two_celery_workers_stores_the_in_process_tables`."""
 
 from __future__ import annotations
 
@@ -245,6 +247,24 @@ def test_concurrent_appends_from_two_processes_on_two_hosts_lose_no_record(tmp_p
         assert ledger.verify(root=lake(url).root).ok
 
 
+def test_a_runs_op_values_travel_only_to_the_run_that_reads_them(tmp_path, url):
+    with host(tmp_path, "a"):
+        a = lake(url)
+        for run in ("run-1", "run-2"):
+            _write(a.root / "_intermediate" / run / "plan.result.parquet", frame(2))  # uploaded as written
+    with host(tmp_path, "b"):
+        b = lake(url)  # the profile-wide pull leaves every run's values in the bucket
+        assert not (b.root / "_intermediate").exists()
+        assert b.mirror.pull(f"{b.profile}/_intermediate/run-2/") == 1
+        assert [p.parent.name for p in (b.root / "_intermediate").glob("*/*.parquet")] == ["run-2"]
+
+
+def _write(path: Path, df: pd.DataFrame) -> Path:
+    from portfolio_assets.lakehouse import atomic_write_frame
+
+    return atomic_write_frame(path, df)
+
+
 def test_a_held_lease_makes_another_host_wait_then_fail_naming_the_holder_and_a_dead_one_is_taken(tmp_path, url):
     from portfolio_assets.lake_mirror import LeaseBusy
 
@@ -344,42 +364,3 @@ def test_one_url_with_or_without_a_trailing_slash_is_one_working_copy(tmp_path):
         assert lakehouse_base_path("s3://bucket/lake") == lakehouse_base_path("s3://bucket/lake/")
         assert lakehouse_base_path("s3://bucket/lake") != lakehouse_base_path("s3://bucket/other")
         assert (lakehouse_base_path("s3://bucket/lake") / ".mirror" / "url").read_text() == "s3://bucket/lake\n"
-
-
-def test_the_daily_graph_on_two_celery_workers_with_their_own_working_copies_gives_the_in_process_tables(
-        dev_lakehouse, tmp_path, url):
-    """Two workers that share nothing but the bucket (and Dagster's instance and broker), as on two
-    hosts: the tables the run leaves in the bucket are those of the in-process run of the session's
-    `dev_lakehouse`, and the ledger the bucket holds verifies against them."""
-    from portfolio_assets.celery_local import celery_workers, free_port, local_redis, redis_server_path
-    from portfolio_assets.ledger import Ledger
-    from portfolio_assets_tests.conftest import DEV_DATE, graph_env, run_cli
-    from portfolio_assets_tests.graph_helpers import table_hashes
-
-    if redis_server_path() is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server; .ci/run installs it)")
-    port = free_port()
-    env = graph_env(tmp_path / "unused", tmp_path / "dagster_home", dev_lakehouse.profile,
-                    PA_LAKEHOUSE=url, PA_CACHE_DIR=str(tmp_path / "host-cli"), PA_EXECUTOR__KIND='"celery"',
-                    PA_EXECUTOR__CELERY__BROKER=f'"redis://127.0.0.1:{port}/0"')
-    settings = {k: v for k, v in env.items() if k.startswith(("PA_", "AWS_")) or k == "DAGSTER_HOME"}
-    hosts = [tmp_path / "host-w1", tmp_path / "host-w2"]
-    with environment(PA_CLI_OVERRIDES=None, **settings), contextlib.ExitStack() as stack:
-        broker = stack.enter_context(local_redis(tmp_path / "redis", port))
-        stack.enter_context(celery_workers(broker, 2, tmp_path / "workers",
-                                           worker_env=[{"PA_CACHE_DIR": str(h)} for h in hosts]))
-        proc = run_cli(["run", "--profile", dev_lakehouse.profile, "--date", DEV_DATE], env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for worker in hosts:  # each worker kept a working copy: it ran steps, reading what the other wrote
-        assert list(worker.glob(f"lakes/*/{dev_lakehouse.profile}/*/*/{DEV_DATE}.parquet")), worker
-    with host(tmp_path, "reader"):
-        stored = lake(url, dev_lakehouse.profile)
-        ours, ref = table_hashes(stored.root, DEV_DATE), table_hashes(dev_lakehouse.root, DEV_DATE)
-        assert len(ref) > 30 and ours.keys() == ref.keys()
-        manifest = f"run/run_manifest/{DEV_DATE}.parquet"  # records the executor, which differs
-        assert {k for k in ref if ours[k] != ref[k]} == {manifest}
-        settings_of = {p: json.loads(pd.read_parquet(root / manifest)["overrides_json"].iloc[0])
-                       for p, root in (("ours", stored.root), ("ref", dev_lakehouse.root))}
-        assert settings_of["ours"]["executor.kind"] == "celery" and settings_of["ref"]["executor.kind"] == "in_process"
-        report = Ledger(stored.ledger_path(DEV_DATE), DEV_DATE).verify(root=stored.root)
-        assert report.ok, report

@@ -252,12 +252,13 @@ def _flat(value, prefix: str = "") -> dict:
 @pytest.mark.slow
 def test_the_daily_graph_on_two_celery_workers_stores_the_in_process_tables(rows, bench_root, plan):
     """Issue 15: `portfolio-assets run` of the whole daily graph with `executor.kind: celery`, on a
-    fresh lakehouse and two workers (Redis and both workers started by the section, with the run's
-    settings in their environment, as docs/deployment.md says), stores exactly the tables of the
-    graph section's in-process materialization of the same partition, with every gate passed and
-    every step executed in a worker process, the tournament's two engine batches included.
-    `run_manifest` records the resolved settings, so it differs in the executor's settings and
-    nothing else."""
+    fresh `s3://` lakehouse (moto's S3 server) and two workers (Redis and both workers started by
+    the section, with the run's settings in their environment, as docs/deployment.md says), each
+    with its own working copy of the bucket as on two hosts, stores in the bucket exactly the
+    tables of the graph section's in-process materialization of the same partition, with every gate
+    passed, every step executed in a worker process (the tournament's two engine batches included)
+    and a ledger that verifies against those tables. `run_manifest` records the resolved settings,
+    so it differs in the executor's settings and nothing else."""
     import json
 
     from portfolio_assets.celery_local import redis_server_path
@@ -270,15 +271,18 @@ def test_the_daily_graph_on_two_celery_workers_stores_the_in_process_tables(rows
         assert whole.note.startswith("not run: redis-server is not installed")
         pytest.skip("redis-server is not installed (Debian package redis-server; .ci/run installs it)")
     found = re.match(r"the same (\d+) tables \(all but run_manifest\); (\d+) steps in (\d+) process\(es\), "
-                     r"none the run's; (engine batches: [^;]*); ", whole.note)
+                     r"none the run's; (engine batches: [^;]*); 2 of 2 workers' working copies hold tables; "
+                     r"the bucket's ledger verifies; ",
+                     whole.note)
     assert found, whole.note
     assert int(found.group(1)) > 30 and int(found.group(2)) > 25 and found.group(4) == BATCHES, whole.note
     assert whole.ref_seconds == graph.seconds
     assert whole.ratio == pytest.approx(whole.seconds / graph.seconds, rel=1e-12)
 
     date = plan.date.isoformat()
-    ours, ref = (bench_root / "executors" / "graph" / "lakehouse" / "development",
-                 bench_root / "graph" / "lakehouse" / "development")
+    # the bucket's tables, as the section's fresh working copy pulled them
+    (ours,) = (bench_root / "executors" / "graph" / "host-reader" / "lakes").glob("*/development")
+    ref = bench_root / "graph" / "lakehouse" / "development"
     got, want = table_hashes(ours, date), table_hashes(ref, date)  # the note's comparison, checked here too
     manifest = f"run/run_manifest/{date}.parquet"
     assert set(got) == set(want) and sorted(t for t in want if got[t] != want[t]) == [manifest]
