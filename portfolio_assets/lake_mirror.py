@@ -133,11 +133,10 @@ def mirror_of(path: Path | str) -> tuple[Mirror, str] | None:
     """(mirror, key) when `path` lies in a working copy, the key relative to it; else None.
     The path is taken as named (links not followed): a published folder's files are keyed
     under its version folder either way, since writers write into the version folder."""
+    for mirror in list(_MIRRORS.values()):
+        with contextlib.suppress(MirrorError):
+            return mirror, mirror.key(path)
     text = os.path.abspath(path)
-    for base, mirror in list(_MIRRORS.items()):
-        root = str(base)
-        if text.startswith(root + os.sep):
-            return mirror, Path(text[len(root) + 1:]).as_posix()
     # a working copy not opened in this process yet: look for its marker upwards
     for parent in Path(text).parents:
         if (parent / META_DIR / URL_FILE).exists():
@@ -253,9 +252,9 @@ class Mirror:
                                (prefix, prefix + "\uffff")).fetchall()
         return {k: (e, st) for k, e, st in rows}
 
-    def _record(self, key: str, etag: str | None, stamp: str | None = None) -> None:
-        """Index `key` as synced at `etag`, with the local file's stamp (or `stamp`: a pointer's
-        target); without an ETag or a local file, drop it."""
+    def record(self, key: str, etag: str | None, stamp: str | None = None) -> None:
+        """Index `key` as synced at `etag`: the local file equals that object (its stamp is kept;
+        `stamp` for a pointer: its target). Without an ETag or a local file, drop the entry."""
         path = self.local / key
         with contextlib.closing(self._db()) as con:
             if etag is None or (stamp is None and not path.is_file()):
@@ -277,19 +276,18 @@ class Mirror:
         return {name[start:]: info for name, info in found.items() if info.get("type", "file") == "file"}
 
     # ---- one file ------------------------------------------------------------------------------
-    def upload(self, source: Path | str, key: str) -> str:
-        """Put the bytes of `source` at `key`; returns the object's ETag."""
-        data = Path(source).read_bytes()
+    def _put(self, key: str, data: bytes) -> str:
+        """Put `data` at `key` (one PUT replaces an object whole); returns the object's ETag."""
         try:
             response = self.fs.pipe_file(self._remote(key), data)
         except OSError as exc:
             raise MirrorError(f"could not upload {key} to {self.url}: {exc}") from exc
-        etag = (response or {}).get("ETag") if isinstance(response, dict) else None
+        etag = response.get("ETag") if isinstance(response, dict) else None  # a multipart upload has none
         return etag or self.fs.info(self._remote(key))["ETag"]
 
-    def record(self, key: str, etag: str | None) -> None:
-        """Note that the local file of `key` equals the object of ETag `etag` (None: neither exists)."""
-        self._record(key, etag)
+    def upload(self, source: Path | str, key: str) -> str:
+        """Put the bytes of the file `source` at `key`; returns the object's ETag."""
+        return self._put(key, Path(source).read_bytes())
 
     def key(self, path: Path | str) -> str:
         """The key of `path` (in the working copy, taken as named: links not followed)."""
@@ -299,16 +297,11 @@ class Mirror:
                 return Path(text[len(root) + 1:]).as_posix()
         raise MirrorError(f"{path} is outside the working copy {self.local} of {self.url}")
 
-    def put(self, path: Path) -> None:
-        """Upload the local file `path` (in the working copy) and record it."""
-        key = self.key(path)
-        self._record(key, self.upload(path, key))
-
     def delete(self, key: str) -> None:
         """Delete the object `key` and its index entry (the local file is the caller's)."""
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._remote(key))
-        self._record(key, None)
+        self.record(key, None)
 
     def _download(self, key: str, etag: str | None) -> bool:
         """Fetch `key` into the working copy (temp file + rename); False when it vanished meanwhile."""
@@ -327,7 +320,7 @@ class Mirror:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        self._record(key, etag)
+        self.record(key, etag)
         return True
 
     @staticmethod
@@ -348,7 +341,7 @@ class Mirror:
         if Path(target).is_absolute() or ".." in Path(target).parts:
             raise MirrorError(f"{self.url}: pointer {key} names {target!r}, outside its folder")
         if link.is_symlink() and os.readlink(link) == target:
-            self._record(key, etag, target)
+            self.record(key, etag, target)
             return
         if link.exists() and not link.is_symlink():
             raise MirrorError(f"{link} is a folder where {self.url} has a pointer ({key}); remove the working copy "
@@ -359,7 +352,7 @@ class Mirror:
             tmp.unlink()
         os.symlink(target, tmp)
         os.replace(tmp, link)
-        self._record(key, etag, target)
+        self.record(key, etag, target)
 
     # ---- folders -------------------------------------------------------------------------------
     def pull(self, prefix: str, *, exact: bool = False) -> int:
@@ -406,7 +399,7 @@ class Mirror:
                 if exact or _stamp(path) == known[key][1]:
                     path.unlink()
                     _prune_version(path.parent)
-            self._record(key, None)
+            self.record(key, None)
 
     def push_tree(self, folder: Path) -> int:
         """Upload the files of `folder` that changed since they were synced, delete the objects of
@@ -427,7 +420,7 @@ class Mirror:
                     elif path.is_file():
                         seen.add(key)
                         if key not in known or known[key][1] != _stamp(path):
-                            self._record(key, self.upload(path, key))
+                            self.record(key, self.upload(path, key))
                             sent += 1
         for _, path in links:
             self.put_link(path)
@@ -440,12 +433,7 @@ class Mirror:
         """Write the pointer object of the symbolic link `link`: `target` (default: where it points now)."""
         key = self.key(link) + LINK_SUFFIX
         target = target or os.readlink(link)
-        try:
-            response = self.fs.pipe_file(self._remote(key), target.encode())
-        except OSError as exc:
-            raise MirrorError(f"could not publish {key} to {self.url}: {exc}") from exc
-        etag = response.get("ETag") if isinstance(response, dict) else None
-        self._record(key, etag or self.fs.info(self._remote(key))["ETag"], target)
+        self.record(key, self._put(key, target.encode()), target)
 
     # ---- leases --------------------------------------------------------------------------------
     @contextlib.contextmanager
