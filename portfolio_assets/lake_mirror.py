@@ -358,9 +358,10 @@ class Mirror:
     def pull(self, prefix: str, *, exact: bool = False) -> int:
         """Bring the working copy's `prefix` folder up to date; returns the objects downloaded.
 
-        Without `exact` the leased folders are left to their lease, and a file is removed only when
-        this host synced it, has not changed it since and the bucket no longer holds it. With `exact`
-        (under the folder's lease) every synced file the bucket no longer holds is removed."""
+        Without `exact` the leased folders are left to their lease and the on-demand ones to their
+        readers (unless `prefix` names one), and a file is removed only when this host synced it,
+        has not changed it since and the bucket no longer holds it. With `exact` (under the folder's
+        lease) every synced file the bucket no longer holds is removed."""
         listing = self._listing(prefix)
         known = self._index(prefix)
         got = 0
