@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -29,23 +28,11 @@ BUCKET = "pa-lake"
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
-    """moto's S3 server on a free port; yields the lakehouse URL's bucket, with AWS_* set."""
-    from moto.server import ThreadedMotoServer
+    """moto's S3 server on a free port (the bench's `moto_s3`); yields the bucket, with AWS_* set."""
+    from benchmarks.object_store import moto_s3
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    with environment(**aws):
-        import s3fs
-
-        s3fs.S3FileSystem(skip_instance_cache=True).mkdir(BUCKET)
-        try:
-            yield BUCKET
-        finally:
-            server.stop()
+    with moto_s3(BUCKET):
+        yield BUCKET
 
 
 @pytest.fixture

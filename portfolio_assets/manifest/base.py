@@ -71,7 +71,7 @@ def lakehouse_base_path(text: str | None) -> Path:
     scheme = URL_SCHEME_RE.match(text)
     if scheme is None:
         return Path(text).expanduser().resolve()
-    if scheme.group(1).lower() == "s3":
+    if is_object_store(text):
         from portfolio_assets.lake_mirror import working_copy
 
         return working_copy(text)
