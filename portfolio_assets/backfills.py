@@ -268,9 +268,10 @@ class BackfillDaemon:
         proc = self.started
         if proc is None:
             return
-        ours = self._own_daemon_id()
         self._stop(proc)
-        self._forget_heartbeats(ours)
+        # Read once it has exited: a daemon `restart` started just before the backfill completed
+        # may write its first heartbeat up to its stop, or never.
+        self._forget_heartbeats(self._own_daemon_id())
 
     def _own_daemon_id(self) -> str | None:
         """The id in every heartbeat written since our daemon started (None if none, or several ids)."""
@@ -281,11 +282,13 @@ class BackfillDaemon:
         """Once our daemon has exited, wipe the heartbeats when every recent one is its own (what
         `dagster-daemon wipe` does). A stopped daemon's last heartbeat otherwise looks alive for
         a while, and the next backfill command waits `HEARTBEAT_WAIT_S` (40 s) for a newer one
-        before starting its own daemon. The daemons `restart` stopped count as ours. A recent
-        heartbeat of another daemon keeps them all."""
+        before starting its own daemon. The daemons `restart` stopped count as ours (`ours` is None
+        when the last one never wrote a heartbeat). A recent heartbeat of another daemon keeps them
+        all, and so does not knowing any id of ours."""
+        mine = self.replaced | ({ours} if ours is not None else set())
         beats = self.instance.get_daemon_heartbeats().values()
         recent = [b for b in beats if time.time() - b.timestamp <= HEARTBEAT_FRESH_S]
-        if ours is not None and all(b.daemon_id == ours or b.daemon_id in self.replaced for b in recent):
+        if mine and all(b.daemon_id in mine for b in recent):
             self.instance.wipe_daemon_heartbeats()
 
     def check_running(self) -> None:

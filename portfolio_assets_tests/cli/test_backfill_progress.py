@@ -104,6 +104,31 @@ def test_a_stopped_temporary_daemon_forgets_only_its_own_heartbeats(tmp_path):
     assert store.wiped
 
 
+def test_a_restart_racing_the_backfills_completion_still_forgets_the_stopped_daemons_heartbeats(tmp_path):
+    """`restart` stopped the first daemon just as its own iteration completed the backfill, and the
+    command ended before the new daemon wrote any heartbeat: only the first daemon's heartbeats are
+    left, and they are ours (seen in CI: the next command waited 40 s for a daemon that had gone)."""
+    import time
+
+    from portfolio_assets.backfills import BackfillDaemon
+
+    now = time.time()
+    exited = SimpleNamespace(poll=lambda: 0, pid=999_999_999)  # the new daemon, already stopped
+    first = {"BACKFILL": (now - 1, "first"), "SENSOR": (now - 1, "first"), "ASSET": (now - 31, "first")}
+    store = Beats(first)
+    BackfillDaemon(store, tmp_path / "log", started=exited, started_at=now, replaced={"first"}).__exit__()
+    assert store.wiped
+    # The new daemon's heartbeats are read after it exited, so a first heartbeat written up to its
+    # stop is known as ours too.
+    store = Beats({**first, "BACKFILL": (now + 0.5, "second")})
+    BackfillDaemon(store, tmp_path / "log", started=exited, started_at=now, replaced={"first"}).__exit__()
+    assert store.wiped
+    # Another daemon's recent heartbeat keeps them all, as without a restart.
+    store = Beats({**first, "SCHEDULER": (now - 2, "someone else")})
+    BackfillDaemon(store, tmp_path / "log", started=exited, started_at=now, replaced={"first"}).__exit__()
+    assert not store.wiped
+
+
 class Watched:
     """An instance whose backfill runs are all finished and whose backfill status turns terminal
     only when its daemon has been restarted (or after `flips_after` status reads by itself)."""
