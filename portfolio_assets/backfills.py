@@ -257,10 +257,10 @@ class BackfillDaemon:
         proc = self.started
         if proc is None:
             return False
-        stopped = self._own_daemon_id()
+        self._stop(proc)
+        stopped = self._own_daemon_id()  # read once it has exited, as in `__exit__`
         if stopped is not None:
             self.replaced.add(stopped)
-        self._stop(proc)
         self._start()
         return True
 

@@ -127,6 +127,13 @@ def test_a_restart_racing_the_backfills_completion_still_forgets_the_stopped_dae
     store = Beats({**first, "SCHEDULER": (now - 2, "someone else")})
     BackfillDaemon(store, tmp_path / "log", started=exited, started_at=now, replaced={"first"}).__exit__()
     assert not store.wiped
+    # `restart` also reads the id of the daemon it stops once that one has exited: a first
+    # heartbeat written while it was stopping is known as ours.
+    store = Beats({})
+    daemon = BackfillDaemon(store, tmp_path / "log", started=exited, started_at=now - 10)
+    daemon._stop = lambda proc: store.beats.update(Beats({"BACKFILL": (now - 1, "first")}).beats)
+    daemon._start = lambda: None
+    assert daemon.restart() and daemon.replaced == {"first"}
 
 
 class Watched:
