@@ -107,7 +107,8 @@ def test_a_stopped_temporary_daemon_forgets_only_its_own_heartbeats(tmp_path):
 def test_a_restart_racing_the_backfills_completion_still_forgets_the_stopped_daemons_heartbeats(tmp_path):
     """`restart` stopped the first daemon just as its own iteration completed the backfill, and the
     command ended before the new daemon wrote any heartbeat: only the first daemon's heartbeats are
-    left, and they are ours (seen in CI: the next command waited 40 s for a daemon that had gone)."""
+    left, and they are ours (seen failing a fresh-clone check: left behind, they made the next command
+    wait 40 s for a daemon that had gone)."""
     import time
 
     from portfolio_assets.backfills import BackfillDaemon
